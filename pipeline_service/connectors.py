@@ -1,0 +1,180 @@
+"""One connector per database, behind one small interface.
+
+A connector opens and closes the connection resources of one database and lends
+a sqlor dialect object bound to a live connection for one transaction
+(``session()``).  It also translates its driver's errors into the package's
+exceptions, so that nothing above it has to know a driver.
+"""
+import asyncio
+import sqlite3
+from contextlib import asynccontextmanager
+
+import aiomysql
+import pymysql
+
+from . import sqlor_adapter
+from .exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
+
+SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema --db ...` "
+               "or `await storage.create_missing_tables()`")
+
+# MySQL client/server error codes that mean "the server is not there (any more)".
+MYSQL_UNREACHABLE = {2003, 2005, 2006, 2013, 2055}
+MYSQL_NO_TABLE = 1146
+
+
+class MySQLConnector:
+    """MariaDB/MySQL over an aiomysql pool; statements run through sqlor's ``mysql`` dialect."""
+
+    dialect = "mysql"
+
+    def __init__(self, host="127.0.0.1", port=3306, user="root", password="", db=None,
+                 minsize=1, maxsize=20, connect_timeout=5.0, **extra):
+        if not db:
+            raise StorageError("a MySQL database description needs 'db' (the database name)")
+        self.kwargs = dict(host=host, port=int(port), user=user, password=password, db=db, **extra)
+        self.minsize, self.maxsize = minsize, maxsize
+        self.connect_timeout = float(connect_timeout)
+        self._pool = None
+        self._opening = asyncio.Lock()
+
+    def describe(self):
+        return f"MySQL database {self.kwargs['db']!r} at {self.kwargs['host']}:{self.kwargs['port']}"
+
+    async def open(self):
+        async with self._opening:
+            if self._pool is not None:
+                return
+            try:
+                self._pool = await asyncio.wait_for(
+                    aiomysql.create_pool(minsize=self.minsize, maxsize=self.maxsize,
+                                         autocommit=False, charset="utf8mb4",
+                                         connect_timeout=self.connect_timeout, **self.kwargs),
+                    timeout=self.connect_timeout + 1)
+            except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
+                raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
+
+    async def close(self):
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            await pool.wait_closed()
+
+    @asynccontextmanager
+    async def session(self):
+        if self._pool is None:
+            await self.open()
+        try:
+            conn = await asyncio.wait_for(self._pool.acquire(), timeout=self.connect_timeout + 1)
+        except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
+            raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
+        sor = getattr(conn, "_pipeline_sqlor", None)
+        if sor is None:
+            sor = conn._pipeline_sqlor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
+        try:
+            await sqlor_adapter.bind(sor, conn)
+            yield sor
+        finally:
+            await sqlor_adapter.unbind(sor)
+            # aiomysql closes (does not reuse) a connection still inside a transaction
+            self._pool.release(conn)
+
+    def translate_error(self, exc):
+        """The package exception for a driver error, or None to re-raise it as is."""
+        if isinstance(exc, pymysql.err.MySQLError) and exc.args:
+            code = exc.args[0]
+            if code == MYSQL_NO_TABLE:
+                return SchemaMissingError(f"{exc.args[1]} in {self.describe()}: {SCHEMA_HINT}")
+            if code in MYSQL_UNREACHABLE:
+                return DatabaseUnavailableError(f"lost {self.describe()}: {exc}")
+        return None
+
+
+class SQLiteConnector:
+    """The embedded default: one aiosqlite connection, transactions taken in turn.
+
+    SQLite has a single writer anyway; one connection guarded by a lock gives
+    each transaction the whole database without "database is locked" retries.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path="pipeline_service.db", **_ignored):
+        self.path = str(path)
+        self._sor = None
+        self._lock = asyncio.Lock()
+
+    def describe(self):
+        return f"SQLite database {self.path!r}"
+
+    async def open(self):
+        if self._sor is not None:
+            return
+        sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": self.path})
+        try:
+            await sor.connect()
+            await sor.conn.execute("PRAGMA journal_mode=WAL")
+            await sor.conn.execute("PRAGMA busy_timeout=5000")
+        except (OSError, sqlite3.Error) as exc:
+            raise DatabaseUnavailableError(f"cannot open {self.describe()}: {exc}") from exc
+        self._sor = sor
+
+    async def close(self):
+        sor, self._sor = self._sor, None
+        if sor is not None:
+            await sor.close()
+
+    @asynccontextmanager
+    async def session(self):
+        async with self._lock:
+            if self._sor is None:
+                await self.open()
+            sor = self._sor
+            try:
+                await sqlor_adapter.bind(sor, sor.conn)
+                yield sor
+            finally:
+                await sqlor_adapter.unbind(sor)
+
+    def translate_error(self, exc):
+        if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
+            return SchemaMissingError(f"{exc} in {self.describe()}: {SCHEMA_HINT}")
+        return None
+
+
+def connector_for(description):
+    """Build a connector from a database description.
+
+    Accepted forms: the ecosystem's ``{"driver": "mysql", "kwargs": {...}}``,
+    ``{"driver": "sqlite", "kwargs": {"path": ...}}``, or a URL string
+    ``mysql://user:password@host:port/db`` / ``sqlite:///path/to/file.db``.
+    """
+    if isinstance(description, str):
+        description = parse_url(description)
+    if not isinstance(description, dict):
+        raise StorageError(f"a database description is a dict or a URL, not {type(description).__name__}")
+    driver = description.get("driver")
+    kwargs = dict(description.get("kwargs") or {})
+    if driver in ("mysql", "aiomysql", "tidb"):
+        return MySQLConnector(**kwargs)
+    if driver in ("sqlite", "sqlite3", "aiosqlite", sqlor_adapter.SQLITE_DRIVER):
+        if "path" not in kwargs and "dbname" in kwargs:
+            kwargs["path"] = kwargs.pop("dbname")
+        return SQLiteConnector(**kwargs)
+    raise StorageError(f"unsupported database driver {driver!r}: use 'mysql' or 'sqlite'")
+
+
+def parse_url(url):
+    from urllib.parse import urlsplit, unquote
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
+        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+            raise StorageError(f"a SQLite URL is sqlite:///relative.db or sqlite:////abs/path.db, not {url!r}")
+        return {"driver": "sqlite", "kwargs": {"path": url[len("sqlite:///"):]}}
+    if parts.scheme in ("mysql", "mariadb"):
+        kwargs = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
+                  "user": unquote(parts.username or "root"), "password": unquote(parts.password or ""),
+                  "db": parts.path.lstrip("/")}
+        return {"driver": "mysql", "kwargs": kwargs}
+    raise StorageError(f"unsupported database URL {url!r}: use mysql://user:pw@host:port/db or sqlite:///path")

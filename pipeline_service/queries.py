@@ -1,0 +1,128 @@
+"""Every SQL statement of the package, by name.
+
+Parameters are sqlor's bound ``${name}$`` form only (never ``$[name]$`` text
+substitution).  ``$<name>$ ... $</name>$`` is sqlor's optional block: it is kept
+only when parameter ``name`` is not None.  A statement that differs by dialect
+is a dict ``{"mysql": ..., "sqlite": ...}``.  Every statement on an owned table
+is scoped by ``tenant_id`` except the executor's claim and recovery statements,
+which work across tenants by design and touch rows by primary key afterwards.
+"""
+
+TASK_COLUMNS = ("id, tenant_id, pipeline_id, owner_id, title, status, error, "
+                "created_at, updated_at, started_at, finished_at")
+STEP_COLUMNS = ("id, tenant_id, task_id, step_name, step_type, depends_on, config, seq, status, "
+                "attempt, crash_count, input_version, output_version, error, ready_at, owner, "
+                "lease_expires_at, started_at, finished_at, updated_at")
+# progress counters of a task, computed from its step rows (never stored, never drift)
+PROGRESS = """
+  (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id) AS n_total,
+  (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
+     AND s.status = 'succeeded') AS n_succeeded,
+  (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
+     AND s.status = 'running') AS n_running,
+  (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
+     AND s.status = 'failed') AS n_failed"""
+LIST_FILTER = """
+  WHERE t.tenant_id = ${tenant_id}$
+  $<pipeline_id>$ AND t.pipeline_id = ${pipeline_id}$ $</pipeline_id>$
+  $<status>$ AND t.status = ${status}$ $</status>$"""
+
+STATEMENTS = {
+    # --- pipeline definitions (tables owned by pipeline_core) ---
+    "get_pipeline": "SELECT id, name, description FROM pipelines WHERE id = ${pipeline_id}$",
+    "get_pipeline_steps": """SELECT id, step_name, step_type, depends_on, config, seq FROM pipeline_steps
+        WHERE pipeline_id = ${pipeline_id}$ ORDER BY seq, step_name""",
+    "insert_pipeline": """INSERT INTO pipelines (id, name, description)
+        VALUES (${id}$, ${name}$, ${description}$)""",
+    "delete_pipeline_steps": "DELETE FROM pipeline_steps WHERE pipeline_id = ${pipeline_id}$",
+    "delete_pipeline": "DELETE FROM pipelines WHERE id = ${pipeline_id}$",
+    "insert_pipeline_step": """INSERT INTO pipeline_steps (id, pipeline_id, step_name, step_type, depends_on, config, seq)
+        VALUES (${id}$, ${pipeline_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, ${config}$, ${seq}$)""",
+
+    # --- tasks ---
+    "insert_task": """INSERT INTO pipeline_tasks (id, tenant_id, pipeline_id, owner_id, title, params, status,
+        error, created_at, updated_at, started_at, finished_at)
+        VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${status}$,
+        NULL, ${now}$, ${now}$, NULL, NULL)""",
+    "get_task": f"""SELECT {TASK_COLUMNS}, params, {PROGRESS} FROM pipeline_tasks t
+        WHERE t.tenant_id = ${{tenant_id}}$ AND t.id = ${{task_id}}$""",
+    "count_tasks": f"SELECT count(*) AS n FROM pipeline_tasks t {LIST_FILTER}",
+    "list_tasks": f"""SELECT {TASK_COLUMNS}, {PROGRESS} FROM pipeline_tasks t {LIST_FILTER}
+        ORDER BY t.created_at DESC, t.id DESC LIMIT ${{limit}}$ OFFSET ${{offset}}$""",
+    # the per-task serialisation point of the executor: whoever changes step states
+    # of a task holds its row lock (SQLite serialises whole transactions instead)
+    "lock_task": {
+        "mysql": """SELECT id, status, params FROM pipeline_tasks
+            WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ FOR UPDATE""",
+        "sqlite": """SELECT id, status, params FROM pipeline_tasks
+            WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
+    },
+    "mark_task_started": """UPDATE pipeline_tasks SET status = 'running', started_at = ${now}$, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = 'pending'""",
+    "set_task_status": """UPDATE pipeline_tasks SET status = ${status}$, error = ${error}$,
+        finished_at = ${finished_at}$, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}$""",
+    "touch_task": """UPDATE pipeline_tasks SET updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
+
+    # --- steps of a task ---
+    "insert_step": f"""INSERT INTO pipeline_task_steps ({STEP_COLUMNS}) VALUES (${{id}}$, ${{tenant_id}}$,
+        ${{task_id}}$, ${{step_name}}$, ${{step_type}}$, ${{depends_on}}$, ${{config}}$, ${{seq}}$, 'pending',
+        0, 0, NULL, NULL, NULL, ${{ready_at}}$, NULL, NULL, NULL, NULL, ${{now}}$)""",
+    "get_steps": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
+        WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$""",
+    "get_step": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
+        WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$ AND step_name = ${{step_name}}$""",
+    "step_states": """SELECT step_name, status, ready_at, output_version FROM pipeline_task_steps
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
+    # the ready-step claim: single-table (TiDB breaks SKIP LOCKED with joins),
+    # served by the (status, ready_at) index
+    "select_ready_steps": {
+        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt FROM pipeline_task_steps
+            WHERE status = 'pending' AND ready_at <= ${now}$
+            ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED""",
+        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt FROM pipeline_task_steps
+            WHERE status = 'pending' AND ready_at <= ${now}$
+            ORDER BY ready_at LIMIT ${limit}$""",
+    },
+    "claim_step": """UPDATE pipeline_task_steps SET status = 'running', attempt = attempt + 1, owner = ${owner}$,
+        lease_expires_at = ${lease_expires_at}$, started_at = ${now}$, finished_at = NULL, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'pending'""",
+    "set_step_input": """UPDATE pipeline_task_steps SET input_version = ${input_version}$, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
+    # fenced by the claim token (attempt) and owner: a late result of a run whose
+    # claim was taken away changes nothing
+    "finish_step": """UPDATE pipeline_task_steps SET status = ${status}$, output_version = ${output_version}$,
+        error = ${error}$, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
+    "requeue_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, error = ${error}$,
+        owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
+    "make_step_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
+        AND status = 'pending' AND ready_at IS NULL""",
+    "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",
+
+    # --- artifacts (insert and read only: an artifact row is never updated or deleted) ---
+    "insert_artifact": """INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
+        content, source, lineage, created_at) VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$,
+        ${kind}$, ${version}$, ${content}$, ${source}$, ${lineage}$, ${now}$)""",
+    "next_artifact_version": """SELECT COALESCE(MAX(version), 0) + 1 AS version FROM pipeline_artifacts
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
+        AND kind = ${kind}$""",
+    "get_artifact": """SELECT kind, version, content, source, lineage, created_at FROM pipeline_artifacts
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
+        AND kind = ${kind}$ AND version = ${version}$""",
+    "list_artifact_versions": """SELECT kind, version, source, lineage, created_at FROM pipeline_artifacts
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
+        ORDER BY kind, version""",
+}
+
+
+def statement(name, dialect):
+    try:
+        sql = STATEMENTS[name]
+    except KeyError:
+        raise KeyError(f"no SQL statement named {name!r}") from None
+    return sql[dialect] if isinstance(sql, dict) else sql

@@ -1,0 +1,87 @@
+"""The one place that knows sqlor 2.1.2's defects (SPEC §2) and works around them.
+
+We keep sqlor for what it does well — its dialect classes, its ``${name}$``
+parameter binding and its row conversion — and replace what is broken:
+
+* its pool never reuses a connection and ``MySqlor.close()`` raises, so MySQL
+  connections come from aiomysql's own pool and are merely *bound* to a sqlor
+  dialect object for the length of one transaction;
+* ``sqlorContext`` swallows exceptions into a process-wide attribute, so we
+  never use it: commit and rollback are called by our own transaction context;
+* sqlor ships no SQLite driver that connects, so ``pipeline_sqlite`` below is a
+  small driver plugin (found by ``sqlorFactory`` like any other driver);
+* the driver name ``aiomysql`` resolves to a class without ``connect()``, so
+  MySQL is always created as driver ``mysql``.
+"""
+import aiosqlite
+from appPublic.dictObject import DictObject
+from sqlor.dbpools import sqlorFactory
+from sqlor.sqlite3or import SQLite3or
+
+SQLITE_DRIVER = "pipeline_sqlite"
+MYSQL_DRIVER = "mysql"
+
+
+class AiosqliteSqlor(SQLite3or):
+    """sqlor driver plugin: SQLite through aiosqlite."""
+
+    @classmethod
+    def isMe(cls, name):
+        return name == SQLITE_DRIVER
+
+    async def connect(self):
+        self.conn = await aiosqlite.connect(self.dbdesc.path, isolation_level="")
+        self.dbname = self.dbdesc.path
+
+    async def close(self):
+        await self.conn.close()
+
+
+def new_sqlor(driver, kwargs):
+    """A sqlor dialect object for ``driver`` created through sqlor's own factory."""
+    sor = sqlorFactory(DictObject(driver=driver, kwargs=DictObject(**kwargs)))
+    if type(sor).isMe(driver) is not True:
+        raise RuntimeError(f"sqlor resolved driver {driver!r} to {type(sor).__name__}")
+    return sor
+
+
+def decrypted_kwargs(kwargs):
+    """MySQL connect kwargs with the password decrypted the ecosystem's way.
+
+    Hosts keep ``config.json`` passwords encrypted; sqlor decrypts them when a
+    dialect object is built, so we let it and read the result back.
+    """
+    return dict(new_sqlor(MYSQL_DRIVER, kwargs).dbdesc)
+
+
+async def bind(sor, conn):
+    """Attach a live DB-API connection and a fresh cursor to a sqlor object."""
+    sor.conn = conn
+    sor.cur = await conn.cursor()
+    sor.dataChanged = False
+    return sor
+
+
+async def unbind(sor):
+    cur, sor.cur = sor.cur, None
+    if cur is not None:
+        await cur.close()
+
+
+async def run(sor, sql, params):
+    """Execute a data-changing statement; return the affected row count."""
+    await sor.execute(sql, params)
+    return sor.cur.rowcount
+
+
+async def rows(sor, sql, params):
+    """Execute a query; return its rows as plain dicts."""
+    return [dict(r) for r in await sor.sqlExe(sql, params)]
+
+
+async def commit(sor):
+    await sor.commit()
+
+
+async def rollback(sor):
+    await sor.rollback()

@@ -1,0 +1,134 @@
+"""All of the package's database access: named statements run in transactions.
+
+``Storage`` speaks in statements named in ``queries.py``; it never builds SQL
+from data.  ``transaction()`` commits when its block succeeds and, on any error
+(cancellation included), rolls back and re-raises — it never swallows.
+"""
+import logging
+import re
+import warnings
+from contextlib import asynccontextmanager
+
+from . import queries, schema, sqlor_adapter
+from .connectors import connector_for
+from .exceptions import StorageError
+
+log = logging.getLogger(__name__)
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}\$")
+# sqlor treats these parameter names as paging/sorting instructions
+RESERVED_PARAMS = {"page", "rows", "sort"}
+
+
+class Transaction:
+    """One open transaction: run named statements with ``${name}$`` parameters."""
+
+    def __init__(self, sor, connector):
+        self._sor = sor
+        self._connector = connector
+
+    def _statement(self, name, params):
+        sql = queries.statement(name, self._connector.dialect)
+        missing = [p for p in statement_parameters(sql) if p not in params]
+        if missing:
+            raise StorageError(f"statement {name!r} needs parameters {missing}")
+        return sql
+
+    async def execute(self, name, /, **params):
+        """Run a data-changing statement; return the number of rows it changed."""
+        sql = self._statement(name, params)
+        return await self._call(sqlor_adapter.run, sql, params)
+
+    async def fetch_all(self, name, /, **params):
+        sql = self._statement(name, params)
+        return await self._call(sqlor_adapter.rows, sql, params)
+
+    async def fetch_one(self, name, /, **params):
+        found = await self.fetch_all(name, **params)
+        return found[0] if found else None
+
+    async def _call(self, fn, sql, params):
+        try:
+            return await fn(self._sor, sql, params)
+        except Exception as exc:
+            translated = self._connector.translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+_parameters_cache = {}
+
+
+def statement_parameters(sql):
+    names = _parameters_cache.get(sql)
+    if names is None:
+        names = _parameters_cache[sql] = tuple(dict.fromkeys(PLACEHOLDER.findall(sql)))
+        reserved = RESERVED_PARAMS.intersection(names)
+        if reserved:
+            raise StorageError(f"parameter names {sorted(reserved)} are reserved by sqlor")
+    return names
+
+
+class Storage:
+    """The database of one pipeline_service instance."""
+
+    def __init__(self, connector):
+        self.connector = connector
+
+    @classmethod
+    def from_description(cls, description):
+        return cls(connector_for(description))
+
+    @property
+    def dialect(self):
+        return self.connector.dialect
+
+    def describe(self):
+        return self.connector.describe()
+
+    async def open(self):
+        await self.connector.open()
+
+    async def close(self):
+        await self.connector.close()
+
+    @asynccontextmanager
+    async def transaction(self):
+        async with self.connector.session() as sor:
+            try:
+                yield Transaction(sor, self.connector)
+            except BaseException:
+                await self._rollback_quietly(sor)
+                raise
+            try:
+                await sqlor_adapter.commit(sor)
+            except Exception as exc:
+                await self._rollback_quietly(sor)
+                translated = self.connector.translate_error(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
+
+    async def _rollback_quietly(self, sor):
+        # the original error is what the caller must see; a failed rollback only
+        # means the connection is gone, and the pool discards it
+        try:
+            await sqlor_adapter.rollback(sor)
+        except Exception:
+            log.warning("rollback failed on %s", self.describe(), exc_info=True)
+
+    async def create_missing_tables(self, include_reference=False):
+        """Create the module's tables (and indexes) that do not exist yet. Never drops."""
+        tables = schema.OWNED_TABLES + (schema.REFERENCE_TABLES if include_reference else ())
+        async with self.connector.session() as sor:
+            with warnings.catch_warnings():
+                # MySQL reports every IF NOT EXISTS that found the object as a warning
+                warnings.filterwarnings("ignore", message=r".*(already exists|Duplicate key name)")
+                await self._create(sor, tables)
+            await sqlor_adapter.commit(sor)
+        return list(tables)
+
+    async def _create(self, sor, tables):
+        for table in tables:
+            for ddl in schema.create_statements(table, self.dialect):
+                await sqlor_adapter.run(sor, ddl, {})

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real MariaDB (the host's code path) and SQLite (the embedded default).
+
+MariaDB is found at $PIPELINE_TEST_MYSQL (default mysql://root@127.0.0.1:3306/pipeline_test).
+Outside CI a missing MariaDB skips the MySQL variants; with CI=true it fails them.
+"""
+import asyncio
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pymysql
+import pytest
+
+from pipeline_service.ids import new_id
+from pipeline_service.storage import Storage
+
+MYSQL_URL = os.environ.get("PIPELINE_TEST_MYSQL", "mysql://root@127.0.0.1:3306/pipeline_test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def mysql_parts(url=MYSQL_URL):
+    p = urlsplit(url)
+    return dict(host=p.hostname, port=p.port or 3306, user=p.username or "root",
+                password=p.password or "", db=p.path.lstrip("/"))
+
+
+def mysql_admin(**kw):
+    parts = mysql_parts()
+    parts.pop("db")
+    parts.update(kw)
+    return pymysql.connect(connect_timeout=3, autocommit=True, **parts)
+
+
+def mysql_available():
+    parts = mysql_parts()
+    try:
+        with socket.create_connection((parts["host"], parts["port"]), timeout=2):
+            pass
+        mysql_admin().close()
+        return True
+    except (OSError, pymysql.err.MySQLError):
+        return False
+
+
+def require_mysql():
+    if not mysql_available():
+        message = f"MariaDB is not reachable at {MYSQL_URL}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: a missing MariaDB is a failure)")
+        pytest.skip(message)
+
+
+def scratch_mysql_database(name):
+    """Create (or empty) a MySQL database for one test module and return its URL."""
+    require_mysql()
+    conn = mysql_admin()
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    conn.close()
+    parts = mysql_parts()
+    return f"mysql://{parts['user']}:{parts['password']}@{parts['host']}:{parts['port']}/{name}"
+
+
+@pytest.fixture(scope="session")
+def mysql_url():
+    require_mysql()
+    parts = mysql_parts()
+    conn = mysql_admin()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {parts['db']} "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    conn.close()
+    return MYSQL_URL
+
+
+@pytest.fixture(scope="session")
+def mysql_schema(mysql_url):
+    async def create():
+        storage = Storage.from_description(mysql_url)
+        await storage.create_missing_tables(include_reference=True)
+        await storage.close()
+    asyncio.run(create())
+    return mysql_url
+
+
+@pytest.fixture(params=["mysql", "sqlite"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def database(backend, tmp_path, request):
+    """A database description for the backend under test, schema created."""
+    if backend == "mysql":
+        return request.getfixturevalue("mysql_schema")
+    return f"sqlite:///{tmp_path / 'pipeline.db'}"
+
+
+@pytest.fixture
+async def storage(database):
+    st = Storage.from_description(database)
+    await st.create_missing_tables(include_reference=True)
+    yield st
+    await st.close()
+
+
+@pytest.fixture
+def tenant():
+    """A tenant id of its own for each test, so tests never see each other's rows."""
+    return "t-" + new_id()[:12]

@@ -1,0 +1,190 @@
+"""The storage layer on a real MariaDB and on SQLite."""
+import asyncio
+import json
+import socket
+import time
+
+import pymysql
+import pytest
+
+from pipeline_service import DatabaseUnavailableError, SchemaMissingError, StorageError
+from pipeline_service.ids import new_id, now_ms
+from pipeline_service.storage import Storage
+from conftest import mysql_admin, scratch_mysql_database
+
+
+def task_row(tenant, **over):
+    row = dict(id=new_id(), tenant_id=tenant, pipeline_id="p1", owner_id="u1", title="a title",
+               params=json.dumps({"k": "v"}), status="pending", now=now_ms())
+    row.update(over)
+    return row
+
+
+async def test_round_trip_of_every_table(storage, tenant):
+    now = now_ms()
+    task = task_row(tenant)
+    async with storage.transaction() as tx:
+        await tx.execute("insert_pipeline", id="pl-" + tenant, name="demo", description="a pipeline")
+        await tx.execute("insert_pipeline_step", id=new_id(), pipeline_id="pl-" + tenant, step_name="a",
+                         step_type="noop", depends_on="[]", config='{"timeout": 3}', seq=1)
+        await tx.execute("insert_task", **task)
+        await tx.execute("insert_step", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
+                         step_type="noop", depends_on="[]", config="{}", seq=1, ready_at=now, now=now)
+        await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
+                         kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', source="engine",
+                         lineage=None, now=now)
+    async with storage.transaction() as tx:
+        pipeline = await tx.fetch_one("get_pipeline", pipeline_id="pl-" + tenant)
+        pipeline_steps = await tx.fetch_all("get_pipeline_steps", pipeline_id="pl-" + tenant)
+        got_task = await tx.fetch_one("get_task", tenant_id=tenant, task_id=task["id"])
+        steps = await tx.fetch_all("get_steps", tenant_id=tenant, task_id=task["id"])
+        artifact = await tx.fetch_one("get_artifact", tenant_id=tenant, task_id=task["id"], step_name="a",
+                                      kind="output", version=1)
+    assert pipeline == {"id": "pl-" + tenant, "name": "demo", "description": "a pipeline"}
+    assert [(s["step_name"], s["config"]) for s in pipeline_steps] == [("a", '{"timeout": 3}')]
+    assert got_task["params"] == task["params"] and got_task["created_at"] == task["now"]
+    assert got_task["n_total"] == 1 and got_task["n_succeeded"] == 0
+    assert steps[0]["status"] == "pending" and steps[0]["ready_at"] == now and steps[0]["attempt"] == 0
+    assert json.loads(artifact["content"]) == {"x": "\u00e9\u4e2d\U0001F600"}
+    assert now > 2**31  # epoch milliseconds need the BIGINT columns
+
+
+async def test_failing_second_statement_rolls_back_the_first(storage, tenant):
+    first = task_row(tenant)
+    with pytest.raises(Exception) as caught:
+        async with storage.transaction() as tx:
+            await tx.execute("insert_task", **first)
+            await tx.execute("insert_task", **dict(first, title="duplicate primary key"))
+    assert not isinstance(caught.value, AssertionError)
+    async with storage.transaction() as tx:
+        assert await tx.fetch_one("get_task", tenant_id=tenant, task_id=first["id"]) is None
+
+
+async def test_error_raised_in_the_block_rolls_back_and_propagates(storage, tenant):
+    row = task_row(tenant)
+    with pytest.raises(ZeroDivisionError):
+        async with storage.transaction() as tx:
+            await tx.execute("insert_task", **row)
+            1 / 0
+    async with storage.transaction() as tx:
+        assert await tx.fetch_one("get_task", tenant_id=tenant, task_id=row["id"]) is None
+
+
+async def test_missing_parameter_is_refused_before_anything_runs(storage, tenant):
+    with pytest.raises(StorageError, match="needs parameters.*owner_id"):
+        async with storage.transaction() as tx:
+            row = task_row(tenant)
+            del row["owner_id"]
+            await tx.execute("insert_task", **row)
+
+
+async def test_create_missing_tables_is_non_destructive(storage, tenant):
+    row = task_row(tenant)
+    async with storage.transaction() as tx:
+        await tx.execute("insert_task", **row)
+    await storage.create_missing_tables(include_reference=True)
+    async with storage.transaction() as tx:
+        assert (await tx.fetch_one("get_task", tenant_id=tenant, task_id=row["id"]))["id"] == row["id"]
+
+
+def mysql_status(name):
+    conn = mysql_admin()
+    with conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
+        value = int(cur.fetchone()[1])
+    conn.close()
+    return value
+
+
+async def test_mysql_pool_reuses_connections(mysql_schema, tenant):
+    storage = Storage.from_description(mysql_schema)
+    async with storage.transaction() as tx:  # warm the pool
+        await tx.fetch_one("get_task", tenant_id=tenant, task_id="none")
+    before = mysql_status("Connections")
+    for _ in range(100):
+        async with storage.transaction() as tx:
+            await tx.execute("insert_task", **task_row(tenant))
+    after = mysql_status("Connections")
+    await storage.close()
+    # one admin connection is made by mysql_status itself
+    assert after - before <= 3, f"100 transactions opened {after - before} connections"
+
+
+async def test_mysql_concurrent_transactions_isolate_errors(mysql_schema, tenant):
+    storage = Storage.from_description(mysql_schema)
+    duplicate = task_row(tenant)
+    async with storage.transaction() as tx:
+        await tx.execute("insert_task", **duplicate)
+
+    async def one(i):
+        async with storage.transaction() as tx:
+            await tx.execute("insert_task", **task_row(tenant, title=f"t{i}"))
+            await asyncio.sleep(0.01)
+            if i == 17:
+                await tx.execute("insert_task", **duplicate)
+
+    results = await asyncio.gather(*(one(i) for i in range(50)), return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [17]
+    assert isinstance(results[17], pymysql.err.IntegrityError)
+    async with storage.transaction() as tx:
+        titles = {r["title"] for r in await tx.fetch_all(
+            "list_tasks", tenant_id=tenant, pipeline_id=None, status=None, limit=100, offset=0)}
+    await storage.close()
+    assert titles == {f"t{i}" for i in range(50) if i != 17} | {"a title"}
+
+
+async def test_unreachable_database_names_host_port_and_database():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    storage = Storage.from_description(
+        {"driver": "mysql", "kwargs": {"host": "127.0.0.1", "port": port, "db": "nowhere", "connect_timeout": 1}})
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match=rf"'nowhere' at 127\.0\.0\.1:{port}"):
+        async with storage.transaction():
+            pass
+    assert time.monotonic() - started < 5
+
+
+async def test_silent_server_times_out_with_a_clear_error():
+    """A server that accepts but never answers the handshake must not hang the caller."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    storage = Storage.from_description(
+        {"driver": "mysql", "kwargs": {"host": "127.0.0.1", "port": port, "db": "silent", "connect_timeout": 1}})
+    started = time.monotonic()
+    try:
+        with pytest.raises(DatabaseUnavailableError, match=rf"'silent' at 127\.0\.0\.1:{port}"):
+            async with storage.transaction():
+                pass
+    finally:
+        server.close()
+    assert time.monotonic() - started < 5
+
+
+async def test_unopenable_sqlite_file_is_reported(tmp_path):
+    storage = Storage.from_description(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    with pytest.raises(DatabaseUnavailableError, match="no/such/dir/x.db"):
+        async with storage.transaction():
+            pass
+
+
+@pytest.fixture
+def empty_database(backend, tmp_path):
+    if backend == "mysql":
+        return scratch_mysql_database("pipeline_test_empty")
+    return f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+async def test_missing_schema_says_how_to_create_it(empty_database, tenant):
+    storage = Storage.from_description(empty_database)
+    with pytest.raises(SchemaMissingError, match="create-schema"):
+        async with storage.transaction() as tx:
+            await tx.fetch_one("get_task", tenant_id=tenant, task_id="x")
+    await storage.create_missing_tables()
+    async with storage.transaction() as tx:
+        assert await tx.fetch_one("get_task", tenant_id=tenant, task_id="x") is None
+    await storage.close()
