@@ -1,0 +1,33 @@
+"""Helpers shared by the benchmarks: database URLs, timing rounds, medians."""
+import os
+import statistics
+import time
+
+MYSQL_URL = os.environ.get("PIPELINE_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/pipeline_bench")
+
+
+def ensure_mysql_database(url=MYSQL_URL):
+    from urllib.parse import urlsplit
+    import pymysql
+    parts = urlsplit(url)
+    conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
+                           password=parts.password or "", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {parts.path.lstrip('/')} "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    conn.close()
+    return url
+
+
+async def timed(fn, n):
+    """Per-call durations in milliseconds of n sequential awaits of fn()."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,62 @@
+"""The workarounds for sqlor 2.1.2's defects (SPEC §2), pinned by tests of their own."""
+import pytest
+from sqlor.dbpools import sqlorFactory
+from appPublic.dictObject import DictObject
+
+from pipeline_service import sqlor_adapter
+from pipeline_service.connectors import connector_for, MySQLConnector, SQLiteConnector
+from pipeline_service.exceptions import StorageError
+
+
+def test_our_sqlite_driver_is_a_plugin_found_by_sqlors_factory(tmp_path):
+    sor = sqlorFactory(DictObject(driver="pipeline_sqlite", kwargs=DictObject(path=str(tmp_path / "x.db"))))
+    assert isinstance(sor, sqlor_adapter.AiosqliteSqlor)
+
+
+async def test_sqlite_driver_connects_and_binds_parameters(tmp_path):
+    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
+    await sor.connect()
+    await sqlor_adapter.bind(sor, sor.conn)
+    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
+    assert await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": "x'); --", "b": 2}) == 1
+    assert await sqlor_adapter.rows(sor, "SELECT a, b FROM t WHERE b = ${b}$", {"b": 2}) == [
+        {"a": "x'); --", "b": 2}]
+    await sqlor_adapter.unbind(sor)
+    await sor.close()
+
+
+def test_the_aiomysql_driver_name_is_refused_not_silently_broken():
+    # sqlor resolves 'aiomysql' to a class whose connect() is "Not Implemented"
+    with pytest.raises(RuntimeError, match="aiomysql"):
+        sqlor_adapter.new_sqlor("aiomysql", {"host": "h", "db": "d"})
+    assert isinstance(connector_for({"driver": "aiomysql", "kwargs": {"db": "d"}}), MySQLConnector)
+
+
+def test_encrypted_host_password_is_decrypted_the_ecosystem_way(monkeypatch):
+    from appPublic.aes import aes_encode_b64
+    import appPublic.jsonConfig
+    import sqlor.sor
+    monkeypatch.setattr(sqlor.sor, "getConfig", lambda: DictObject(password_key="k3y"))
+    kwargs = sqlor_adapter.decrypted_kwargs({"host": "h", "db": "d", "password": aes_encode_b64("k3y", "s3cret")})
+    assert kwargs["password"] == "s3cret" and kwargs["db"] == "d"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sqlite:///rel/x.db", "rel/x.db"),
+    ("sqlite:////abs/x.db", "/abs/x.db"),
+])
+def test_sqlite_urls(url, expected):
+    connector = connector_for(url)
+    assert isinstance(connector, SQLiteConnector) and connector.path == expected
+
+
+def test_mysql_url():
+    connector = connector_for("mysql://bob:p%40ss@db.example:3307/prod")
+    assert connector.kwargs == {"host": "db.example", "port": 3307, "user": "bob", "password": "p@ss", "db": "prod"}
+
+
+@pytest.mark.parametrize("bad", ["postgres://x/y", "sqlite://", 42, {"driver": "oracle"},
+                                 {"driver": "mysql", "kwargs": {"host": "h"}}])
+def test_bad_database_descriptions_are_refused(bad):
+    with pytest.raises(StorageError):
+        connector_for(bad)
