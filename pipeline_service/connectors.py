@@ -21,6 +21,7 @@ SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema
 # MySQL client/server error codes that mean "the server is not there (any more)".
 MYSQL_UNREACHABLE = {2003, 2005, 2006, 2013, 2055}
 MYSQL_NO_TABLE = 1146
+MYSQL_DEADLOCK = {1205, 1213}  # lock wait timeout, deadlock: the transaction may simply be run again
 
 
 class MySQLConnector:
@@ -79,6 +80,9 @@ class MySQLConnector:
             # aiomysql closes (does not reuse) a connection still inside a transaction
             self._pool.release(conn)
 
+    def retryable(self, exc):
+        return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in MYSQL_DEADLOCK
+
     def translate_error(self, exc):
         """The package exception for a driver error, or None to re-raise it as is."""
         if isinstance(exc, pymysql.err.MySQLError) and exc.args:
@@ -135,6 +139,9 @@ class SQLiteConnector:
                 yield sor
             finally:
                 await sqlor_adapter.unbind(sor)
+
+    def retryable(self, exc):
+        return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
 
     def translate_error(self, exc):
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):

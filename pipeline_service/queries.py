@@ -73,7 +73,7 @@ STATEMENTS = {
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$""",
     "get_step": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$ AND step_name = ${{step_name}}$""",
-    "step_states": """SELECT step_name, status, ready_at, output_version FROM pipeline_task_steps
+    "step_states": """SELECT step_name, status, ready_at, input_version, output_version, error FROM pipeline_task_steps
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
     # the ready-step claim: single-table (TiDB breaks SKIP LOCKED with joins),
     # served by the (status, ready_at) index
@@ -92,8 +92,11 @@ STATEMENTS = {
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     # fenced by the claim token (attempt) and owner: a late result of a run whose
     # claim was taken away changes nothing
-    "finish_step": """UPDATE pipeline_task_steps SET status = ${status}$, output_version = ${output_version}$,
-        error = ${error}$, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+    "succeed_step": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
+        error = NULL, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
+    "fail_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
+        lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     "requeue_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, error = ${error}$,
         owner = NULL, lease_expires_at = NULL, updated_at = ${now}$

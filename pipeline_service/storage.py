@@ -4,6 +4,7 @@
 from data.  ``transaction()`` commits when its block succeeds and, on any error
 (cancellation included), rolls back and re-raises — it never swallows.
 """
+import asyncio
 import logging
 import re
 import warnings
@@ -108,6 +109,19 @@ class Storage:
                 if translated is None:
                     raise
                 raise translated from exc
+
+    async def atomic(self, fn, attempts=5):
+        """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock victim."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction() as tx:
+                    return await fn(tx)
+            except Exception as exc:
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                if attempt == attempts or not self.connector.retryable(cause):
+                    raise
+                log.info("transaction conflict on %s, running it again (%s)", self.describe(), cause)
+                await asyncio.sleep(0.005 * attempt)
 
     async def _rollback_quietly(self, sor):
         # the original error is what the caller must see; a failed rollback only

@@ -1,0 +1,349 @@
+"""Domain operations over the storage: what a task and its steps can do, in SQL terms.
+
+The manager speaks in operations (submit, claim, start a step, finish it, read a
+task); each runs in one transaction, so a crash between two of them leaves the
+database in a state the executor can continue from.  It never runs handlers.
+"""
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from . import state
+from .exceptions import InvalidInputError, NotFoundError
+from .handler import get_handler
+from .ids import iso, new_id, now_ms
+
+DAG_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step this process has claimed: the claim token is (owner, attempt)."""
+
+    id: str
+    tenant_id: str
+    task_id: str
+    step_name: str
+    attempt: int
+    owner: str
+
+
+def to_json(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def from_json(text):
+    return None if text is None else json.loads(text)
+
+
+class Manager:
+    def __init__(self, storage):
+        self.storage = storage
+        # task DAGs are immutable snapshots: cached, bounded so memory stays flat
+        self._dags = OrderedDict()
+
+    # ---- pipelines -------------------------------------------------------
+    async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
+        """Create or replace a pipeline definition (rows of pipelines / pipeline_steps)."""
+        if not isinstance(pipeline_id, str) or not pipeline_id or len(pipeline_id) > 32:
+            raise InvalidInputError("pipeline_id must be a non-empty string of at most 32 characters")
+        if not isinstance(steps, (list, tuple)) or not all(isinstance(s, dict) for s in steps):
+            raise InvalidInputError("steps must be a list of dicts with step_name, step_type, depends_on, config")
+        rows = []
+        for seq, spec in enumerate(steps, start=1):
+            name_ = spec.get("step_name")
+            if not isinstance(spec.get("step_type"), str) or not spec.get("step_type"):
+                raise InvalidInputError(f"step {name_!r} needs a step_type")
+            rows.append(dict(id=new_id(), pipeline_id=pipeline_id, step_name=name_, step_type=spec["step_type"],
+                             depends_on=to_json(list(state.parse_depends_on(spec.get("depends_on"), name_))),
+                             config=to_json(state.parse_config(spec.get("config"), name_)),
+                             seq=int(spec.get("seq", seq))))
+        state.Dag([state.step_from_row(r) for r in rows], label=f"pipeline {pipeline_id!r}")
+
+        async def write(tx):
+            await tx.execute("delete_pipeline_steps", pipeline_id=pipeline_id)
+            await tx.execute("delete_pipeline", pipeline_id=pipeline_id)
+            await tx.execute("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
+            for row in rows:
+                await tx.execute("insert_pipeline_step", **row)
+        await self.storage.atomic(write)
+        return {"id": pipeline_id, "steps": [r["step_name"] for r in rows]}
+
+    # ---- submit ------------------------------------------------------------
+    async def submit(self, tenant_id, pipeline_id, owner_id, title, params):
+        task_id, now = new_id(), now_ms()
+
+        async def write(tx):
+            if await tx.fetch_one("get_pipeline", pipeline_id=pipeline_id) is None:
+                raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
+            rows = await tx.fetch_all("get_pipeline_steps", pipeline_id=pipeline_id)
+            dag = state.Dag([state.step_from_row(r) for r in rows], label=f"pipeline {pipeline_id!r}")
+            missing = [(s.name, s.step_type) for s in dag.steps.values() if get_handler(s.step_type) is None]
+            if missing:
+                raise InvalidInputError("no handler is registered for " + ", ".join(
+                    f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
+            await tx.execute("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
+                             owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
+            for name in dag.order:
+                step = dag.steps[name]
+                await tx.execute("insert_step", id=new_id(), tenant_id=tenant_id, task_id=task_id,
+                                 step_name=name, step_type=step.step_type, depends_on=to_json(list(step.depends_on)),
+                                 config=to_json(step.config), seq=step.seq,
+                                 ready_at=now if not step.depends_on else None, now=now)
+            self._remember(tenant_id, task_id, dag)
+            return await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id)
+        return task_summary(await self.storage.atomic(write))
+
+    # ---- reading -------------------------------------------------------------
+    async def list_tasks(self, tenant_id, pipeline_id, status, page, rows):
+        async def read(tx):
+            filters = dict(tenant_id=tenant_id, pipeline_id=pipeline_id, status=status)
+            total = (await tx.fetch_one("count_tasks", **filters))["n"]
+            found = await tx.fetch_all("list_tasks", limit=rows, offset=(page - 1) * rows, **filters)
+            return {"total": int(total), "rows": [task_summary(r) for r in found]}
+        return await self.storage.atomic(read)
+
+    async def task_detail(self, tenant_id, task_id):
+        async def read(tx):
+            task = await self._task(tx, tenant_id, task_id)
+            steps = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
+            return task, steps
+        task, steps = await self.storage.atomic(read)
+        dag = self._dag_from_rows(tenant_id, task_id, steps)
+        by_name = {s["step_name"]: s for s in steps}
+        detail = task_summary(task)
+        detail["params"] = from_json(task["params"])
+        detail["steps"] = [step_view(by_name[name]) for name in dag.order]
+        return detail
+
+    async def node(self, tenant_id, task_id, step_name, version):
+        async def read(tx):
+            await self._task(tx, tenant_id, task_id)
+            step = await tx.fetch_one("get_step", tenant_id=tenant_id, task_id=task_id, step_name=step_name)
+            if step is None:
+                raise NotFoundError(f"task {task_id!r} has no step {step_name!r}")
+            versions = await tx.fetch_all("list_artifact_versions", tenant_id=tenant_id, task_id=task_id,
+                                          step_name=step_name)
+            outputs = [v["version"] for v in versions if v["kind"] == "output"]
+            chosen = version if version is not None else (max(outputs) if outputs else None)
+            if version is not None and version not in outputs:
+                raise NotFoundError(f"step {step_name!r} of task {task_id!r} has no output version {version}")
+            output = input_ = None
+            input_version = step["input_version"]
+            if chosen is not None:
+                output = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                            step_name=step_name, kind="output", version=chosen)
+                input_version = (from_json(output["lineage"]) or {}).get("input_version")
+            if input_version is not None:
+                input_ = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                            step_name=step_name, kind="input", version=input_version)
+            return step, chosen, output, input_, versions
+        step, chosen, output, input_, versions = await self.storage.atomic(read)
+        return {
+            "step": step_view(step),
+            "version": chosen,
+            "input": from_json(input_["content"]) if input_ else None,
+            "input_version": input_["version"] if input_ else None,
+            "output": from_json(output["content"]) if output else None,
+            "versions": [{"kind": v["kind"], "version": v["version"], "source": v["source"],
+                          "created_at": iso(v["created_at"])} for v in versions],
+        }
+
+    async def _task(self, tx, tenant_id, task_id):
+        task = await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id)
+        if task is None:  # another tenant's task is indistinguishable from none
+            raise NotFoundError(f"task {task_id!r} does not exist")
+        return task
+
+    # ---- the DAG cache ---------------------------------------------------------
+    def _remember(self, tenant_id, task_id, dag):
+        self._dags[(tenant_id, task_id)] = dag
+        self._dags.move_to_end((tenant_id, task_id))
+        while len(self._dags) > DAG_CACHE_SIZE:
+            self._dags.popitem(last=False)
+
+    def _dag_from_rows(self, tenant_id, task_id, rows):
+        dag = self._dags.get((tenant_id, task_id))
+        if dag is None:
+            dag = state.Dag([state.step_from_row(r) for r in rows], label=f"task {task_id!r}")
+            self._remember(tenant_id, task_id, dag)
+        return dag
+
+    async def dag(self, tx, tenant_id, task_id):
+        dag = self._dags.get((tenant_id, task_id))
+        if dag is None:
+            rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
+            dag = self._dag_from_rows(tenant_id, task_id, rows)
+        return dag
+
+    def forget(self, tenant_id, task_id):
+        self._dags.pop((tenant_id, task_id), None)
+
+    # ---- executing ---------------------------------------------------------------
+    async def claim_ready(self, owner, limit, lease_ms):
+        """Claim up to ``limit`` ready steps for ``owner``; returns their claims."""
+        async def claim(tx):
+            now = now_ms()
+            found = await tx.fetch_all("select_ready_steps", now=now, limit=limit)
+            claims = []
+            for row in found:
+                if await tx.execute("claim_step", id=row["id"], owner=owner, lease_expires_at=now + lease_ms,
+                                    now=now) == 1:
+                    claims.append(Claim(row["id"], row["tenant_id"], row["task_id"], row["step_name"],
+                                        int(row["attempt"]) + 1, owner))
+            return claims
+        return await self.storage.atomic(claim)
+
+    async def start_step(self, claim):
+        """Mark the task started and store the step's input artifact (once per run).
+
+        Returns ``(step definition, input, input version)``, or None when the claim was lost.
+        """
+        async def start(tx):
+            now = now_ms()
+            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
+            if task is None:
+                return None
+            await tx.execute("mark_task_started", tenant_id=claim.tenant_id, task_id=claim.task_id, now=now)
+            dag = await self.dag(tx, claim.tenant_id, claim.task_id)
+            step = dag.steps[claim.step_name]
+            states = {s["step_name"]: s for s in await tx.fetch_all(
+                "step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)}
+            input_version = states[claim.step_name]["input_version"]
+            if input_version is not None:
+                artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                              step_name=claim.step_name, kind="input", version=input_version)
+                return step, from_json(artifact["content"]), input_version
+            upstream, lineage = {}, {}
+            for dep in step.depends_on:
+                version = states[dep]["output_version"]
+                artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                              step_name=dep, kind="output", version=version)
+                upstream[dep] = from_json(artifact["content"])
+                lineage[dep] = version
+            input_data = {"params": from_json(task["params"]), "upstream": upstream}
+            version = await self._insert_artifact(tx, claim, "input", input_data, "engine", lineage, now)
+            if await tx.execute("set_step_input", id=claim.id, input_version=version, attempt=claim.attempt,
+                                owner=claim.owner, now=now) != 1:
+                raise ClaimLost()
+            return step, input_data, version
+        try:
+            return await self.storage.atomic(start)
+        except ClaimLost:
+            return None
+
+    async def _insert_artifact(self, tx, claim, kind, content, source, lineage, now):
+        version = (await tx.fetch_one("next_artifact_version", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                      step_name=claim.step_name, kind=kind))["version"]
+        await tx.execute("insert_artifact", id=new_id(), tenant_id=claim.tenant_id, task_id=claim.task_id,
+                         step_name=claim.step_name, kind=kind, version=int(version), content=to_json(content),
+                         source=source, lineage=to_json(lineage), now=now)
+        return int(version)
+
+    async def succeed_step(self, claim, output, input_version):
+        """Store the output and make the successors ready. False if the claim was lost."""
+        async def finish(tx):
+            now = now_ms()
+            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
+            version = (await tx.fetch_one("next_artifact_version", tenant_id=claim.tenant_id,
+                                          task_id=claim.task_id, step_name=claim.step_name, kind="output"))["version"]
+            if await tx.execute("succeed_step", id=claim.id, output_version=int(version), attempt=claim.attempt,
+                                owner=claim.owner, now=now) != 1:
+                raise ClaimLost()
+            await tx.execute("insert_artifact", id=new_id(), tenant_id=claim.tenant_id, task_id=claim.task_id,
+                             step_name=claim.step_name, kind="output", version=int(version), content=to_json(output),
+                             source="engine", lineage=to_json({"input_version": input_version}), now=now)
+            return await self._advance(tx, claim, task, now)
+        return await self._finishing(finish)
+
+    async def fail_step(self, claim, error):
+        """Record the step's final failure; the task fails once nothing else can run."""
+        async def finish(tx):
+            now = now_ms()
+            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
+            if await tx.execute("fail_step", id=claim.id, error=error, attempt=claim.attempt, owner=claim.owner,
+                                now=now) != 1:
+                raise ClaimLost()
+            return await self._advance(tx, claim, task, now)
+        return await self._finishing(finish)
+
+    async def requeue_step(self, claim, error, delay_seconds):
+        """Give the step back for another attempt after ``delay_seconds``."""
+        async def requeue(tx):
+            now = now_ms()
+            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
+            ready_at = now + int(delay_seconds * 1000) if task and task["status"] in ("pending", "running") else None
+            if await tx.execute("requeue_step", id=claim.id, ready_at=ready_at, error=error, attempt=claim.attempt,
+                                owner=claim.owner, now=now) != 1:
+                raise ClaimLost()
+            return True
+        return await self._finishing(requeue)
+
+    async def _finishing(self, fn):
+        try:
+            return await self.storage.atomic(fn)
+        except ClaimLost:
+            return False
+
+    async def _advance(self, tx, claim, task, now):
+        """After a step ended: make successors ready, settle the task when nothing can run."""
+        dag = await self.dag(tx, claim.tenant_id, claim.task_id)
+        states = {s["step_name"]: s for s in await tx.fetch_all(
+            "step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)}
+        if task["status"] == "running" and states[claim.step_name]["status"] == "succeeded":
+            for succ in dag.successors[claim.step_name]:
+                if states[succ]["status"] == "pending" and all(
+                        states[d]["status"] == "succeeded" for d in dag.steps[succ].depends_on):
+                    await tx.execute("make_step_ready", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                     step_name=succ, now=now)
+                    states[succ]["ready_at"] = now
+        if task["status"] == "running":
+            await self._settle(tx, claim, dag, states, now)
+        else:
+            await tx.execute("touch_task", tenant_id=claim.tenant_id, task_id=claim.task_id, now=now)
+        return True
+
+    async def _settle(self, tx, claim, dag, states, now):
+        statuses = [s["status"] for s in states.values()]
+        ids = dict(tenant_id=claim.tenant_id, task_id=claim.task_id)
+        if all(s == "succeeded" for s in statuses):
+            await tx.execute("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
+                             from_status="running", **ids)
+            self.forget(claim.tenant_id, claim.task_id)
+            return
+        can_progress = any(s["status"] == "running" or (s["status"] == "pending" and s["ready_at"] is not None)
+                           for s in states.values())
+        failed = [n for n in dag.order if states[n]["status"] == "failed"]
+        if failed and not can_progress:
+            await tx.execute("skip_waiting_steps", now=now, **ids)
+            error = "; ".join(f"step {n!r} failed: {states[n]['error']}" for n in failed)
+            await tx.execute("set_task_status", status="failed", error=error, finished_at=now, now=now,
+                             from_status="running", **ids)
+            self.forget(claim.tenant_id, claim.task_id)
+            return
+        await tx.execute("touch_task", now=now, **ids)
+
+
+class ClaimLost(Exception):
+    """Internal: a fenced update found the claim gone; the transaction is rolled back."""
+
+
+def task_summary(row):
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "pipeline_id": row["pipeline_id"],
+        "owner_id": row["owner_id"], "title": row["title"], "status": row["status"], "error": row["error"],
+        "progress": {"total": int(row["n_total"]), "succeeded": int(row["n_succeeded"]),
+                     "running": int(row["n_running"]), "failed": int(row["n_failed"])},
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+    }
+
+
+def step_view(row):
+    return {
+        "step_name": row["step_name"], "step_type": row["step_type"],
+        "depends_on": list(state.parse_depends_on(row["depends_on"], row["step_name"])),
+        "status": row["status"], "attempt": int(row["attempt"]),
+        "input_version": row["input_version"], "output_version": row["output_version"],
+        "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+    }

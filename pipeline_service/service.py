@@ -1,0 +1,129 @@
+"""The app facade: one PipelineService = one database + one executor.
+
+Public methods validate their arguments (a clear ``InvalidInputError`` and no
+write on bad input), scope everything by tenant, and start the executor by
+themselves the first time they are called inside a running event loop.
+"""
+import asyncio
+import json
+import logging
+
+from .executor import Executor
+from .exceptions import InvalidInputError
+from .manager import Manager
+from .state import TASK_STATUSES
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+MAX_ID = 32
+MAX_ROWS = 500
+
+
+def require_id(value, what):
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > MAX_ID:
+        raise InvalidInputError(f"{what} must be at most {MAX_ID} characters, got {len(value)}")
+    return value
+
+
+def require_json_object(value, what):
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from None
+    return value
+
+
+def require_positive_int(value, what, maximum=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
+        limit = f" and at most {maximum}" if maximum else ""
+        raise InvalidInputError(f"{what} must be a whole number >= 1{limit}, got {value!r}")
+    return value
+
+
+class PipelineService:
+    def __init__(self, database, concurrency=64, poll_interval=1.0, lease_seconds=60.0, create_schema=False):
+        self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
+        self.manager = Manager(self.storage)
+        self.executor = Executor(self.manager, concurrency=concurrency, poll_interval=poll_interval,
+                                 lease_seconds=lease_seconds)
+        self.create_schema = create_schema
+        self._opened = False
+
+    async def _ready(self):
+        if not self._opened:
+            await self.storage.open()
+            if self.create_schema:
+                await self.storage.create_missing_tables()
+            self._opened = True
+        if not self.executor.started:
+            self.executor.start()
+
+    async def start(self):
+        await self._ready()
+        return self
+
+    async def stop(self, timeout=30.0):
+        """Stop gracefully: no new claims, running steps get ``timeout`` seconds to finish."""
+        await self.executor.stop(timeout=timeout)
+        await self.storage.close()
+        self._opened = False
+
+    # ---- pipelines ---------------------------------------------------------
+    async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
+        await self._ready()
+        return await self.manager.define_pipeline(pipeline_id, steps, name=name, description=description)
+
+    # ---- the SPEC §1 functions --------------------------------------------------
+    async def submit(self, tenant_id, pipeline_id, owner_id, title=None, params=None):
+        require_id(tenant_id, "tenant_id")
+        require_id(pipeline_id, "pipeline_id")
+        require_id(owner_id, "owner_id")
+        if title is not None and (not isinstance(title, str) or len(title) > 255):
+            raise InvalidInputError("title must be a string of at most 255 characters")
+        params = {} if params is None else require_json_object(params, "params")
+        await self._ready()
+        summary = await self.manager.submit(tenant_id, pipeline_id, owner_id, title or "", params)
+        self.executor.wake()
+        return summary
+
+    async def list(self, tenant_id, pipeline_id=None, status=None, page=1, rows=20):
+        require_id(tenant_id, "tenant_id")
+        if pipeline_id is not None:
+            require_id(pipeline_id, "pipeline_id")
+        if status is not None and status not in TASK_STATUSES:
+            raise InvalidInputError(f"status must be one of {', '.join(TASK_STATUSES)}, got {status!r}")
+        require_positive_int(page, "page")
+        require_positive_int(rows, "rows", MAX_ROWS)
+        await self._ready()
+        return await self.manager.list_tasks(tenant_id, pipeline_id, status, page, rows)
+
+    async def detail(self, tenant_id, task_id):
+        require_id(tenant_id, "tenant_id")
+        require_id(task_id, "task_id")
+        await self._ready()
+        return await self.manager.task_detail(tenant_id, task_id)
+
+    async def node(self, tenant_id, task_id, step_name, version=None):
+        require_id(tenant_id, "tenant_id")
+        require_id(task_id, "task_id")
+        if not isinstance(step_name, str) or not step_name:
+            raise InvalidInputError(f"step_name must be a non-empty string, got {step_name!r}")
+        if version is not None:
+            require_positive_int(version, "version")
+        await self._ready()
+        return await self.manager.node(tenant_id, task_id, step_name, version)
+
+    async def wait(self, tenant_id, task_id, timeout=60.0, interval=0.05):
+        """Wait until the task is terminal (or paused); returns its detail. For scripts and tests."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            detail = await self.detail(tenant_id, task_id)
+            if detail["status"] in ("succeeded", "failed", "cancelled", "paused"):
+                return detail
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"task {task_id} still {detail['status']} after {timeout}s")
+            await asyncio.sleep(interval)
