@@ -109,3 +109,30 @@ async def storage(database):
 def tenant():
     """A tenant id of its own for each test, so tests never see each other's rows."""
     return "t-" + new_id()[:12]
+
+
+@pytest.fixture
+async def service(database):
+    """A PipelineService on the backend under test, its executor running."""
+    from pipeline_service import PipelineService
+    svc = PipelineService(database, poll_interval=0.2, concurrency=64)
+    await svc.storage.create_missing_tables(include_reference=True)
+    await svc.start()
+    yield svc
+    await svc.stop(timeout=5)
+
+
+@pytest.fixture
+def pipeline_id():
+    return "p-" + new_id()[:12]
+
+
+@pytest.fixture
+def step_type(request):
+    """A step-type prefix unique to the test: the handler registry is process-wide."""
+    from pipeline_service.handler import registered_step_types, unregister_handler
+    prefix = "st-" + new_id()[:8]
+    yield prefix
+    for name in registered_step_types():
+        if name.startswith(prefix):
+            unregister_handler(name)

@@ -1,0 +1,347 @@
+"""The engine end to end on MariaDB and SQLite: submit, execute, read back."""
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from pipeline_service import InvalidInputError, NotFoundError, register_handler
+from pipeline_service.handler import unregister_handler
+from pipeline_service.ids import new_id
+
+
+def recorder(calls, result=None, delay=0.0):
+    async def handler(tenant_id, task_id, step_name, input_data, config):
+        call = {"step": step_name, "start": time.monotonic(), "input": input_data, "config": config}
+        calls.append(call)
+        n = len(calls)
+        if delay:
+            await asyncio.sleep(delay)
+        call["end"] = time.monotonic()
+        return result if result is not None else {"by": step_name, "n": n}
+    return handler
+
+
+async def count_tasks(service, tenant):
+    return (await service.list(tenant))["total"]
+
+
+async def test_linear_pipeline_passes_outputs_downstream(service, tenant, pipeline_id, step_type):
+    calls = []
+    register_handler(step_type, recorder(calls))
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type, "config": {"model": "m1"}},
+        {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
+        {"step_name": "c", "step_type": step_type, "depends_on": "b"},
+    ])
+    task = await service.submit(tenant, pipeline_id, "owner-1", "linear", {"topic": "x"})
+    assert task["status"] == "pending" and task["progress"]["total"] == 3
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "succeeded" and detail["error"] is None
+    assert detail["progress"] == {"total": 3, "succeeded": 3, "running": 0, "failed": 0}
+    assert [c["step"] for c in calls] == ["a", "b", "c"]
+    assert calls[0]["input"] == {"params": {"topic": "x"}, "upstream": {}}
+    assert calls[0]["config"] == {"model": "m1"}
+    assert calls[1]["input"]["upstream"] == {"a": {"by": "a", "n": 1}}
+    assert calls[2]["input"]["upstream"] == {"b": {"by": "b", "n": 2}}
+    assert [s["step_name"] for s in detail["steps"]] == ["a", "b", "c"]
+    assert detail["params"] == {"topic": "x"} and detail["finished_at"] and detail["started_at"]
+
+
+async def test_diamond_joins_both_branches(service, tenant, pipeline_id, step_type):
+    calls = []
+    register_handler(step_type, recorder(calls, delay=0.05))
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type},
+        {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
+        {"step_name": "c", "step_type": step_type, "depends_on": ["a"]},
+        {"step_name": "d", "step_type": step_type, "depends_on": ["b", "c"]},
+    ])
+    task = await service.submit(tenant, pipeline_id, "o", "diamond", {})
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "succeeded"
+    by_step = {c["step"]: c for c in calls}
+    assert len(calls) == 4
+    assert set(by_step["d"]["input"]["upstream"]) == {"b", "c"}
+    assert by_step["d"]["start"] >= max(by_step["b"]["end"], by_step["c"]["end"])
+    # b and c are independent: they ran at the same time
+    assert by_step["b"]["start"] < by_step["c"]["end"] and by_step["c"]["start"] < by_step["b"]["end"]
+
+
+async def test_fifty_wide_fan_out_runs_concurrently(service, tenant, pipeline_id, step_type):
+    calls = []
+    register_handler(step_type, recorder(calls, delay=0.3))
+    steps = [{"step_name": "root", "step_type": step_type}]
+    steps += [{"step_name": f"w{i:02d}", "step_type": step_type, "depends_on": ["root"]} for i in range(50)]
+    steps += [{"step_name": "join", "step_type": step_type, "depends_on": [f"w{i:02d}" for i in range(50)]}]
+    await service.define_pipeline(pipeline_id, steps)
+    task = await service.submit(tenant, pipeline_id, "o", "fan-out", {})
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "succeeded"
+    workers = [c for c in calls if c["step"].startswith("w")]
+    assert len(workers) == 50
+    # the largest number of worker handlers in flight at one instant
+    events = sorted([(c["start"], 1) for c in workers] + [(c["end"], -1) for c in workers])
+    in_flight = peak = 0
+    for _, delta in events:
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert peak >= 40, f"only {peak} of 50 independent steps overlapped"
+    join = next(c for c in calls if c["step"] == "join")
+    assert len(join["input"]["upstream"]) == 50
+
+
+async def test_retry_then_success(service, tenant, pipeline_id, step_type):
+    attempts = []
+
+    async def flaky(tenant_id, task_id, step_name, input_data, config):
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise RuntimeError(f"transient #{len(attempts)}")
+        return {"ok": True}
+    register_handler(step_type, flaky)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type, "config": {"retries": 2, "retry_delay": 0.1}}])
+    task = await service.submit(tenant, pipeline_id, "o", "flaky", {})
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "succeeded"
+    assert detail["steps"][0]["attempt"] == 3 and len(attempts) == 3
+    assert attempts[1] - attempts[0] >= 0.09 and attempts[2] - attempts[1] >= 0.19  # 0.1 s, then doubled
+
+
+async def test_failure_after_last_retry(service, tenant, pipeline_id, step_type):
+    calls = []
+    register_handler(step_type + "-ok", recorder(calls))
+
+    async def broken(tenant_id, task_id, step_name, input_data, config):
+        calls.append({"step": step_name})
+        raise ValueError("the model refused")
+    register_handler(step_type + "-bad", broken)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "bad", "step_type": step_type + "-bad", "config": {"retries": 1}},
+        {"step_name": "after_bad", "step_type": step_type + "-ok", "depends_on": ["bad"]},
+        {"step_name": "other", "step_type": step_type + "-ok"},
+        {"step_name": "after_other", "step_type": step_type + "-ok", "depends_on": ["other"]},
+    ])
+    task = await service.submit(tenant, pipeline_id, "o", "fails", {})
+    detail = await service.wait(tenant, task["id"])
+    steps = {s["step_name"]: s for s in detail["steps"]}
+    assert detail["status"] == "failed"
+    assert "step 'bad' failed: ValueError: the model refused" in detail["error"]
+    assert [c["step"] for c in calls].count("bad") == 2  # retries: 1 -> two calls
+    assert "after_bad" not in [c["step"] for c in calls]
+    assert steps["bad"]["status"] == "failed" and steps["bad"]["attempt"] == 2
+    assert steps["after_bad"]["status"] == "skipped"
+    assert steps["other"]["status"] == steps["after_other"]["status"] == "succeeded"
+    assert detail["progress"]["failed"] == 1 and detail["progress"]["succeeded"] == 2
+
+
+async def test_timeout_fails_the_attempt(service, tenant, pipeline_id, step_type):
+    register_handler(step_type, recorder([], delay=5))
+    await service.define_pipeline(pipeline_id, [{"step_name": "slow", "step_type": step_type,
+                                                 "config": {"timeout": 0.2}}])
+    started = time.monotonic()
+    task = await service.submit(tenant, pipeline_id, "o", "slow", {})
+    detail = await service.wait(tenant, task["id"])
+    assert time.monotonic() - started < 3
+    assert detail["status"] == "failed" and "timed out after 0.2s" in detail["steps"][0]["error"]
+
+
+async def test_sync_handler_runs_in_a_worker_thread(service, tenant, pipeline_id, step_type):
+    threads = []
+
+    def blocking(tenant_id, task_id, step_name, input_data, config):
+        threads.append(threading.current_thread())
+        time.sleep(0.05)
+        return {"thread": threading.current_thread().name}
+    register_handler(step_type, blocking)
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await service.submit(tenant, pipeline_id, "o", "sync", {})
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "succeeded"
+    assert threads and threads[0] is not threading.main_thread()
+    node = await service.node(tenant, task["id"], "a")
+    assert node["output"] == {"thread": threads[0].name}
+
+
+@pytest.mark.parametrize("result, message", [
+    ([1, 2], "returned list, not a dict"),
+    ({"when": object()}, "not JSON-serialisable"),
+])
+async def test_unusable_results_fail_the_step(service, tenant, pipeline_id, step_type, result, message):
+    async def bad(*args):
+        return result
+    register_handler(step_type, bad)
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await service.submit(tenant, pipeline_id, "o", "bad result", {})
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "failed" and message in detail["steps"][0]["error"]
+    assert (await service.node(tenant, task["id"], "a"))["output"] is None
+
+
+async def test_missing_handler_refuses_submit_and_writes_nothing(service, tenant, pipeline_id, step_type):
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type + "-nobody"}])
+    with pytest.raises(InvalidInputError, match=r"no handler is registered for step_type '.*-nobody' \(step 'a'\)"):
+        await service.submit(tenant, pipeline_id, "o", "t", {})
+    assert await count_tasks(service, tenant) == 0
+
+
+async def test_handler_unregistered_after_submit_fails_the_step(service, tenant, pipeline_id, step_type):
+    gate = asyncio.Event()
+
+    async def first(*args):
+        await gate.wait()
+        return {}
+    register_handler(step_type + "-first", first)
+    register_handler(step_type + "-gone", recorder([]))
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type + "-first"},
+        {"step_name": "b", "step_type": step_type + "-gone", "depends_on": ["a"]}])
+    task = await service.submit(tenant, pipeline_id, "o", "t", {})
+    unregister_handler(step_type + "-gone")
+    gate.set()
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "failed"
+    assert "no handler registered for step_type" in detail["steps"][1]["error"]
+
+
+async def test_cyclic_pipeline_is_rejected_with_nothing_written(service, tenant, pipeline_id, step_type):
+    register_handler(step_type, recorder([]))
+    async with service.storage.transaction() as tx:  # rows as pipeline_core could have written them
+        await tx.execute("insert_pipeline", id=pipeline_id, name="cyclic", description=None)
+        for name, deps in (("a", '["c"]'), ("b", "a"), ("c", '["b"]')):
+            await tx.execute("insert_pipeline_step", id=new_id(), pipeline_id=pipeline_id, step_name=name,
+                             step_type=step_type, depends_on=deps, config="", seq=1)
+    with pytest.raises(InvalidInputError, match="cycle") as caught:
+        await service.submit(tenant, pipeline_id, "o", "t", {})
+    assert all(f"{n}" in str(caught.value) for n in "abc")
+    assert await count_tasks(service, tenant) == 0
+
+
+async def test_dangling_dependency_is_rejected(service, tenant, pipeline_id, step_type):
+    with pytest.raises(InvalidInputError, match="step 'b' depends on unknown step 'zz'"):
+        await service.define_pipeline(pipeline_id, [
+            {"step_name": "a", "step_type": step_type}, {"step_name": "b", "step_type": step_type,
+                                                         "depends_on": ["zz"]}])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("", "P", "o"), "tenant_id"), ((None, "P", "o"), "tenant_id"), ((5, "P", "o"), "tenant_id"),
+    (("T", "P", ""), "owner_id"), (("T", "", "o"), "pipeline_id"), (("T" * 33, "P", "o"), "at most 32"),
+])
+async def test_bad_ids_are_refused(service, args, message):
+    with pytest.raises(InvalidInputError, match=message):
+        await service.submit(*args, "title", {})
+
+
+@pytest.mark.parametrize("params, message", [
+    ([1], "must be a JSON object"), ("x", "must be a JSON object"), ({"a": {1, 2}}, "not JSON-serialisable"),
+])
+async def test_bad_params_are_refused(service, tenant, pipeline_id, step_type, params, message):
+    register_handler(step_type, recorder([]))
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    with pytest.raises(InvalidInputError, match=message):
+        await service.submit(tenant, pipeline_id, "o", "t", params)
+    assert await count_tasks(service, tenant) == 0
+
+
+async def test_unknown_pipeline_is_not_found(service, tenant):
+    with pytest.raises(NotFoundError, match="pipeline 'no-such-pipeline' does not exist"):
+        await service.submit(tenant, "no-such-pipeline", "o", "t", {})
+    assert await count_tasks(service, tenant) == 0
+
+
+async def test_editing_pipeline_steps_does_not_change_a_submitted_task(service, tenant, pipeline_id, step_type):
+    gate, calls = asyncio.Event(), []
+
+    async def first(tenant_id, task_id, step_name, input_data, config):
+        await gate.wait()
+        return {"first": True}
+    register_handler(step_type + "-first", first)
+    register_handler(step_type + "-old", recorder(calls, result={"v": "old"}))
+    register_handler(step_type + "-new", recorder(calls, result={"v": "new"}))
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type + "-first"},
+        {"step_name": "b", "step_type": step_type + "-old", "depends_on": ["a"], "config": {"k": 1}}])
+    task = await service.submit(tenant, pipeline_id, "o", "snapshot", {})
+    await service.define_pipeline(pipeline_id, [  # pipeline_core edits the definition meanwhile
+        {"step_name": "a", "step_type": step_type + "-first"},
+        {"step_name": "b", "step_type": step_type + "-new", "depends_on": ["a"], "config": {"k": 2}},
+        {"step_name": "extra", "step_type": step_type + "-new", "depends_on": ["b"]}])
+    gate.set()
+    detail = await service.wait(tenant, task["id"])
+    assert detail["status"] == "succeeded"
+    assert [s["step_name"] for s in detail["steps"]] == ["a", "b"]
+    assert detail["steps"][1]["step_type"] == step_type + "-old"
+    assert calls[0]["config"] == {"k": 1}
+    assert (await service.node(tenant, task["id"], "b"))["output"] == {"v": "old"}
+
+
+async def test_other_tenants_task_is_not_found_everywhere(service, tenant, pipeline_id, step_type):
+    register_handler(step_type, recorder([]))
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await service.submit(tenant, pipeline_id, "o", "mine", {"secret": 1})
+    await service.wait(tenant, task["id"])
+    intruder = tenant + "-b"
+    with pytest.raises(NotFoundError):
+        await service.detail(intruder, task["id"])
+    with pytest.raises(NotFoundError):
+        await service.node(intruder, task["id"], "a")
+    assert await service.list(intruder) == {"total": 0, "rows": []}
+    assert await service.list(intruder, pipeline_id=pipeline_id) == {"total": 0, "rows": []}
+    with pytest.raises(NotFoundError) as theirs:
+        await service.detail(intruder, task["id"])
+    with pytest.raises(NotFoundError) as nobody:
+        await service.detail(intruder, "no-such-task")
+    # indistinguishable from a task that does not exist
+    assert str(theirs.value).replace(task["id"], "X") == str(nobody.value).replace("no-such-task", "X")
+
+
+async def test_list_paging_and_filters(service, tenant, pipeline_id, step_type):
+    register_handler(step_type, recorder([]))
+    other = pipeline_id + "x"
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    await service.define_pipeline(other, [{"step_name": "a", "step_type": step_type}])
+    ids = []
+    for i in range(5):
+        task = await service.submit(tenant, pipeline_id if i < 3 else other, "o", f"task {i}", {"i": i})
+        ids.append(task["id"])
+        await service.wait(tenant, task["id"])
+        await asyncio.sleep(0.003)  # distinct creation times
+    page1 = await service.list(tenant, page=1, rows=2)
+    page3 = await service.list(tenant, page=3, rows=2)
+    assert page1["total"] == 5 and [r["title"] for r in page1["rows"]] == ["task 4", "task 3"]
+    assert [r["title"] for r in page3["rows"]] == ["task 0"]
+    only = await service.list(tenant, pipeline_id=other)
+    assert only["total"] == 2 and {r["pipeline_id"] for r in only["rows"]} == {other}
+    assert (await service.list(tenant, status="succeeded"))["total"] == 5
+    assert (await service.list(tenant, status="failed"))["total"] == 0
+    row = page1["rows"][0]
+    assert set(row) == {"id", "tenant_id", "pipeline_id", "owner_id", "title", "status", "error", "progress",
+                        "created_at", "updated_at", "started_at", "finished_at"}
+    assert row["progress"] == {"total": 1, "succeeded": 1, "running": 0, "failed": 0}
+    json.dumps(page1)
+    for bad in (dict(page=0), dict(rows=0), dict(rows=10_000), dict(status="done"), dict(page="1")):
+        with pytest.raises(InvalidInputError):
+            await service.list(tenant, **bad)
+
+
+async def test_node_returns_the_input_that_produced_the_output(service, tenant, pipeline_id, step_type):
+    register_handler(step_type, recorder([]))
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type}, {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
+    task = await service.submit(tenant, pipeline_id, "o", "node", {"q": 1})
+    await service.wait(tenant, task["id"])
+    node = await service.node(tenant, task["id"], "b")
+    a_out = (await service.node(tenant, task["id"], "a"))["output"]
+    assert node["version"] == 1 and node["output"]["by"] == "b"
+    assert node["input"] == {"params": {"q": 1}, "upstream": {"a": a_out}}
+    assert node["step"]["status"] == "succeeded" and node["step"]["depends_on"] == ["a"]
+    assert [(v["kind"], v["version"], v["source"]) for v in node["versions"]] == [
+        ("input", 1, "engine"), ("output", 1, "engine")]
+    with pytest.raises(NotFoundError, match="no output version 7"):
+        await service.node(tenant, task["id"], "b", version=7)
+    with pytest.raises(NotFoundError, match="no step 'zz'"):
+        await service.node(tenant, task["id"], "zz")
+    json.dumps(node)

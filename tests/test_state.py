@@ -1,0 +1,83 @@
+"""The DAG and the state tables, without a database."""
+import logging
+
+import pytest
+
+from pipeline_service import InvalidInputError, InvalidStateError, register_handler
+from pipeline_service.handler import get_handler, unregister_handler
+from pipeline_service.state import (STEP_TRANSITIONS, TASK_TRANSITIONS, Dag, StepDef, check_transition,
+                                    parse_config, parse_depends_on)
+
+
+def dag(*specs):
+    return Dag([StepDef(name, "t", tuple(deps), {}, i) for i, (name, deps) in enumerate(specs)])
+
+
+def test_topological_order_and_successors():
+    d = dag(("d", ["b", "c"]), ("b", ["a"]), ("c", ["a"]), ("a", []))
+    assert d.order.index("a") < d.order.index("b") < d.order.index("d")
+    assert d.order.index("c") < d.order.index("d")
+    assert sorted(d.successors["a"]) == ["b", "c"] and d.roots() == ["a"]
+
+
+def test_downstream_is_breadth_first_reachability():
+    d = dag(("a", []), ("b", ["a"]), ("c", ["b"]), ("x", []), ("y", ["x", "c"]))
+    assert d.downstream(["b"]) == {"c", "y"}
+    assert d.downstream(["a", "x"]) == {"b", "c", "y"}
+    assert d.downstream(["y"]) == set()
+
+
+@pytest.mark.parametrize("specs, message", [
+    ([], "has no steps"),
+    ([("a", []), ("a", [])], "duplicate step name 'a'"),
+    ([("a", ["zz"])], "step 'a' depends on unknown step 'zz'"),
+    ([("a", ["a"])], "step 'a' depends on itself"),
+    ([("a", ["c"]), ("b", ["a"]), ("c", ["b"]), ("d", [])], "cycle"),
+])
+def test_invalid_dags_name_the_steps(specs, message):
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        dag(*specs)
+    if message == "cycle":
+        text = str(caught.value)
+        assert all(n in text for n in "abc") and "'d'" not in text and " d " not in text
+
+
+def test_depends_on_forms():
+    assert parse_depends_on('["a", "b"]') == ("a", "b")
+    assert parse_depends_on("a, b ,") == ("a", "b")
+    assert parse_depends_on("") == () and parse_depends_on(None) == ()
+    with pytest.raises(InvalidInputError):
+        parse_depends_on("[1, 2]")
+
+
+def test_config_engine_options_are_checked():
+    assert parse_config('{"timeout": 2, "retries": 1, "model": "x"}')["model"] == "x"
+    for bad in ('{"timeout": -1}', '{"retries": 1.5}', '{"retry_delay": "soon"}', "[1]", "{nope"):
+        with pytest.raises(InvalidInputError):
+            parse_config(bad)
+
+
+def test_retry_delay_doubles():
+    step = StepDef("a", "t", (), {"retries": 3, "retry_delay": 0.5})
+    assert step.max_attempts == 4
+    assert [step.retry_delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+
+
+def test_transition_tables():
+    check_transition(TASK_TRANSITIONS, "task", "running", "paused")
+    with pytest.raises(InvalidStateError, match="cancelled cannot become running"):
+        check_transition(TASK_TRANSITIONS, "task", "cancelled", "running")
+    assert STEP_TRANSITIONS["cancelled"] == set()
+
+
+def test_register_handler_validates_and_replacement_is_logged(caplog):
+    with pytest.raises(InvalidInputError):
+        register_handler("", lambda *a: {})
+    with pytest.raises(InvalidInputError):
+        register_handler("x-type", "not callable")
+    first, second = (lambda *a: {}), (lambda *a: {"v": 2})
+    register_handler("x-type", first)
+    with caplog.at_level(logging.INFO, logger="pipeline_service.handler"):
+        register_handler("x-type", second)
+    assert get_handler("x-type") is second and "replaced" in caplog.text
+    unregister_handler("x-type")
