@@ -1,0 +1,118 @@
+"""Engine throughput and latency: a 5-step diamond DAG with no-op handlers.
+
+    a -> (b, c) -> d -> e
+
+For each backend: submit --tasks tasks at once and measure steps/s until all
+succeed; from the stored step times, the median engine overhead per step (claim
+to committed output, handler time ~0) and the median delay from a step's last
+dependency finishing to the step starting. A light run (one task at a time)
+gives the same medians without queueing. The storage baseline (one committed
+insert+select transaction, raw aiomysql vs ours) is measured in the same run.
+Goals (SPEC §7, MariaDB, one process): >= 1,500 steps/s; overhead < 2 ms;
+successor start < 5 ms.
+Run: python bench/engine_bench.py [--tasks 300] [--backends mysql,sqlite]
+"""
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
+from bench import storage_bench  # noqa: E402
+from pipeline_service import PipelineService, register_handler  # noqa: E402
+from pipeline_service.ids import new_id  # noqa: E402
+
+DIAMOND = [
+    {"step_name": "a", "step_type": "bench-noop"},
+    {"step_name": "b", "step_type": "bench-noop", "depends_on": ["a"]},
+    {"step_name": "c", "step_type": "bench-noop", "depends_on": ["a"]},
+    {"step_name": "d", "step_type": "bench-noop", "depends_on": ["b", "c"]},
+    {"step_name": "e", "step_type": "bench-noop", "depends_on": ["d"]},
+]
+
+
+async def noop(tenant_id, task_id, step_name, input_data, config):
+    return {}
+
+
+async def wait_all(service, tenant, n, timeout=600):
+    deadline = time.monotonic() + timeout
+    while (await service.list(tenant, status="succeeded", rows=1))["total"] < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError("tasks did not finish")
+        await asyncio.sleep(0.01)
+
+
+async def step_times(service, tenant, task_ids):
+    overhead, delay = [], []
+    for task_id in task_ids:
+        async with service.storage.transaction() as tx:
+            steps = {s["step_name"]: s for s in await tx.fetch_all("get_steps", tenant_id=tenant, task_id=task_id)}
+        for s in steps.values():
+            overhead.append(s["finished_at"] - s["started_at"])
+            deps = [steps[d] for d in ("a", "b", "c", "d") if d in (s["depends_on"] or "")]
+            if deps:
+                delay.append(s["started_at"] - max(d["finished_at"] for d in deps))
+    return overhead, delay
+
+
+async def run_backend(database, tasks, concurrency):
+    register_handler("bench-noop", noop)
+    service = PipelineService(database, concurrency=concurrency, poll_interval=1.0)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.start()
+    pipeline_id = "bench-diamond"
+    await service.define_pipeline(pipeline_id, DIAMOND)
+    # light load: one task at a time
+    light_tenant = "bench-light-" + new_id()[:8]
+    light_ids = []
+    for _ in range(20):
+        task = await service.submit(light_tenant, pipeline_id, "bench", "light", {})
+        await service.wait(light_tenant, task["id"], interval=0.005)
+        light_ids.append(task["id"])
+    light_overhead, light_delay = await step_times(service, light_tenant, light_ids)
+    # heavy load: all tasks at once
+    tenant = "bench-" + new_id()[:8]
+    started = time.perf_counter()
+    ids = [(await service.submit(tenant, pipeline_id, "bench", "load", {"i": i}))["id"] for i in range(tasks)]
+    await wait_all(service, tenant, tasks)
+    elapsed = time.perf_counter() - started
+    overhead, delay = await step_times(service, tenant, ids)
+    await service.stop()
+    return {"steps_per_s": tasks * len(DIAMOND) / elapsed, "elapsed": elapsed,
+            "overhead_light": median(light_overhead), "delay_light": median(light_delay),
+            "overhead_load": median(overhead), "delay_load": median(delay)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--backends", default="mysql,sqlite")
+    args = parser.parse_args(argv)
+    results = {}
+    for backend in args.backends.split(","):
+        if backend == "mysql":
+            database = ensure_mysql_database(MYSQL_URL)
+        else:
+            database = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+        results[backend] = asyncio.run(run_backend(database, args.tasks, args.concurrency))
+    baseline = asyncio.run(storage_bench.measure(5, 40)) if "mysql" in results else None
+    print(f"diamond DAG (5 steps, no-op handlers), {args.tasks} tasks at once, concurrency {args.concurrency}")
+    print(f"{'backend':8} {'steps/s':>9} {'overhead/step ms':>17} {'successor delay ms':>19}"
+          f" {'(light) overhead':>17} {'(light) delay':>14}")
+    for backend, r in results.items():
+        print(f"{backend:8} {r['steps_per_s']:9.0f} {r['overhead_load']:17.1f} {r['delay_load']:19.1f}"
+              f" {r['overhead_light']:17.1f} {r['delay_light']:14.1f}")
+    if baseline:
+        print(f"storage baseline (MariaDB, median): raw aiomysql tx {baseline['raw']:.3f} ms, "
+              f"ours {baseline['ours']:.3f} ms, ratio {baseline['ours'] / baseline['raw']:.2f}x")
+        print(f"goal: >= 1500 steps/s on MariaDB -> {results['mysql']['steps_per_s'] / 1500:.2f} of goal")
+    return results
+
+
+if __name__ == "__main__":
+    main()
