@@ -38,7 +38,7 @@ async def measure(rounds, per_round):
                    params=json.dumps({"a": 1}), status="pending", now=now_ms())
         async with storage.transaction() as tx:
             await tx.execute("insert_task", **row)
-            await tx.fetch_all("lock_task", tenant_id="bench", task_id=row["id"])
+            await tx.fetch_all("task_state", tenant_id="bench", task_id=row["id"])
 
     async def raw():
         tid, now = new_id(), now_ms()

@@ -50,6 +50,8 @@ class MySQLConnector:
                 self._pool = await asyncio.wait_for(
                     aiomysql.create_pool(minsize=self.minsize, maxsize=self.maxsize,
                                          autocommit=False, charset="utf8mb4",
+                                         # every read sees the latest committed rows (see queries.lock_step_states)
+                                         init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                                          connect_timeout=self.connect_timeout, **self.kwargs),
                     timeout=self.connect_timeout + 1)
             except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:

@@ -88,12 +88,10 @@ class Executor:
     async def _run_step(self, claim):
         try:
             started = await self.manager.start_step(claim)
-            if started is None:
-                return  # the claim was taken away before we began
-            step, input_data, input_version = started
+            step, input_data = started
             outcome = await self._attempt(claim, step, input_data)
             if isinstance(outcome, dict):
-                await self.manager.succeed_step(claim, outcome, input_version)
+                await self.manager.succeed_step(claim, outcome)
             elif claim.attempt < step.max_attempts:
                 delay = step.retry_delay(claim.attempt)
                 await self.manager.requeue_step(claim, outcome, delay)

@@ -13,7 +13,16 @@ from .exceptions import InvalidInputError, NotFoundError
 from .handler import get_handler
 from .ids import iso, new_id, now_ms
 
-DAG_CACHE_SIZE = 1024
+PLAN_CACHE_SIZE = 1024   # task plans kept in memory (bounded: flat in the number of tasks)
+INPUT_CACHE_SIZE = 4096  # inputs made here, kept until the step is claimed
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What never changes in a task after submit: its DAG and its params."""
+
+    dag: state.Dag
+    params: dict
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class Claim:
     step_name: str
     attempt: int
     owner: str
+    input_version: int
 
 
 def to_json(value):
@@ -39,8 +49,8 @@ def from_json(text):
 class Manager:
     def __init__(self, storage):
         self.storage = storage
-        # task DAGs are immutable snapshots: cached, bounded so memory stays flat
-        self._dags = OrderedDict()
+        self._plans = OrderedDict()
+        self._inputs = OrderedDict()
 
     # ---- pipelines -------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
@@ -86,11 +96,15 @@ class Manager:
                              owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
             for name in dag.order:
                 step = dag.steps[name]
+                root = not step.depends_on
+                if root:  # a root step is ready at once, with its input
+                    await self._insert_input(tx, tenant_id, task_id, name, 1, {"params": params, "upstream": {}},
+                                             {}, now)
                 await tx.execute("insert_step", id=new_id(), tenant_id=tenant_id, task_id=task_id,
                                  step_name=name, step_type=step.step_type, depends_on=to_json(list(step.depends_on)),
-                                 config=to_json(step.config), seq=step.seq,
-                                 ready_at=now if not step.depends_on else None, now=now)
-            self._remember(tenant_id, task_id, dag)
+                                 config=to_json(step.config), seq=step.seq, input_version=1 if root else None,
+                                 ready_at=now if root else None, now=now)
+            self._remember(tenant_id, task_id, TaskPlan(dag, params))
             return await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id)
         return task_summary(await self.storage.atomic(write))
 
@@ -155,29 +169,27 @@ class Manager:
             raise NotFoundError(f"task {task_id!r} does not exist")
         return task
 
-    # ---- the DAG cache ---------------------------------------------------------
-    def _remember(self, tenant_id, task_id, dag):
-        self._dags[(tenant_id, task_id)] = dag
-        self._dags.move_to_end((tenant_id, task_id))
-        while len(self._dags) > DAG_CACHE_SIZE:
-            self._dags.popitem(last=False)
+    # ---- caches: task plans (immutable) and inputs made here, both bounded --------
+    def _remember(self, tenant_id, task_id, plan):
+        self._plans[(tenant_id, task_id)] = plan
+        self._plans.move_to_end((tenant_id, task_id))
+        while len(self._plans) > PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
 
     def _dag_from_rows(self, tenant_id, task_id, rows):
-        dag = self._dags.get((tenant_id, task_id))
-        if dag is None:
-            dag = state.Dag([state.step_from_row(r) for r in rows], label=f"task {task_id!r}")
-            self._remember(tenant_id, task_id, dag)
-        return dag
+        return state.Dag([state.step_from_row(r) for r in rows], label=f"task {task_id!r}")
 
-    async def dag(self, tx, tenant_id, task_id):
-        dag = self._dags.get((tenant_id, task_id))
-        if dag is None:
+    async def plan(self, tx, tenant_id, task_id):
+        plan = self._plans.get((tenant_id, task_id))
+        if plan is None:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
-            dag = self._dag_from_rows(tenant_id, task_id, rows)
-        return dag
+            task = await tx.fetch_one("task_state", tenant_id=tenant_id, task_id=task_id)
+            plan = TaskPlan(self._dag_from_rows(tenant_id, task_id, rows), from_json(task["params"]))
+            self._remember(tenant_id, task_id, plan)
+        return plan
 
     def forget(self, tenant_id, task_id):
-        self._dags.pop((tenant_id, task_id), None)
+        self._plans.pop((tenant_id, task_id), None)
 
     # ---- executing ---------------------------------------------------------------
     async def claim_ready(self, owner, limit, lease_ms):
@@ -190,88 +202,79 @@ class Manager:
                 if await tx.execute("claim_step", id=row["id"], owner=owner, lease_expires_at=now + lease_ms,
                                     now=now) == 1:
                     claims.append(Claim(row["id"], row["tenant_id"], row["task_id"], row["step_name"],
-                                        int(row["attempt"]) + 1, owner))
+                                        int(row["attempt"]) + 1, owner, row["input_version"]))
             return claims
         return await self.storage.atomic(claim)
 
     async def start_step(self, claim):
-        """Mark the task started and store the step's input artifact (once per run).
+        """The claimed step's definition and input (stored when it became ready).
 
-        Returns ``(step definition, input, input version)``, or None when the claim was lost.
+        Marks the task started when a root step begins.
         """
-        async def start(tx):
-            now = now_ms()
-            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
-            if task is None:
-                return None
-            await tx.execute("mark_task_started", tenant_id=claim.tenant_id, task_id=claim.task_id, now=now)
-            dag = await self.dag(tx, claim.tenant_id, claim.task_id)
-            step = dag.steps[claim.step_name]
-            states = {s["step_name"]: s for s in await tx.fetch_all(
-                "step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)}
-            input_version = states[claim.step_name]["input_version"]
-            if input_version is not None:
-                artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                              step_name=claim.step_name, kind="input", version=input_version)
-                return step, from_json(artifact["content"]), input_version
-            upstream, lineage = {}, {}
-            for dep in step.depends_on:
-                version = states[dep]["output_version"]
-                artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                              step_name=dep, kind="output", version=version)
-                upstream[dep] = from_json(artifact["content"])
-                lineage[dep] = version
-            input_data = {"params": from_json(task["params"]), "upstream": upstream}
-            version = await self._insert_artifact(tx, claim, "input", input_data, "engine", lineage, now)
-            if await tx.execute("set_step_input", id=claim.id, input_version=version, attempt=claim.attempt,
-                                owner=claim.owner, now=now) != 1:
-                raise ClaimLost()
-            return step, input_data, version
-        try:
-            return await self.storage.atomic(start)
-        except ClaimLost:
-            return None
+        key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
+        cached = self._inputs.pop(key, None)
 
-    async def _insert_artifact(self, tx, claim, kind, content, source, lineage, now):
-        version = (await tx.fetch_one("next_artifact_version", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                      step_name=claim.step_name, kind=kind))["version"]
-        await tx.execute("insert_artifact", id=new_id(), tenant_id=claim.tenant_id, task_id=claim.task_id,
-                         step_name=claim.step_name, kind=kind, version=int(version), content=to_json(content),
-                         source=source, lineage=to_json(lineage), now=now)
-        return int(version)
+        async def read(tx):
+            plan = await self.plan(tx, claim.tenant_id, claim.task_id)
+            step = plan.dag.steps[claim.step_name]
+            if not step.depends_on:
+                await tx.execute("mark_task_started", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                 now=now_ms())
+            if cached is not None:
+                return step, cached
+            artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                          step_name=claim.step_name, kind="input", version=claim.input_version)
+            return step, from_json(artifact["content"])
+        plan = self._plans.get((claim.tenant_id, claim.task_id))
+        if plan is not None and cached is not None and plan.dag.steps[claim.step_name].depends_on:
+            return plan.dag.steps[claim.step_name], cached  # nothing to read or write
+        return await self.storage.atomic(read)
 
-    async def succeed_step(self, claim, output, input_version):
+    async def _insert_input(self, tx, tenant_id, task_id, step_name, version, content, lineage, now):
+        await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant_id, task_id=task_id,
+                         step_name=step_name, kind="input", version=version, content=to_json(content),
+                         source="engine", lineage=to_json(lineage), now=now)
+        key = (tenant_id, task_id, step_name, version)
+        self._inputs[key] = content
+        while len(self._inputs) > INPUT_CACHE_SIZE:
+            self._inputs.popitem(last=False)
+
+    async def succeed_step(self, claim, output):
         """Store the output and make the successors ready. False if the claim was lost."""
         async def finish(tx):
             now = now_ms()
-            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
-            version = (await tx.fetch_one("next_artifact_version", tenant_id=claim.tenant_id,
-                                          task_id=claim.task_id, step_name=claim.step_name, kind="output"))["version"]
-            if await tx.execute("succeed_step", id=claim.id, output_version=int(version), attempt=claim.attempt,
+            states = await self._lock_states(tx, claim)
+            version = (states[claim.step_name]["output_version"] or 0) + 1
+            if await tx.execute("succeed_step", id=claim.id, output_version=version, attempt=claim.attempt,
                                 owner=claim.owner, now=now) != 1:
                 raise ClaimLost()
             await tx.execute("insert_artifact", id=new_id(), tenant_id=claim.tenant_id, task_id=claim.task_id,
-                             step_name=claim.step_name, kind="output", version=int(version), content=to_json(output),
-                             source="engine", lineage=to_json({"input_version": input_version}), now=now)
-            return await self._advance(tx, claim, task, now)
+                             step_name=claim.step_name, kind="output", version=version, content=to_json(output),
+                             source="engine", lineage=to_json({"input_version": claim.input_version}), now=now)
+            states[claim.step_name].update(status="succeeded", output_version=version)
+            await self._advance(tx, claim, states, now, {claim.step_name: output})
+            return True
         return await self._finishing(finish)
 
     async def fail_step(self, claim, error):
         """Record the step's final failure; the task fails once nothing else can run."""
         async def finish(tx):
             now = now_ms()
-            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
+            states = await self._lock_states(tx, claim)
             if await tx.execute("fail_step", id=claim.id, error=error, attempt=claim.attempt, owner=claim.owner,
                                 now=now) != 1:
                 raise ClaimLost()
-            return await self._advance(tx, claim, task, now)
+            states[claim.step_name].update(status="failed", error=error)
+            await self._advance(tx, claim, states, now, {})
+            return True
         return await self._finishing(finish)
 
     async def requeue_step(self, claim, error, delay_seconds):
         """Give the step back for another attempt after ``delay_seconds``."""
         async def requeue(tx):
             now = now_ms()
-            task = await tx.fetch_one("lock_task", tenant_id=claim.tenant_id, task_id=claim.task_id)
+            await self._lock_states(tx, claim)
+            task = await tx.fetch_one("task_state", tenant_id=claim.tenant_id, task_id=claim.task_id)
             ready_at = now + int(delay_seconds * 1000) if task and task["status"] in ("pending", "running") else None
             if await tx.execute("requeue_step", id=claim.id, ready_at=ready_at, error=error, attempt=claim.attempt,
                                 owner=claim.owner, now=now) != 1:
@@ -279,34 +282,51 @@ class Manager:
             return True
         return await self._finishing(requeue)
 
+    async def _lock_states(self, tx, claim):
+        rows = await tx.fetch_all("lock_step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)
+        return {r["step_name"]: r for r in rows}
+
     async def _finishing(self, fn):
         try:
             return await self.storage.atomic(fn)
         except ClaimLost:
             return False
 
-    async def _advance(self, tx, claim, task, now):
-        """After a step ended: make successors ready, settle the task when nothing can run."""
-        dag = await self.dag(tx, claim.tenant_id, claim.task_id)
-        states = {s["step_name"]: s for s in await tx.fetch_all(
-            "step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)}
-        if task["status"] == "running" and states[claim.step_name]["status"] == "succeeded":
+    async def _advance(self, tx, claim, states, now, known_outputs):
+        """After a step ended: make successors ready (with their inputs), settle the task."""
+        task = await tx.fetch_one("task_state", tenant_id=claim.tenant_id, task_id=claim.task_id)
+        if task["status"] != "running":
+            return  # paused: resume makes the ready steps ready; cancelled: nothing runs
+        plan = await self.plan(tx, claim.tenant_id, claim.task_id)
+        dag = plan.dag
+        if states[claim.step_name]["status"] == "succeeded":
             for succ in dag.successors[claim.step_name]:
-                if states[succ]["status"] == "pending" and all(
+                if states[succ]["status"] == "pending" and states[succ]["ready_at"] is None and all(
                         states[d]["status"] == "succeeded" for d in dag.steps[succ].depends_on):
-                    await tx.execute("make_step_ready", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                     step_name=succ, now=now)
-                    states[succ]["ready_at"] = now
-        if task["status"] == "running":
-            await self._settle(tx, claim, dag, states, now)
-        else:
-            await tx.execute("touch_task", tenant_id=claim.tenant_id, task_id=claim.task_id, now=now)
-        return True
+                    await self._make_ready(tx, claim, plan, succ, states, known_outputs, now)
+        await self._settle(tx, claim, dag, states, now)
+
+    async def _make_ready(self, tx, claim, plan, step_name, states, known_outputs, now):
+        upstream, lineage = {}, {}
+        for dep in plan.dag.steps[step_name].depends_on:
+            version = states[dep]["output_version"]
+            if dep in known_outputs:
+                upstream[dep] = known_outputs[dep]
+            else:
+                artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                              step_name=dep, kind="output", version=version)
+                upstream[dep] = from_json(artifact["content"])
+            lineage[dep] = version
+        version = (states[step_name]["input_version"] or 0) + 1
+        await self._insert_input(tx, claim.tenant_id, claim.task_id, step_name, version,
+                                 {"params": plan.params, "upstream": upstream}, lineage, now)
+        await tx.execute("make_step_ready", tenant_id=claim.tenant_id, task_id=claim.task_id, step_name=step_name,
+                         input_version=version, now=now)
+        states[step_name].update(ready_at=now, input_version=version)
 
     async def _settle(self, tx, claim, dag, states, now):
-        statuses = [s["status"] for s in states.values()]
         ids = dict(tenant_id=claim.tenant_id, task_id=claim.task_id)
-        if all(s == "succeeded" for s in statuses):
+        if all(s["status"] == "succeeded" for s in states.values()):
             await tx.execute("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
                              from_status="running", **ids)
             self.forget(claim.tenant_id, claim.task_id)
@@ -320,8 +340,6 @@ class Manager:
             await tx.execute("set_task_status", status="failed", error=error, finished_at=now, now=now,
                              from_status="running", **ids)
             self.forget(claim.tenant_id, claim.task_id)
-            return
-        await tx.execute("touch_task", now=now, **ids)
 
 
 class ClaimLost(Exception):

@@ -49,47 +49,45 @@ STATEMENTS = {
     "count_tasks": f"SELECT count(*) AS n FROM pipeline_tasks t {LIST_FILTER}",
     "list_tasks": f"""SELECT {TASK_COLUMNS}, {PROGRESS} FROM pipeline_tasks t {LIST_FILTER}
         ORDER BY t.created_at DESC, t.id DESC LIMIT ${{limit}}$ OFFSET ${{offset}}$""",
-    # the per-task serialisation point of the executor: whoever changes step states
-    # of a task holds its row lock (SQLite serialises whole transactions instead)
-    "lock_task": {
-        "mysql": """SELECT id, status, params FROM pipeline_tasks
-            WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ FOR UPDATE""",
-        "sqlite": """SELECT id, status, params FROM pipeline_tasks
-            WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
-    },
+    "task_state": """SELECT id, status, params FROM pipeline_tasks
+        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
     "mark_task_started": """UPDATE pipeline_tasks SET status = 'running', started_at = ${now}$, updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = 'pending'""",
     "set_task_status": """UPDATE pipeline_tasks SET status = ${status}$, error = ${error}$,
         finished_at = ${finished_at}$, updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}$""",
-    "touch_task": """UPDATE pipeline_tasks SET updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
 
     # --- steps of a task ---
     "insert_step": f"""INSERT INTO pipeline_task_steps ({STEP_COLUMNS}) VALUES (${{id}}$, ${{tenant_id}}$,
         ${{task_id}}$, ${{step_name}}$, ${{step_type}}$, ${{depends_on}}$, ${{config}}$, ${{seq}}$, 'pending',
-        0, 0, NULL, NULL, NULL, ${{ready_at}}$, NULL, NULL, NULL, NULL, ${{now}}$)""",
+        0, 0, ${{input_version}}$, NULL, NULL, ${{ready_at}}$, NULL, NULL, NULL, NULL, ${{now}}$)""",
     "get_steps": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$""",
     "get_step": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$ AND step_name = ${{step_name}}$""",
-    "step_states": """SELECT step_name, status, ready_at, input_version, output_version, error FROM pipeline_task_steps
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
+    # the per-task serialisation point of the executor: whoever changes the step
+    # states of a task holds the row locks of all its steps (SQLite serialises
+    # whole transactions instead); READ COMMITTED makes the read see the latest
+    "lock_step_states": {
+        "mysql": """SELECT step_name, status, ready_at, input_version, output_version, error
+            FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$
+            ORDER BY step_name FOR UPDATE""",
+        "sqlite": """SELECT step_name, status, ready_at, input_version, output_version, error
+            FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
+    },
     # the ready-step claim: single-table (TiDB breaks SKIP LOCKED with joins),
     # served by the (status, ready_at) index
     "select_ready_steps": {
-        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt FROM pipeline_task_steps
+        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, input_version FROM pipeline_task_steps
             WHERE status = 'pending' AND ready_at <= ${now}$
             ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED""",
-        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt FROM pipeline_task_steps
+        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, input_version FROM pipeline_task_steps
             WHERE status = 'pending' AND ready_at <= ${now}$
             ORDER BY ready_at LIMIT ${limit}$""",
     },
     "claim_step": """UPDATE pipeline_task_steps SET status = 'running', attempt = attempt + 1, owner = ${owner}$,
         lease_expires_at = ${lease_expires_at}$, started_at = ${now}$, finished_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'pending'""",
-    "set_step_input": """UPDATE pipeline_task_steps SET input_version = ${input_version}$, updated_at = ${now}$
-        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     # fenced by the claim token (attempt) and owner: a late result of a run whose
     # claim was taken away changes nothing
     "succeed_step": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
@@ -101,19 +99,20 @@ STATEMENTS = {
     "requeue_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, error = ${error}$,
         owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
-    "make_step_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, updated_at = ${now}$
+    # a step becomes ready together with the input it will run on
+    "make_step_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, input_version = ${input_version}$,
+        updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
         AND status = 'pending' AND ready_at IS NULL""",
     "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",
 
     # --- artifacts (insert and read only: an artifact row is never updated or deleted) ---
+    # A step row's input_version / output_version is always the newest version of
+    # its kind, so the next version is that + 1; the unique index rejects a clash.
     "insert_artifact": """INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
         content, source, lineage, created_at) VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$,
         ${kind}$, ${version}$, ${content}$, ${source}$, ${lineage}$, ${now}$)""",
-    "next_artifact_version": """SELECT COALESCE(MAX(version), 0) + 1 AS version FROM pipeline_artifacts
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
-        AND kind = ${kind}$""",
     "get_artifact": """SELECT kind, version, content, source, lineage, created_at FROM pipeline_artifacts
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
         AND kind = ${kind}$ AND version = ${version}$""",

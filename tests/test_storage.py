@@ -29,7 +29,8 @@ async def test_round_trip_of_every_table(storage, tenant):
                          step_type="noop", depends_on="[]", config='{"timeout": 3}', seq=1)
         await tx.execute("insert_task", **task)
         await tx.execute("insert_step", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
-                         step_type="noop", depends_on="[]", config="{}", seq=1, ready_at=now, now=now)
+                         step_type="noop", depends_on="[]", config="{}", seq=1, input_version=None,
+                         ready_at=now, now=now)
         await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
                          kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', source="engine",
                          lineage=None, now=now)
