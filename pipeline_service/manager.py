@@ -243,7 +243,7 @@ class Manager:
         """Store the output and make the successors ready. False if the claim was lost."""
         async def finish(tx):
             now = now_ms()
-            states = await self._lock_states(tx, claim)
+            states, task_status = await self._lock_states(tx, claim)
             version = (states[claim.step_name]["output_version"] or 0) + 1
             if await tx.execute("succeed_step", id=claim.id, output_version=version, attempt=claim.attempt,
                                 owner=claim.owner, now=now) != 1:
@@ -252,7 +252,7 @@ class Manager:
                              step_name=claim.step_name, kind="output", version=version, content=to_json(output),
                              source="engine", lineage=to_json({"input_version": claim.input_version}), now=now)
             states[claim.step_name].update(status="succeeded", output_version=version)
-            await self._advance(tx, claim, states, now, {claim.step_name: output})
+            await self._advance(tx, claim, task_status, states, now, {claim.step_name: output})
             return True
         return await self._finishing(finish)
 
@@ -260,12 +260,12 @@ class Manager:
         """Record the step's final failure; the task fails once nothing else can run."""
         async def finish(tx):
             now = now_ms()
-            states = await self._lock_states(tx, claim)
+            states, task_status = await self._lock_states(tx, claim)
             if await tx.execute("fail_step", id=claim.id, error=error, attempt=claim.attempt, owner=claim.owner,
                                 now=now) != 1:
                 raise ClaimLost()
             states[claim.step_name].update(status="failed", error=error)
-            await self._advance(tx, claim, states, now, {})
+            await self._advance(tx, claim, task_status, states, now, {})
             return True
         return await self._finishing(finish)
 
@@ -273,9 +273,8 @@ class Manager:
         """Give the step back for another attempt after ``delay_seconds``."""
         async def requeue(tx):
             now = now_ms()
-            await self._lock_states(tx, claim)
-            task = await tx.fetch_one("task_state", tenant_id=claim.tenant_id, task_id=claim.task_id)
-            ready_at = now + int(delay_seconds * 1000) if task and task["status"] in ("pending", "running") else None
+            _, task_status = await self._lock_states(tx, claim)
+            ready_at = now + int(delay_seconds * 1000) if task_status in ("pending", "running") else None
             if await tx.execute("requeue_step", id=claim.id, ready_at=ready_at, error=error, attempt=claim.attempt,
                                 owner=claim.owner, now=now) != 1:
                 raise ClaimLost()
@@ -283,8 +282,9 @@ class Manager:
         return await self._finishing(requeue)
 
     async def _lock_states(self, tx, claim):
+        """Lock the task's step rows; their states and the task's status, as committed last."""
         rows = await tx.fetch_all("lock_step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)
-        return {r["step_name"]: r for r in rows}
+        return {r["step_name"]: r for r in rows}, (rows[0]["task_status"] if rows else None)
 
     async def _finishing(self, fn):
         try:
@@ -292,10 +292,9 @@ class Manager:
         except ClaimLost:
             return False
 
-    async def _advance(self, tx, claim, states, now, known_outputs):
+    async def _advance(self, tx, claim, task_status, states, now, known_outputs):
         """After a step ended: make successors ready (with their inputs), settle the task."""
-        task = await tx.fetch_one("task_state", tenant_id=claim.tenant_id, task_id=claim.task_id)
-        if task["status"] != "running":
+        if task_status != "running":
             return  # paused: resume makes the ready steps ready; cancelled: nothing runs
         plan = await self.plan(tx, claim.tenant_id, claim.task_id)
         dag = plan.dag

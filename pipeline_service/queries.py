@@ -69,10 +69,14 @@ STATEMENTS = {
     # states of a task holds the row locks of all its steps (SQLite serialises
     # whole transactions instead); READ COMMITTED makes the read see the latest
     "lock_step_states": {
-        "mysql": """SELECT step_name, status, ready_at, input_version, output_version, error
+        "mysql": """SELECT step_name, status, ready_at, input_version, output_version, error,
+            (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
+              AS task_status
             FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$
             ORDER BY step_name FOR UPDATE""",
-        "sqlite": """SELECT step_name, status, ready_at, input_version, output_version, error
+        "sqlite": """SELECT step_name, status, ready_at, input_version, output_version, error,
+            (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
+              AS task_status
             FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
     },
     # the ready-step claim: single-table (TiDB breaks SKIP LOCKED with joins),
