@@ -12,9 +12,9 @@ def ensure_mysql_database(url=MYSQL_URL):
     parts = urlsplit(url)
     conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username or "root",
                            password=parts.password or "", autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS {parts.path.lstrip('/')} "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    with conn.cursor() as cur:  # a fresh database for every benchmark run
+        cur.execute(f"DROP DATABASE IF EXISTS {parts.path.lstrip('/')}")
+        cur.execute(f"CREATE DATABASE {parts.path.lstrip('/')} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     conn.close()
     return url
 

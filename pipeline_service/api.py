@@ -52,6 +52,22 @@ async def pipeline_node(tenant_id, task_id, step_name, version=None):
     return await get_service().node(tenant_id, task_id, step_name, version)
 
 
+async def pipeline_modify(tenant_id, task_id, updates, rerun_from=None):
+    return await get_service().modify(tenant_id, task_id, updates, rerun_from)
+
+
+async def pipeline_pause(tenant_id, task_id):
+    return await get_service().pause(tenant_id, task_id)
+
+
+async def pipeline_resume(tenant_id, task_id):
+    return await get_service().resume(tenant_id, task_id)
+
+
+async def pipeline_cancel(tenant_id, task_id):
+    return await get_service().cancel(tenant_id, task_id)
+
+
 def pipeline_register_handler(step_type, fn):
     return register_handler(step_type, fn)
 

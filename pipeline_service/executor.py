@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 
-from .exceptions import StorageError
 from .handler import call_handler, get_handler
 from .ids import new_id
 
@@ -29,6 +28,7 @@ class Executor:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
         self._running = {}          # step id -> asyncio.Task running it
+        self._revoked = set()       # step ids whose run was taken away (cancel, modify)
         self._loop_task = None
         self._stopping = False
 
@@ -44,6 +44,18 @@ class Executor:
 
     def wake(self):
         self._wakeup.set()
+
+    def interrupt(self, step_ids):
+        """Stop the handlers of these steps if they run here; whatever they return is discarded.
+
+        An async handler is cancelled (it sees CancelledError); a plain function in
+        a worker thread cannot be stopped, but its result is dropped.
+        """
+        for step_id in step_ids:
+            task = self._running.get(step_id)
+            if task is not None:
+                self._revoked.add(step_id)
+                task.cancel()
 
     async def stop(self, timeout=30.0):
         """Stop claiming; let running steps finish for ``timeout`` seconds, then cancel them."""
@@ -69,7 +81,7 @@ class Executor:
                 try:
                     claims = await self.manager.claim_ready(self.owner, free, self.lease_ms)
                     failures = 0
-                except (StorageError, OSError) as exc:
+                except Exception as exc:  # the loop must outlive any database trouble
                     failures += 1
                     delay = min(self.poll_interval * failures, 10.0)
                     log.error("pipeline executor cannot claim steps (%s); trying again in %.1fs", exc, delay)
@@ -92,20 +104,23 @@ class Executor:
             outcome = await self._attempt(claim, step, input_data)
             if isinstance(outcome, dict):
                 await self.manager.succeed_step(claim, outcome)
-            elif claim.attempt < step.max_attempts:
-                delay = step.retry_delay(claim.attempt)
+            elif claim.run_attempt < step.max_attempts:
+                delay = step.retry_delay(claim.run_attempt)
                 await self.manager.requeue_step(claim, outcome, delay)
                 if delay > 0:
                     asyncio.get_running_loop().call_later(delay, self.wake)
             else:
                 await self.manager.fail_step(claim, outcome)
         except asyncio.CancelledError:
+            if claim.id in self._revoked:
+                return  # cancelled or re-planned by a person: the database already says so
             raise
         except Exception:
             # a database outage mid-step: the claim's lease will expire and the step run again
             log.exception("pipeline step %s of task %s could not be recorded", claim.step_name, claim.task_id)
         finally:
             self._running.pop(claim.id, None)
+            self._revoked.discard(claim.id)
             self.wake()
 
     async def _attempt(self, claim, step, input_data):
@@ -118,7 +133,7 @@ class Executor:
                 call_handler(fn, claim.tenant_id, claim.task_id, claim.step_name, input_data, step.config),
                 timeout=step.timeout)
         except asyncio.TimeoutError:
-            return f"timed out after {step.timeout}s (attempt {claim.attempt})"
+            return f"timed out after {step.timeout}s (attempt {claim.run_attempt})"
         except asyncio.CancelledError:
             raise
         except Exception as exc:

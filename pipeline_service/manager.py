@@ -9,7 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import state
-from .exceptions import InvalidInputError, NotFoundError
+from .exceptions import InvalidInputError, InvalidStateError, NotFoundError
 from .handler import get_handler
 from .ids import iso, new_id, now_ms
 
@@ -33,9 +33,15 @@ class Claim:
     tenant_id: str
     task_id: str
     step_name: str
-    attempt: int
+    attempt: int       # ever made, this one included: with owner, the claim token
+    attempt_base: int  # attempts made before the step's last re-run
     owner: str
     input_version: int
+
+    @property
+    def run_attempt(self):
+        """This attempt's number within the current run (1 = first), for the retry budget."""
+        return self.attempt - self.attempt_base
 
 
 def to_json(value):
@@ -98,8 +104,8 @@ class Manager:
                 step = dag.steps[name]
                 root = not step.depends_on
                 if root:  # a root step is ready at once, with its input
-                    await self._insert_input(tx, tenant_id, task_id, name, 1, {"params": params, "upstream": {}},
-                                             {}, now)
+                    await self._insert_artifact(tx, tenant_id, task_id, name, "input", 1,
+                                                {"params": params, "upstream": {}}, "engine", {}, now)
                 await tx.execute("insert_step", id=new_id(), tenant_id=tenant_id, task_id=task_id,
                                  step_name=name, step_type=step.step_type, depends_on=to_json(list(step.depends_on)),
                                  config=to_json(step.config), seq=step.seq, input_version=1 if root else None,
@@ -202,7 +208,8 @@ class Manager:
                 if await tx.execute("claim_step", id=row["id"], owner=owner, lease_expires_at=now + lease_ms,
                                     now=now) == 1:
                     claims.append(Claim(row["id"], row["tenant_id"], row["task_id"], row["step_name"],
-                                        int(row["attempt"]) + 1, owner, row["input_version"]))
+                                        int(row["attempt"]) + 1, int(row["attempt_base"]), owner,
+                                        row["input_version"]))
             return claims
         return await self.storage.atomic(claim)
 
@@ -213,6 +220,9 @@ class Manager:
         """
         key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
         cached = self._inputs.pop(key, None)
+        plan = self._plans.get((claim.tenant_id, claim.task_id))
+        if plan is not None and cached is not None and plan.dag.steps[claim.step_name].depends_on:
+            return plan.dag.steps[claim.step_name], cached  # the common case: nothing to read or write
 
         async def read(tx):
             plan = await self.plan(tx, claim.tenant_id, claim.task_id)
@@ -225,34 +235,23 @@ class Manager:
             artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
                                           step_name=claim.step_name, kind="input", version=claim.input_version)
             return step, from_json(artifact["content"])
-        plan = self._plans.get((claim.tenant_id, claim.task_id))
-        if plan is not None and cached is not None and plan.dag.steps[claim.step_name].depends_on:
-            return plan.dag.steps[claim.step_name], cached  # nothing to read or write
         return await self.storage.atomic(read)
-
-    async def _insert_input(self, tx, tenant_id, task_id, step_name, version, content, lineage, now):
-        await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant_id, task_id=task_id,
-                         step_name=step_name, kind="input", version=version, content=to_json(content),
-                         source="engine", lineage=to_json(lineage), now=now)
-        key = (tenant_id, task_id, step_name, version)
-        self._inputs[key] = content
-        while len(self._inputs) > INPUT_CACHE_SIZE:
-            self._inputs.popitem(last=False)
 
     async def succeed_step(self, claim, output):
         """Store the output and make the successors ready. False if the claim was lost."""
         async def finish(tx):
             now = now_ms()
-            states, task_status = await self._lock_states(tx, claim)
+            states, task_status = await self._lock_states(tx, claim.tenant_id, claim.task_id)
             version = (states[claim.step_name]["output_version"] or 0) + 1
             if await tx.execute("succeed_step", id=claim.id, output_version=version, attempt=claim.attempt,
                                 owner=claim.owner, now=now) != 1:
                 raise ClaimLost()
-            await tx.execute("insert_artifact", id=new_id(), tenant_id=claim.tenant_id, task_id=claim.task_id,
-                             step_name=claim.step_name, kind="output", version=version, content=to_json(output),
-                             source="engine", lineage=to_json({"input_version": claim.input_version}), now=now)
+            await self._insert_artifact(tx, claim.tenant_id, claim.task_id, claim.step_name, "output", version,
+                                        output, "engine", {"input_version": claim.input_version}, now)
             states[claim.step_name].update(status="succeeded", output_version=version)
-            await self._advance(tx, claim, task_status, states, now, {claim.step_name: output})
+            if task_status == "running":
+                await self._advance(tx, claim.tenant_id, claim.task_id, states, [claim.step_name], now,
+                                    {claim.step_name: output})
             return True
         return await self._finishing(finish)
 
@@ -260,12 +259,13 @@ class Manager:
         """Record the step's final failure; the task fails once nothing else can run."""
         async def finish(tx):
             now = now_ms()
-            states, task_status = await self._lock_states(tx, claim)
+            states, task_status = await self._lock_states(tx, claim.tenant_id, claim.task_id)
             if await tx.execute("fail_step", id=claim.id, error=error, attempt=claim.attempt, owner=claim.owner,
                                 now=now) != 1:
                 raise ClaimLost()
             states[claim.step_name].update(status="failed", error=error)
-            await self._advance(tx, claim, task_status, states, now, {})
+            if task_status == "running":
+                await self._advance(tx, claim.tenant_id, claim.task_id, states, [], now, {})
             return True
         return await self._finishing(finish)
 
@@ -273,7 +273,8 @@ class Manager:
         """Give the step back for another attempt after ``delay_seconds``."""
         async def requeue(tx):
             now = now_ms()
-            _, task_status = await self._lock_states(tx, claim)
+            _, task_status = await self._lock_states(tx, claim.tenant_id, claim.task_id)
+            # a paused task holds the step: resume makes it ready again
             ready_at = now + int(delay_seconds * 1000) if task_status in ("pending", "running") else None
             if await tx.execute("requeue_step", id=claim.id, ready_at=ready_at, error=error, attempt=claim.attempt,
                                 owner=claim.owner, now=now) != 1:
@@ -281,54 +282,71 @@ class Manager:
             return True
         return await self._finishing(requeue)
 
-    async def _lock_states(self, tx, claim):
-        """Lock the task's step rows; their states and the task's status, as committed last."""
-        rows = await tx.fetch_all("lock_step_states", tenant_id=claim.tenant_id, task_id=claim.task_id)
-        return {r["step_name"]: r for r in rows}, (rows[0]["task_status"] if rows else None)
-
     async def _finishing(self, fn):
         try:
             return await self.storage.atomic(fn)
         except ClaimLost:
             return False
 
-    async def _advance(self, tx, claim, task_status, states, now, known_outputs):
-        """After a step ended: make successors ready (with their inputs), settle the task."""
-        if task_status != "running":
-            return  # paused: resume makes the ready steps ready; cancelled: nothing runs
-        plan = await self.plan(tx, claim.tenant_id, claim.task_id)
+    # ---- the shared steps of every state change -------------------------------------
+    async def _lock_states(self, tx, tenant_id, task_id):
+        """Lock the task's step rows; their states and the task's status, as last committed."""
+        rows = await tx.fetch_all("lock_step_states", tenant_id=tenant_id, task_id=task_id)
+        return {r["step_name"]: r for r in rows}, (rows[0]["task_status"] if rows else None)
+
+    async def _insert_artifact(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage,
+                               now):
+        await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name,
+                         kind=kind, version=version, content=to_json(content), source=source,
+                         lineage=to_json(lineage), now=now)
+        if kind == "input":  # kept for the claim that will run on it (usually this process)
+            self._inputs[(tenant_id, task_id, step_name, version)] = content
+            while len(self._inputs) > INPUT_CACHE_SIZE:
+                self._inputs.popitem(last=False)
+
+    async def _advance(self, tx, tenant_id, task_id, states, finished, now, known_outputs):
+        """In a running task: make ready every waiting step whose dependencies all succeeded
+        (successors of ``finished``, or all steps when ``finished`` is None); then settle."""
+        plan = await self.plan(tx, tenant_id, task_id)
         dag = plan.dag
-        if states[claim.step_name]["status"] == "succeeded":
-            for succ in dag.successors[claim.step_name]:
-                if states[succ]["status"] == "pending" and states[succ]["ready_at"] is None and all(
-                        states[d]["status"] == "succeeded" for d in dag.steps[succ].depends_on):
-                    await self._make_ready(tx, claim, plan, succ, states, known_outputs, now)
-        await self._settle(tx, claim, dag, states, now)
+        candidates = dag.order if finished is None else [s for f in finished for s in dag.successors[f]]
+        for name in candidates:
+            row = states[name]
+            if row["status"] == "pending" and row["ready_at"] is None and all(
+                    states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on):
+                await self._make_ready(tx, tenant_id, task_id, plan, name, states, known_outputs, now)
+        await self._settle(tx, tenant_id, task_id, dag, states, now)
 
-    async def _make_ready(self, tx, claim, plan, step_name, states, known_outputs, now):
-        upstream, lineage = {}, {}
-        for dep in plan.dag.steps[step_name].depends_on:
-            version = states[dep]["output_version"]
-            if dep in known_outputs:
-                upstream[dep] = known_outputs[dep]
-            else:
-                artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                              step_name=dep, kind="output", version=version)
-                upstream[dep] = from_json(artifact["content"])
-            lineage[dep] = version
-        version = (states[step_name]["input_version"] or 0) + 1
-        await self._insert_input(tx, claim.tenant_id, claim.task_id, step_name, version,
-                                 {"params": plan.params, "upstream": upstream}, lineage, now)
-        await tx.execute("make_step_ready", tenant_id=claim.tenant_id, task_id=claim.task_id, step_name=step_name,
+    async def _make_ready(self, tx, tenant_id, task_id, plan, step_name, states, known_outputs, now):
+        """Make a step ready with its input: the current one, or a new version built from the
+        upstream output versions in force (the 'pinned' versions)."""
+        row = states[step_name]
+        version = row["input_version"]
+        if version is None or row["input_stale"]:
+            upstream, lineage = {}, {}
+            for dep in plan.dag.steps[step_name].depends_on:
+                dep_version = states[dep]["output_version"]
+                if dep in known_outputs:
+                    upstream[dep] = known_outputs[dep]
+                else:
+                    artifact = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                                  step_name=dep, kind="output", version=dep_version)
+                    upstream[dep] = from_json(artifact["content"])
+                lineage[dep] = dep_version
+            version = (version or 0) + 1
+            await self._insert_artifact(tx, tenant_id, task_id, step_name, "input", version,
+                                        {"params": plan.params, "upstream": upstream}, "engine", lineage, now)
+        await tx.execute("make_step_ready", tenant_id=tenant_id, task_id=task_id, step_name=step_name,
                          input_version=version, now=now)
-        states[step_name].update(ready_at=now, input_version=version)
+        row.update(ready_at=now, input_version=version, input_stale=0)
 
-    async def _settle(self, tx, claim, dag, states, now):
-        ids = dict(tenant_id=claim.tenant_id, task_id=claim.task_id)
+    async def _settle(self, tx, tenant_id, task_id, dag, states, now):
+        """End a running task when nothing more can run: succeeded, or failed with its errors."""
+        ids = dict(tenant_id=tenant_id, task_id=task_id)
         if all(s["status"] == "succeeded" for s in states.values()):
             await tx.execute("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
                              from_status="running", **ids)
-            self.forget(claim.tenant_id, claim.task_id)
+            self.forget(tenant_id, task_id)
             return
         can_progress = any(s["status"] == "running" or (s["status"] == "pending" and s["ready_at"] is not None)
                            for s in states.values())
@@ -338,7 +356,97 @@ class Manager:
             error = "; ".join(f"step {n!r} failed: {states[n]['error']}" for n in failed)
             await tx.execute("set_task_status", status="failed", error=error, finished_at=now, now=now,
                              from_status="running", **ids)
-            self.forget(claim.tenant_id, claim.task_id)
+            self.forget(tenant_id, task_id)
+
+    # ---- human control -------------------------------------------------------------------
+    async def _control(self, tenant_id, task_id, change):
+        """Run ``change(tx, states, task_status, now)`` with the task's step rows locked;
+        returns (its result, the task summary after it)."""
+        async def run(tx):
+            states, task_status = await self._lock_states(tx, tenant_id, task_id)
+            if task_status is None:
+                raise NotFoundError(f"task {task_id!r} does not exist")
+            result = await change(tx, states, task_status, now_ms())
+            return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
+        return await self.storage.atomic(run)
+
+    async def pause(self, tenant_id, task_id):
+        async def change(tx, states, status, now):
+            if status == "paused":
+                return None  # already holds: a no-op
+            state.check_transition(state.TASK_TRANSITIONS, "task", status, "paused")
+            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="paused",
+                             error=None, finished_at=None, now=now, from_status=status)
+            await tx.execute("hold_ready_steps", tenant_id=tenant_id, task_id=task_id, now=now)
+        return (await self._control(tenant_id, task_id, change))[1]
+
+    async def resume(self, tenant_id, task_id):
+        async def change(tx, states, status, now):
+            if status in ("running", "pending"):
+                return None  # already holds
+            state.check_transition(state.TASK_TRANSITIONS, "task", status, "running")
+            if status != "paused":
+                raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
+            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
+                             error=None, finished_at=None, now=now, from_status="paused")
+            await self._advance(tx, tenant_id, task_id, states, None, now, {})
+        return (await self._control(tenant_id, task_id, change))[1]
+
+    async def cancel(self, tenant_id, task_id):
+        """Cancel the task; returns (summary, ids of the steps that were running)."""
+        async def change(tx, states, status, now):
+            if status == "cancelled":
+                return []
+            state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
+            running = [s["id"] for s in states.values() if s["status"] == "running"]
+            await tx.execute("cancel_unfinished_steps", tenant_id=tenant_id, task_id=task_id, now=now)
+            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
+                             error=None, finished_at=now, now=now, from_status=status)
+            self.forget(tenant_id, task_id)
+            return running
+        running, summary = await self._control(tenant_id, task_id, change)
+        return summary, running
+
+    async def modify(self, tenant_id, task_id, updates, rerun_from):
+        """Apply human edits as new artifact versions and re-run the affected steps.
+
+        Returns (summary with ``rerun``, ids of affected steps that were running).
+        """
+        async def change(tx, states, status, now):
+            if status == "cancelled":
+                raise InvalidStateError(f"task {task_id!r} is cancelled: a cancelled task cannot be modified")
+            plan = await self.plan(tx, tenant_id, task_id)
+            cascade = state.cascade_plan(plan.dag, updates, rerun_from)
+            interrupted = [states[n]["id"] for n in cascade.interrupted if states[n]["status"] == "running"]
+            for name in cascade.edited_outputs:
+                version = (states[name]["output_version"] or 0) + 1
+                await self._insert_artifact(tx, tenant_id, task_id, name, "output", version, updates[name]["output"],
+                                            "manual", {"input_version": states[name]["input_version"]}, now)
+                await tx.execute("set_manual_output", tenant_id=tenant_id, task_id=task_id, step_name=name,
+                                 output_version=version, now=now)
+                states[name].update(status="succeeded", output_version=version, ready_at=None)
+            for name in cascade.rerun:
+                await tx.execute("reset_step", tenant_id=tenant_id, task_id=task_id, step_name=name,
+                                 input_stale=0 if name in cascade.edited_inputs else 1, now=now)
+                states[name].update(status="pending", ready_at=None, input_stale=name not in cascade.edited_inputs)
+            for name in cascade.edited_inputs:
+                version = (states[name]["input_version"] or 0) + 1
+                lineage = {d: states[d]["output_version"] for d in plan.dag.steps[name].depends_on}
+                await self._insert_artifact(tx, tenant_id, task_id, name, "input", version, updates[name]["input"],
+                                            "manual", lineage, now)
+                await tx.execute("set_manual_input", tenant_id=tenant_id, task_id=task_id, step_name=name,
+                                 input_version=version, now=now)
+                states[name].update(input_version=version, input_stale=0)
+            if status in ("succeeded", "failed"):
+                await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
+                                 error=None, finished_at=None, now=now, from_status=status)
+                status = "running"
+            if status == "running":
+                await self._advance(tx, tenant_id, task_id, states, None, now, {})
+            return cascade.rerun, interrupted
+        (rerun, interrupted), summary = await self._control(tenant_id, task_id, change)
+        summary["rerun"] = list(rerun)
+        return summary, interrupted
 
 
 class ClaimLost(Exception):
@@ -360,7 +468,7 @@ def step_view(row):
     return {
         "step_name": row["step_name"], "step_type": row["step_type"],
         "depends_on": list(state.parse_depends_on(row["depends_on"], row["step_name"])),
-        "status": row["status"], "attempt": int(row["attempt"]),
+        "status": row["status"], "attempt": int(row["attempt"]) - int(row["attempt_base"]),
         "input_version": row["input_version"], "output_version": row["output_version"],
         "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
     }

@@ -11,7 +11,7 @@ which work across tenants by design and touch rows by primary key afterwards.
 TASK_COLUMNS = ("id, tenant_id, pipeline_id, owner_id, title, status, error, "
                 "created_at, updated_at, started_at, finished_at")
 STEP_COLUMNS = ("id, tenant_id, task_id, step_name, step_type, depends_on, config, seq, status, "
-                "attempt, crash_count, input_version, output_version, error, ready_at, owner, "
+                "attempt, attempt_base, crash_count, input_version, input_stale, output_version, error, ready_at, owner, "
                 "lease_expires_at, started_at, finished_at, updated_at")
 # progress counters of a task, computed from its step rows (never stored, never drift)
 PROGRESS = """
@@ -60,7 +60,7 @@ STATEMENTS = {
     # --- steps of a task ---
     "insert_step": f"""INSERT INTO pipeline_task_steps ({STEP_COLUMNS}) VALUES (${{id}}$, ${{tenant_id}}$,
         ${{task_id}}$, ${{step_name}}$, ${{step_type}}$, ${{depends_on}}$, ${{config}}$, ${{seq}}$, 'pending',
-        0, 0, ${{input_version}}$, NULL, NULL, ${{ready_at}}$, NULL, NULL, NULL, NULL, ${{now}}$)""",
+        0, 0, 0, ${{input_version}}$, 0, NULL, NULL, ${{ready_at}}$, NULL, NULL, NULL, NULL, ${{now}}$)""",
     "get_steps": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$""",
     "get_step": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
@@ -69,12 +69,12 @@ STATEMENTS = {
     # states of a task holds the row locks of all its steps (SQLite serialises
     # whole transactions instead); READ COMMITTED makes the read see the latest
     "lock_step_states": {
-        "mysql": """SELECT step_name, status, ready_at, input_version, output_version, error,
+        "mysql": """SELECT id, step_name, status, ready_at, attempt, input_version, input_stale, output_version, error,
             (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
               AS task_status
             FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$
             ORDER BY step_name FOR UPDATE""",
-        "sqlite": """SELECT step_name, status, ready_at, input_version, output_version, error,
+        "sqlite": """SELECT id, step_name, status, ready_at, attempt, input_version, input_stale, output_version, error,
             (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
               AS task_status
             FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
@@ -82,10 +82,10 @@ STATEMENTS = {
     # the ready-step claim: single-table (TiDB breaks SKIP LOCKED with joins),
     # served by the (status, ready_at) index
     "select_ready_steps": {
-        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, input_version FROM pipeline_task_steps
+        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version FROM pipeline_task_steps
             WHERE status = 'pending' AND ready_at <= ${now}$
             ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED""",
-        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, input_version FROM pipeline_task_steps
+        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version FROM pipeline_task_steps
             WHERE status = 'pending' AND ready_at <= ${now}$
             ORDER BY ready_at LIMIT ${limit}$""",
     },
@@ -105,11 +105,28 @@ STATEMENTS = {
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     # a step becomes ready together with the input it will run on
     "make_step_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, input_version = ${input_version}$,
-        updated_at = ${now}$
+        input_stale = 0, updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
         AND status = 'pending' AND ready_at IS NULL""",
     "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",
+    # --- human control ---
+    "hold_ready_steps": """UPDATE pipeline_task_steps SET ready_at = NULL, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending' AND ready_at IS NOT NULL""",
+    "cancel_unfinished_steps": """UPDATE pipeline_task_steps SET status = 'cancelled', ready_at = NULL, owner = NULL,
+        lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status IN ('pending', 'running', 'skipped')""",
+    # a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
+    "reset_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = NULL, error = NULL, owner = NULL,
+        lease_expires_at = NULL, attempt_base = attempt, input_stale = ${input_stale}$, finished_at = NULL,
+        updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$""",
+    "set_manual_output": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
+        error = NULL, ready_at = NULL, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$""",
+    "set_manual_input": """UPDATE pipeline_task_steps SET input_version = ${input_version}$, input_stale = 0,
+        updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$""",
 
     # --- artifacts (insert and read only: an artifact row is never updated or deleted) ---
     # A step row's input_version / output_version is always the newest version of

@@ -117,6 +117,42 @@ class PipelineService:
         await self._ready()
         return await self.manager.node(tenant_id, task_id, step_name, version)
 
+    async def pause(self, tenant_id, task_id):
+        require_id(tenant_id, "tenant_id")
+        require_id(task_id, "task_id")
+        await self._ready()
+        return await self.manager.pause(tenant_id, task_id)
+
+    async def resume(self, tenant_id, task_id):
+        require_id(tenant_id, "tenant_id")
+        require_id(task_id, "task_id")
+        await self._ready()
+        summary = await self.manager.resume(tenant_id, task_id)
+        self.executor.wake()
+        return summary
+
+    async def cancel(self, tenant_id, task_id):
+        require_id(tenant_id, "tenant_id")
+        require_id(task_id, "task_id")
+        await self._ready()
+        summary, running = await self.manager.cancel(tenant_id, task_id)
+        self.executor.interrupt(running)
+        return summary
+
+    async def modify(self, tenant_id, task_id, updates, rerun_from=None):
+        require_id(tenant_id, "tenant_id")
+        require_id(task_id, "task_id")
+        if not isinstance(updates, dict):
+            raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, "
+                                    f"got {type(updates).__name__}")
+        if rerun_from is not None and (not isinstance(rerun_from, str) or not rerun_from):
+            raise InvalidInputError(f"rerun_from must be a step name, got {rerun_from!r}")
+        await self._ready()
+        summary, interrupted = await self.manager.modify(tenant_id, task_id, updates, rerun_from)
+        self.executor.interrupt(interrupted)
+        self.executor.wake()
+        return summary
+
     async def wait(self, tenant_id, task_id, timeout=60.0, interval=0.05):
         """Wait until the task is terminal (or paused); returns its detail. For scripts and tests."""
         deadline = asyncio.get_running_loop().time() + timeout

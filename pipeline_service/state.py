@@ -175,3 +175,57 @@ class Dag:
                     seen.add(succ)
                     queue.append(succ)
         return seen - start
+
+
+@dataclass(frozen=True)
+class CascadePlan:
+    """What a human edit changes: every tuple is in topological order."""
+
+    edited_outputs: tuple
+    edited_inputs: tuple
+    rerun: tuple        # steps reset and run again
+    interrupted: tuple  # steps whose running handler must be stopped first
+    pinned: dict        # step -> {dependency: output version it will be built from} (deps not re-run)
+
+
+def cascade_plan(dag, updates, rerun_from=None, output_versions=None):
+    """The affected set of a modify (SPEC §4), computed by BFS over the DAG.
+
+    Re-run: the downstream steps of every edited output, every step whose input
+    was edited, and ``rerun_from`` with its downstream.  A step whose output was
+    edited is not itself re-run: the person's output stands.
+    """
+    if not isinstance(updates, dict):
+        raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, got "
+                                f"{type(updates).__name__}")
+    for name, edit in updates.items():
+        if name not in dag.steps:
+            raise InvalidInputError(f"updates names an unknown step {name!r}")
+        if not isinstance(edit, dict) or not edit or set(edit) - {"output", "input"}:
+            raise InvalidInputError(f"the update of step {name!r} must be {{'output': {{...}}}} and/or "
+                                    f"{{'input': {{...}}}}, got {edit!r}")
+        for kind, content in edit.items():
+            if not isinstance(content, dict):
+                raise InvalidInputError(f"the new {kind} of step {name!r} must be a JSON object, "
+                                        f"got {type(content).__name__}")
+            try:
+                json.dumps(content)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"the new {kind} of step {name!r} is not JSON-serialisable: {exc}") from None
+    if rerun_from is not None and rerun_from not in dag.steps:
+        raise InvalidInputError(f"rerun_from names an unknown step {rerun_from!r}")
+    if not updates and rerun_from is None:
+        raise InvalidInputError("nothing to do: give updates, rerun_from, or both")
+    outputs = {n for n, e in updates.items() if "output" in e}
+    inputs = {n for n, e in updates.items() if "input" in e}
+    affected = dag.downstream(outputs) | inputs
+    if rerun_from is not None:
+        affected |= {rerun_from} | dag.downstream([rerun_from])
+    affected -= outputs
+    order = dag.order
+    rerun = tuple(n for n in order if n in affected)
+    versions = output_versions or {}
+    pinned = {n: {d: versions.get(d) for d in dag.steps[n].depends_on if d not in affected} for n in rerun}
+    return CascadePlan(edited_outputs=tuple(n for n in order if n in outputs),
+                       edited_inputs=tuple(n for n in order if n in inputs - outputs),
+                       rerun=rerun, interrupted=tuple(n for n in order if n in affected | outputs), pinned=pinned)

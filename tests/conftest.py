@@ -67,9 +67,9 @@ def mysql_url():
     require_mysql()
     parts = mysql_parts()
     conn = mysql_admin()
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS {parts['db']} "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    with conn.cursor() as cur:  # a fresh schema for every test session
+        cur.execute(f"DROP DATABASE IF EXISTS {parts['db']}")
+        cur.execute(f"CREATE DATABASE {parts['db']} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     conn.close()
     return MYSQL_URL
 
