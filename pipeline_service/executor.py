@@ -29,6 +29,7 @@ class Executor:
         self._wakeup = asyncio.Event()
         self._running = {}          # step id -> asyncio.Task running it
         self._revoked = set()       # step ids whose run was taken away (cancel, modify)
+        self._in_handler = set()    # step ids whose handler is running now
         self._loop_task = None
         self._stopping = False
 
@@ -55,7 +56,8 @@ class Executor:
             task = self._running.get(step_id)
             if task is not None:
                 self._revoked.add(step_id)
-                task.cancel()
+                if step_id in self._in_handler:  # never cancel a database write half-way
+                    task.cancel()
 
     async def stop(self, timeout=30.0):
         """Stop claiming; let running steps finish for ``timeout`` seconds, then cancel them."""
@@ -99,8 +101,7 @@ class Executor:
 
     async def _run_step(self, claim):
         try:
-            started = await self.manager.start_step(claim)
-            step, input_data = started
+            step, input_data = await self.manager.start_step(claim)
             outcome = await self._attempt(claim, step, input_data)
             if isinstance(outcome, dict):
                 await self.manager.succeed_step(claim, outcome)
@@ -128,6 +129,9 @@ class Executor:
         fn = get_handler(step.step_type)
         if fn is None:
             return f"no handler registered for step_type {step.step_type!r}"
+        if claim.id in self._revoked:
+            raise asyncio.CancelledError()  # taken away before it began
+        self._in_handler.add(claim.id)
         try:
             result = await asyncio.wait_for(
                 call_handler(fn, claim.tenant_id, claim.task_id, claim.step_name, input_data, step.config),
@@ -138,6 +142,8 @@ class Executor:
             raise
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
+        finally:
+            self._in_handler.discard(claim.id)
         if not isinstance(result, dict):
             return f"handler for {step.step_type!r} returned {type(result).__name__}, not a dict"
         try:

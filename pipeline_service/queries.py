@@ -51,8 +51,11 @@ STATEMENTS = {
         ORDER BY t.created_at DESC, t.id DESC LIMIT ${{limit}}$ OFFSET ${{offset}}$""",
     "task_state": """SELECT id, status, params FROM pipeline_tasks
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
-    "mark_task_started": """UPDATE pipeline_tasks SET status = 'running', started_at = ${now}$, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = 'pending'""",
+    # the first step to start marks the task started (a task paused before it started
+    # is already `running` again when resumed, hence the CASE)
+    "mark_task_started": """UPDATE pipeline_tasks SET status = CASE WHEN status = 'pending' THEN 'running'
+        ELSE status END, started_at = ${now}$, updated_at = ${now}$
+        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND started_at IS NULL""",
     "set_task_status": """UPDATE pipeline_tasks SET status = ${status}$, error = ${error}$,
         finished_at = ${finished_at}$, updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}$""",

@@ -45,12 +45,14 @@ def require_positive_int(value, what, maximum=None):
 
 
 class PipelineService:
-    def __init__(self, database, concurrency=64, poll_interval=1.0, lease_seconds=60.0, create_schema=False):
+    def __init__(self, database, concurrency=64, poll_interval=1.0, lease_seconds=60.0, create_schema=False,
+                 autostart=True):
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.manager = Manager(self.storage)
         self.executor = Executor(self.manager, concurrency=concurrency, poll_interval=poll_interval,
                                  lease_seconds=lease_seconds)
         self.create_schema = create_schema
+        self.autostart = autostart  # False: the host starts the executor itself (start())
         self._opened = False
 
     async def _ready(self):
@@ -59,11 +61,13 @@ class PipelineService:
             if self.create_schema:
                 await self.storage.create_missing_tables()
             self._opened = True
-        if not self.executor.started:
+        if self.autostart and not self.executor.started:
             self.executor.start()
 
     async def start(self):
+        """Open the database and start the executor (also done by the first call, if autostart)."""
         await self._ready()
+        self.executor.start()
         return self
 
     async def stop(self, timeout=30.0):

@@ -192,8 +192,9 @@ def cascade_plan(dag, updates, rerun_from=None, output_versions=None):
     """The affected set of a modify (SPEC §4), computed by BFS over the DAG.
 
     Re-run: the downstream steps of every edited output, every step whose input
-    was edited, and ``rerun_from`` with its downstream.  A step whose output was
-    edited is not itself re-run: the person's output stands.
+    was edited (and its downstream: its new output changes theirs), and
+    ``rerun_from`` with its downstream.  A step whose output was edited is not
+    itself re-run: the person's output stands.
     """
     if not isinstance(updates, dict):
         raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, got "
@@ -218,7 +219,7 @@ def cascade_plan(dag, updates, rerun_from=None, output_versions=None):
         raise InvalidInputError("nothing to do: give updates, rerun_from, or both")
     outputs = {n for n, e in updates.items() if "output" in e}
     inputs = {n for n, e in updates.items() if "input" in e}
-    affected = dag.downstream(outputs) | inputs
+    affected = dag.downstream(outputs) | inputs | dag.downstream(inputs)
     if rerun_from is not None:
         affected |= {rerun_from} | dag.downstream([rerun_from])
     affected -= outputs

@@ -81,3 +81,28 @@ def test_register_handler_validates_and_replacement_is_logged(caplog):
         register_handler("x-type", second)
     assert get_handler("x-type") is second and "replaced" in caplog.text
     unregister_handler("x-type")
+
+
+def test_cascade_plan_affected_sets():
+    from pipeline_service.state import cascade_plan
+    d = dag(("a", []), ("b", ["a"]), ("c", ["b"]), ("d", ["c"]), ("x", []), ("y", ["x"]))
+    plan = cascade_plan(d, {"b": {"output": {"v": 1}}}, output_versions={"a": 1, "b": 2, "c": 1})
+    assert plan.rerun == ("c", "d") and plan.edited_outputs == ("b",) and plan.interrupted == ("b", "c", "d")
+    assert plan.pinned == {"c": {"b": 2}, "d": {}}
+    plan = cascade_plan(d, {"c": {"input": {"v": 1}}}, rerun_from="x")
+    assert plan.rerun == ("c", "d", "x", "y")
+    assert plan.edited_inputs == ("c",)
+    plan = cascade_plan(d, {}, rerun_from="b")
+    assert plan.rerun == ("b", "c", "d") and plan.edited_outputs == ()
+    # an edited output stands: the step itself is not re-run even if upstream is
+    plan = cascade_plan(d, {"c": {"output": {}}}, rerun_from="a")
+    assert "c" not in plan.rerun and plan.rerun == ("a", "b", "d")
+
+
+def test_cascade_plan_refuses_bad_updates():
+    from pipeline_service.state import cascade_plan
+    d = dag(("a", []), ("b", ["a"]))
+    for updates, rerun_from in (({"q": {"output": {}}}, None), ({}, "q"), ({"a": {"output": 3}}, None),
+                                ({"a": {}}, None), ({}, None), ({"a": {"input": {"s": {1}}}}, None)):
+        with pytest.raises(InvalidInputError):
+            cascade_plan(d, updates, rerun_from)
