@@ -38,6 +38,8 @@ class MySQLConnector:
         self.connect_timeout = float(connect_timeout)
         self._pool = None
         self._opening = asyncio.Lock()
+        self._reader = None            # one autocommit connection for probes
+        self._reading = asyncio.Lock()
 
     def describe(self):
         return f"MySQL database {self.kwargs['db']!r} at {self.kwargs['host']}:{self.kwargs['port']}"
@@ -58,6 +60,9 @@ class MySQLConnector:
                 raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
 
     async def close(self):
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
@@ -81,6 +86,31 @@ class MySQLConnector:
             await sqlor_adapter.unbind(sor)
             # aiomysql closes (does not reuse) a connection still inside a transaction
             self._pool.release(conn)
+
+    @asynccontextmanager
+    async def read_session(self):
+        """A sqlor bound to a dedicated autocommit connection: reads without a COMMIT."""
+        async with self._reading:
+            if self._reader is None or self._reader.closed:
+                try:
+                    conn = await asyncio.wait_for(
+                        aiomysql.connect(autocommit=True, charset="utf8mb4", connect_timeout=self.connect_timeout,
+                                         **self.kwargs), timeout=self.connect_timeout + 1)
+                except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
+                    raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
+                conn._pipeline_sqlor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
+                self._reader = conn
+            conn = self._reader
+            sor = conn._pipeline_sqlor
+            try:
+                await sqlor_adapter.bind(sor, conn)
+                yield sor
+            except BaseException:
+                self._reader = None  # a failed connection is not reused
+                conn.close()
+                raise
+            finally:
+                await sqlor_adapter.unbind(sor)
 
     def retryable(self, exc):
         return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in MYSQL_DEADLOCK
@@ -141,6 +171,8 @@ class SQLiteConnector:
                 yield sor
             finally:
                 await sqlor_adapter.unbind(sor)
+
+    read_session = session  # one connection: reads take their turn like everything else
 
     def retryable(self, exc):
         return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)

@@ -1,46 +1,61 @@
 """The execution loop: claim ready steps, run their handlers, report the outcome.
 
-It only orchestrates; every state change is a manager operation.  Dispatch is
-event-driven: a finished step wakes the loop at once, so its successors start
-without waiting for a poll; the poll (``poll_interval``) only picks up work that
-appeared some other way (another process, a retry delay running out).
+It only orchestrates; every state change is a manager operation.
+
+* Dispatch is event-driven: a finished step (or a submit, resume, modify) in this
+  process wakes the loop at once, so successors start without waiting for a poll.
+* Polling only finds what other processes did and expired leases: one cheap probe
+  per ``poll_interval`` when idle, a claim or a recovery only when it finds work.
+* A heartbeat extends the leases of the steps running here and notices steps taken
+  away elsewhere (cancelled, re-planned, recovered), whose handlers it then stops.
+* Claims are spread fairly over tenants, within a global and a per-tenant limit.
 """
 import asyncio
 import json
 import logging
 import os
 import socket
+from collections import Counter
 
-from .handler import call_handler, get_handler
-from .ids import new_id
+from .handler import call_handler, get_handler, registered_step_types
+from .ids import new_id, now_ms
 
 log = logging.getLogger(__name__)
 
 
 class Executor:
-    def __init__(self, manager, concurrency=64, poll_interval=1.0, lease_seconds=60.0):
+    def __init__(self, manager, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
+                 max_crashes=3):
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError("concurrency must be a whole number >= 1")
+        if tenant_concurrency is not None and (not isinstance(tenant_concurrency, int) or tenant_concurrency < 1):
+            raise ValueError("tenant_concurrency must be None or a whole number >= 1")
         self.manager = manager
         self.concurrency = concurrency
+        self.tenant_concurrency = tenant_concurrency
         self.poll_interval = poll_interval
         self.lease_ms = int(lease_seconds * 1000)
+        self.heartbeat_interval = lease_seconds / 3
+        self.max_crashes = max_crashes
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
         self._running = {}          # step id -> asyncio.Task running it
-        self._revoked = set()       # step ids whose run was taken away (cancel, modify)
+        self._tenant_of = {}        # step id -> tenant id
+        self._revoked = set()       # step ids whose run was taken away (cancel, modify, recovery)
         self._in_handler = set()    # step ids whose handler is running now
-        self._loop_task = None
+        self._tasks = []
         self._stopping = False
 
     @property
     def started(self):
-        return self._loop_task is not None and not self._loop_task.done()
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     def start(self):
         if not self.started:
             self._stopping = False
-            self._loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop(), name="pipeline-dispatch")
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._dispatch_loop(), name="pipeline-dispatch"),
+                           loop.create_task(self._heartbeat_loop(), name="pipeline-heartbeat")]
         return self
 
     def wake(self):
@@ -60,45 +75,111 @@ class Executor:
                     task.cancel()
 
     async def stop(self, timeout=30.0):
-        """Stop claiming; let running steps finish for ``timeout`` seconds, then cancel them."""
+        """Stop claiming; let running steps finish for ``timeout`` seconds, then cancel them.
+
+        A step cancelled here stays `running` in the database until its lease
+        expires; then any process runs it again (it is not counted as a failure).
+        """
         self._stopping = True
         self.wake()
-        if self._loop_task is not None:
-            await self._loop_task
-            self._loop_task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         pending = list(self._running.values())
         if pending:
-            done, not_done = await asyncio.wait(pending, timeout=timeout)
+            _, not_done = await asyncio.wait(pending, timeout=timeout)
             for task in not_done:
                 task.cancel()
             await asyncio.gather(*not_done, return_exceptions=True)
 
+    # ---- the loops --------------------------------------------------------------
     async def _dispatch_loop(self):
-        failures = 0
+        failures, last_poll = 0, 0.0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            self._wakeup.clear()
-            free = self.concurrency - len(self._running)
-            claimed = 0
-            if free > 0:
-                try:
-                    claims = await self.manager.claim_ready(self.owner, free, self.lease_ms)
-                    failures = 0
-                except Exception as exc:  # the loop must outlive any database trouble
-                    failures += 1
-                    delay = min(self.poll_interval * failures, 10.0)
-                    log.error("pipeline executor cannot claim steps (%s); trying again in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                for claim in claims:
-                    self._running[claim.id] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
-                claimed = len(claims)
-            if claimed and claimed == free:
-                continue  # maybe more ready: claim again as soon as a slot frees
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
-            except asyncio.TimeoutError:
-                pass
+                woken = await self._sleep()
+                waiting = False
+                if loop.time() - last_poll >= self.poll_interval:  # also when busy: leases expire anyway
+                    last_poll = loop.time()
+                    waiting = await self._poll()
+                if woken or waiting:
+                    await self._claim()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any database trouble
+                failures += 1
+                delay = min(self.poll_interval * failures, 10.0)
+                log.error("pipeline executor %s: database trouble (%s); trying again in %.1fs",
+                          self.owner, exc, delay)
+                await asyncio.sleep(delay)
 
+    async def _sleep(self):
+        """Wait for a wake-up (True) or the poll interval (False)."""
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._wakeup.clear()
+
+    async def _poll(self):
+        """One probe; recovers expired leases; True if a step is ready."""
+        probe = (await self.manager.storage.probe("probe"))[0]
+        now = now_ms()
+        if probe["next_expiry"] is not None and probe["next_expiry"] < now:
+            recovered = await self.manager.recover_expired(now, self.max_crashes)
+            if recovered:
+                log.warning("pipeline executor %s: took back %d step(s) whose worker's lease expired",
+                            self.owner, recovered)
+                return True
+        next_ready = probe["next_ready"]
+        if next_ready is not None and next_ready > now and (next_ready - now) / 1000 < self.poll_interval:
+            asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
+        return next_ready is not None and next_ready <= now
+
+    async def _claim(self):
+        """Claim while there are free slots and ready steps."""
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            step_types = registered_step_types()
+            if free <= 0 or not step_types:
+                return
+            running_per_tenant = Counter(self._tenant_of.values())
+            claims = await self.manager.claim_ready(self.owner, free, self.lease_ms, step_types,
+                                                    self._tenant_room(running_per_tenant))
+            for claim in claims:
+                self._tenant_of[claim.id] = claim.tenant_id
+                self._running[claim.id] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
+            if len(claims) < free:
+                return
+
+    def _tenant_room(self, running_per_tenant):
+        if self.tenant_concurrency is None:
+            return lambda tenant: self.concurrency
+        return lambda tenant: max(0, self.tenant_concurrency - running_per_tenant[tenant])
+
+    async def _heartbeat_loop(self):
+        while not self._stopping:
+            await asyncio.sleep(self.heartbeat_interval)
+            if not self._running:
+                continue
+            try:
+                lost = await self.manager.heartbeat(self.owner, self.lease_ms, list(self._running))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("pipeline executor %s: cannot extend leases (%s)", self.owner, exc)
+                continue
+            if lost:
+                log.info("pipeline executor %s: %d step(s) were taken away elsewhere; stopping them",
+                         self.owner, len(lost))
+                self.interrupt(lost)
+
+    # ---- one step ------------------------------------------------------------------
     async def _run_step(self, claim):
         try:
             step, input_data = await self.manager.start_step(claim)
@@ -114,13 +195,14 @@ class Executor:
                 await self.manager.fail_step(claim, outcome)
         except asyncio.CancelledError:
             if claim.id in self._revoked:
-                return  # cancelled or re-planned by a person: the database already says so
+                return  # cancelled or re-planned: the database already says so
             raise
         except Exception:
-            # a database outage mid-step: the claim's lease will expire and the step run again
+            # e.g. a database outage mid-step: the lease will expire and the step run again
             log.exception("pipeline step %s of task %s could not be recorded", claim.step_name, claim.task_id)
         finally:
             self._running.pop(claim.id, None)
+            self._tenant_of.pop(claim.id, None)
             self._revoked.discard(claim.id)
             self.wake()
 

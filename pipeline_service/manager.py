@@ -15,6 +15,7 @@ from .ids import iso, new_id, now_ms
 
 PLAN_CACHE_SIZE = 1024   # task plans kept in memory (bounded: flat in the number of tasks)
 INPUT_CACHE_SIZE = 4096  # inputs made here, kept until the step is claimed
+TENANTS_PER_CLAIM = 32   # tenants served per claim round (the longest-waiting first)
 
 
 @dataclass(frozen=True)
@@ -198,20 +199,77 @@ class Manager:
         self._plans.pop((tenant_id, task_id), None)
 
     # ---- executing ---------------------------------------------------------------
-    async def claim_ready(self, owner, limit, lease_ms):
-        """Claim up to ``limit`` ready steps for ``owner``; returns their claims."""
+    async def claim_ready(self, owner, free, lease_ms, step_types, tenant_room):
+        """Claim up to ``free`` ready steps of ``step_types``, spread fairly over tenants.
+
+        Tenants with ready steps are served oldest-waiting first, each to an equal
+        share of the free slots (capped by ``tenant_room(tenant)``, the per-tenant
+        limit); slots a tenant cannot use go to the others in a second pass.
+        """
         async def claim(tx):
             now = now_ms()
-            found = await tx.fetch_all("select_ready_steps", now=now, limit=limit)
-            claims = []
-            for row in found:
-                if await tx.execute("claim_step", id=row["id"], owner=owner, lease_expires_at=now + lease_ms,
-                                    now=now) == 1:
-                    claims.append(Claim(row["id"], row["tenant_id"], row["task_id"], row["step_name"],
-                                        int(row["attempt"]) + 1, int(row["attempt_base"]), owner,
-                                        row["input_version"]))
+            tenants = [r["tenant_id"] for r in await tx.fetch_all(
+                "tenants_with_ready_steps", now=now, step_types=step_types, limit=TENANTS_PER_CLAIM)]
+            room = {t: tenant_room(t) for t in tenants}
+            claims, full = [], []
+            for i, tenant in enumerate(tenants):  # pass 1: equal shares
+                share = min(room[tenant], -(-(free - len(claims)) // (len(tenants) - i)))
+                got = await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
+                claims += got
+                room[tenant] -= len(got)
+                if got and len(got) == share:
+                    full.append(tenant)
+            for tenant in full:  # pass 2: what others left
+                share = min(room[tenant], free - len(claims))
+                if share > 0:
+                    claims += await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
             return claims
         return await self.storage.atomic(claim)
+
+    async def _claim_for(self, tx, tenant, limit, owner, lease_ms, step_types, now):
+        if limit <= 0:
+            return []
+        rows = await tx.fetch_all("select_ready_steps", tenant_id=tenant, now=now, step_types=step_types,
+                                  limit=limit)
+        claims = []
+        for row in rows:
+            if await tx.execute("claim_step", id=row["id"], owner=owner, lease_expires_at=now + lease_ms,
+                                now=now) == 1:
+                claims.append(Claim(row["id"], row["tenant_id"], row["task_id"], row["step_name"],
+                                    int(row["attempt"]) + 1, int(row["attempt_base"]), owner, row["input_version"]))
+        return claims
+
+    async def heartbeat(self, owner, lease_ms, running_ids):
+        """Extend this owner's leases; return the ids among ``running_ids`` it no longer holds."""
+        async def extend(tx):
+            await tx.execute("extend_leases", owner=owner, lease_expires_at=now_ms() + lease_ms)
+        await self.storage.atomic(extend)
+        held = {r["id"] for r in await self.storage.probe("owned_running_steps", owner=owner)}
+        return [i for i in running_ids if i not in held]
+
+    async def recover_expired(self, now, max_crashes, limit=100):
+        """Take back running steps whose lease expired (their worker died): run them again,
+        or fail them once they have lost their worker ``max_crashes`` times."""
+        recovered = 0
+        for row in await self.storage.probe("expired_steps", now=now, limit=limit):
+            async def recover(tx, row=row):
+                states, task_status = await self._lock_states(tx, row["tenant_id"], row["task_id"])
+                step = states.get(row["step_name"])
+                if step is None or step["status"] != "running":
+                    return 0
+                if step["crash_count"] + 1 >= max_crashes:
+                    error = (f"lost its worker {step['crash_count'] + 1} times (the process died or stalled "
+                             f"mid-step); not run again")
+                    if await tx.execute("fail_lost_step", id=row["id"], error=error, now=now) != 1:
+                        return 0
+                    step.update(status="failed", error=error)
+                    if task_status == "running":
+                        await self._advance(tx, row["tenant_id"], row["task_id"], states, [], now, {})
+                    return 1
+                ready_at = now if task_status in ("pending", "running") else None
+                return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
+            recovered += await self.storage.atomic(recover)
+        return recovered
 
     async def start_step(self, claim):
         """The claimed step's definition and input (stored when it became ready).

@@ -72,26 +72,56 @@ STATEMENTS = {
     # states of a task holds the row locks of all its steps (SQLite serialises
     # whole transactions instead); READ COMMITTED makes the read see the latest
     "lock_step_states": {
-        "mysql": """SELECT id, step_name, status, ready_at, attempt, input_version, input_stale, output_version, error,
+        "mysql": """SELECT id, step_name, status, ready_at, attempt, crash_count, input_version, input_stale, output_version,
+            error,
             (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
               AS task_status
             FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$
             ORDER BY step_name FOR UPDATE""",
-        "sqlite": """SELECT id, step_name, status, ready_at, attempt, input_version, input_stale, output_version, error,
+        "sqlite": """SELECT id, step_name, status, ready_at, attempt, crash_count, input_version, input_stale, output_version,
+            error,
             (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
               AS task_status
             FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
     },
-    # the ready-step claim: single-table (TiDB breaks SKIP LOCKED with joins),
-    # served by the (status, ready_at) index
+    # --- the executor's cross-tenant statements ---
+    # one cheap look per poll: is anything ready, or a lease expired? (index-only MINs)
+    "probe": """SELECT
+        (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = 'pending' AND ready_at IS NOT NULL)
+          AS next_ready,
+        (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = 'running') AS next_expiry""",
+    # tenants with ready steps of the types this process can run, oldest first (fair dispatch)
+    "tenants_with_ready_steps": """SELECT tenant_id, MIN(ready_at) AS oldest FROM pipeline_task_steps
+        WHERE status = 'pending' AND ready_at <= ${now}$ AND step_type IN (${step_types}$)
+        GROUP BY tenant_id ORDER BY oldest LIMIT ${limit}$""",
+    # the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with
+    # joins), served by the (status, tenant_id, ready_at) index of its own
     "select_ready_steps": {
-        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version FROM pipeline_task_steps
-            WHERE status = 'pending' AND ready_at <= ${now}$
+        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version
+            FROM pipeline_task_steps
+            WHERE status = 'pending' AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
+            AND step_type IN (${step_types}$)
             ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED""",
-        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version FROM pipeline_task_steps
-            WHERE status = 'pending' AND ready_at <= ${now}$
+        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version
+            FROM pipeline_task_steps
+            WHERE status = 'pending' AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
+            AND step_type IN (${step_types}$)
             ORDER BY ready_at LIMIT ${limit}$""",
     },
+    # leases: extended by the owner's heartbeat, taken back by anyone once expired
+    "extend_leases": """UPDATE pipeline_task_steps SET lease_expires_at = ${lease_expires_at}$
+        WHERE owner = ${owner}$ AND status = 'running'""",
+    "owned_running_steps": """SELECT id FROM pipeline_task_steps WHERE owner = ${owner}$ AND status = 'running'""",
+    "expired_steps": """SELECT id, tenant_id, task_id, step_name FROM pipeline_task_steps
+        WHERE status = 'running' AND lease_expires_at < ${now}$ ORDER BY lease_expires_at LIMIT ${limit}$""",
+    # a crash re-run does not use up the retry budget (attempt_base moves along with attempt)
+    "recover_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, owner = NULL,
+        lease_expires_at = NULL, crash_count = crash_count + 1, attempt_base = attempt_base + 1,
+        updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND lease_expires_at < ${now}$""",
+    "fail_lost_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
+        lease_expires_at = NULL, crash_count = crash_count + 1, finished_at = ${now}$, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND lease_expires_at < ${now}$""",
     "claim_step": """UPDATE pipeline_task_steps SET status = 'running', attempt = attempt + 1, owner = ${owner}$,
         lease_expires_at = ${lease_expires_at}$, started_at = ${now}$, finished_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'pending'""",

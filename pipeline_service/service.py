@@ -45,12 +45,12 @@ def require_positive_int(value, what, maximum=None):
 
 
 class PipelineService:
-    def __init__(self, database, concurrency=64, poll_interval=1.0, lease_seconds=60.0, create_schema=False,
-                 autostart=True):
+    def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
+                 max_crashes=3, create_schema=False, autostart=True):
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.manager = Manager(self.storage)
-        self.executor = Executor(self.manager, concurrency=concurrency, poll_interval=poll_interval,
-                                 lease_seconds=lease_seconds)
+        self.executor = Executor(self.manager, concurrency=concurrency, tenant_concurrency=tenant_concurrency,
+                                 poll_interval=poll_interval, lease_seconds=lease_seconds, max_crashes=max_crashes)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         self._opened = False

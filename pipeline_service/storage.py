@@ -27,20 +27,13 @@ class Transaction:
         self._sor = sor
         self._connector = connector
 
-    def _statement(self, name, params):
-        sql = queries.statement(name, self._connector.dialect)
-        missing = [p for p in statement_parameters(sql) if p not in params]
-        if missing:
-            raise StorageError(f"statement {name!r} needs parameters {missing}")
-        return sql
-
     async def execute(self, name, /, **params):
         """Run a data-changing statement; return the number of rows it changed."""
-        sql = self._statement(name, params)
+        sql, params = prepare(name, self._connector.dialect, params)
         return await self._call(sqlor_adapter.run, sql, params)
 
     async def fetch_all(self, name, /, **params):
-        sql = self._statement(name, params)
+        sql, params = prepare(name, self._connector.dialect, params)
         return await self._call(sqlor_adapter.rows, sql, params)
 
     async def fetch_one(self, name, /, **params):
@@ -55,6 +48,35 @@ class Transaction:
             if translated is None:
                 raise
             raise translated from exc
+
+
+def prepare(name, dialect, params):
+    """The named statement for ``dialect`` with list parameters expanded; checks every
+    parameter is given (sqlor would otherwise bind a missing one silently)."""
+    sql = queries.statement(name, dialect)
+    sql, params = expand_lists(sql, params)
+    missing = [p for p in statement_parameters(sql) if p not in params]
+    if missing:
+        raise StorageError(f"statement {name!r} needs parameters {missing}")
+    return sql, params
+
+
+def expand_lists(sql, params):
+    """``IN (${names}$)`` with a list value becomes one bound parameter per item.
+
+    Only the number of placeholders comes from the data, never a value; an empty
+    list becomes ``NULL`` (``IN (NULL)`` matches nothing).
+    """
+    lists = [k for k, v in params.items() if isinstance(v, (list, tuple))]
+    if not lists:
+        return sql, params
+    params = dict(params)
+    for key in lists:
+        values = params.pop(key)
+        names = [f"{key}__{i}" for i in range(len(values))]
+        sql = sql.replace("${%s}$" % key, ", ".join("${%s}$" % n for n in names) or "NULL")
+        params.update(zip(names, values))
+    return sql, params
 
 
 _parameters_cache = {}
@@ -105,6 +127,19 @@ class Storage:
                 await sqlor_adapter.commit(sor)
             except Exception as exc:
                 await self._rollback_quietly(sor)
+                translated = self.connector.translate_error(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
+
+    async def probe(self, name, /, **params):
+        """Run a read-only statement outside any transaction (one round trip, no COMMIT):
+        the executor's idle polling costs one query per poll this way."""
+        sql, params = prepare(name, self.dialect, params)
+        async with self.connector.read_session() as sor:
+            try:
+                return await sqlor_adapter.rows(sor, sql, params)
+            except Exception as exc:
                 translated = self.connector.translate_error(exc)
                 if translated is None:
                     raise
