@@ -6,6 +6,8 @@ a sqlor dialect object bound to a live connection for one transaction
 exceptions, so that nothing above it has to know a driver.
 """
 import asyncio
+import fcntl
+import os
 import sqlite3
 from contextlib import asynccontextmanager
 
@@ -139,6 +141,24 @@ class SQLiteConnector:
         self.path = str(path)
         self._sor = None
         self._lock = asyncio.Lock()
+        self._owner_file = None
+
+    def _take_ownership(self):
+        """SQLite is the single-process default: a second process on the same file is refused."""
+        owner_file = open(self.path + ".owner", "a+")
+        try:
+            fcntl.flock(owner_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner_file.seek(0)
+            holder = owner_file.read().strip() or "?"
+            owner_file.close()
+            raise StorageError(f"{self.describe()} is in use by another process (pid {holder}); SQLite is the "
+                               "single-process embedded default: use MySQL/MariaDB to run several processes")
+        owner_file.seek(0)
+        owner_file.truncate()
+        owner_file.write(str(os.getpid()))
+        owner_file.flush()
+        self._owner_file = owner_file
 
     def describe(self):
         return f"SQLite database {self.path!r}"
@@ -148,6 +168,8 @@ class SQLiteConnector:
             return
         sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": self.path})
         try:
+            if self._owner_file is None:
+                self._take_ownership()
             await sor.connect()
             await sor.conn.execute("PRAGMA journal_mode=WAL")
             await sor.conn.execute("PRAGMA busy_timeout=5000")
@@ -159,6 +181,9 @@ class SQLiteConnector:
         sor, self._sor = self._sor, None
         if sor is not None:
             await sor.close()
+        owner_file, self._owner_file = self._owner_file, None
+        if owner_file is not None:
+            owner_file.close()  # releases the lock
 
     @asynccontextmanager
     async def session(self):

@@ -46,13 +46,15 @@ def require_positive_int(value, what, maximum=None):
 
 class PipelineService:
     def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
-                 max_crashes=3, create_schema=False, autostart=True):
+                 max_crashes=3, create_schema=False, autostart=True, require_handlers=True):
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.manager = Manager(self.storage)
         self.executor = Executor(self.manager, concurrency=concurrency, tenant_concurrency=tenant_concurrency,
                                  poll_interval=poll_interval, lease_seconds=lease_seconds, max_crashes=max_crashes)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
+        # False for a process that only submits while other processes run the steps
+        self.require_handlers = require_handlers
         self._opened = False
 
     async def _ready(self):
@@ -90,7 +92,8 @@ class PipelineService:
             raise InvalidInputError("title must be a string of at most 255 characters")
         params = {} if params is None else require_json_object(params, "params")
         await self._ready()
-        summary = await self.manager.submit(tenant_id, pipeline_id, owner_id, title or "", params)
+        summary = await self.manager.submit(tenant_id, pipeline_id, owner_id, title or "", params,
+                                            self.require_handlers)
         self.executor.wake()
         return summary
 
