@@ -148,19 +148,13 @@ class Executor:
             step_types = registered_step_types()
             if free <= 0 or not step_types:
                 return
-            running_per_tenant = Counter(self._tenant_of.values())
             claims = await self.manager.claim_ready(self.owner, free, self.lease_ms, step_types,
-                                                    self._tenant_room(running_per_tenant))
+                                                    Counter(self._tenant_of.values()), self.tenant_concurrency)
             for claim in claims:
                 self._tenant_of[claim.id] = claim.tenant_id
                 self._running[claim.id] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
             if len(claims) < free:
                 return
-
-    def _tenant_room(self, running_per_tenant):
-        if self.tenant_concurrency is None:
-            return lambda tenant: self.concurrency
-        return lambda tenant: max(0, self.tenant_concurrency - running_per_tenant[tenant])
 
     async def _heartbeat_loop(self):
         while not self._stopping:

@@ -199,28 +199,34 @@ class Manager:
         self._plans.pop((tenant_id, task_id), None)
 
     # ---- executing ---------------------------------------------------------------
-    async def claim_ready(self, owner, free, lease_ms, step_types, tenant_room):
+    async def claim_ready(self, owner, free, lease_ms, step_types, running_per_tenant, tenant_limit=None):
         """Claim up to ``free`` ready steps of ``step_types``, spread fairly over tenants.
 
-        Tenants with ready steps are served oldest-waiting first, each to an equal
-        share of the free slots (capped by ``tenant_room(tenant)``, the per-tenant
-        limit); slots a tenant cannot use go to the others in a second pass.
+        Tenants with ready steps are served round-robin: the one with the fewest steps
+        running here first (then the longest waiting), each to an equal share of the
+        free slots, never past ``tenant_limit`` running here; slots a tenant cannot
+        use go to the others in a second pass.
         """
+        def room(tenant):
+            limit = free if tenant_limit is None else tenant_limit - running_per_tenant.get(tenant, 0)
+            return max(0, limit)
+
         async def claim(tx):
             now = now_ms()
-            tenants = [r["tenant_id"] for r in await tx.fetch_all(
-                "tenants_with_ready_steps", now=now, step_types=step_types, limit=TENANTS_PER_CLAIM)]
-            room = {t: tenant_room(t) for t in tenants}
+            rows = await tx.fetch_all("tenants_with_ready_steps", now=now, step_types=step_types,
+                                      limit=TENANTS_PER_CLAIM)
+            tenants = sorted((r["tenant_id"] for r in rows), key=lambda t: running_per_tenant.get(t, 0))
+            left = {t: room(t) for t in tenants}
             claims, full = [], []
             for i, tenant in enumerate(tenants):  # pass 1: equal shares
-                share = min(room[tenant], -(-(free - len(claims)) // (len(tenants) - i)))
+                share = min(left[tenant], -(-(free - len(claims)) // (len(tenants) - i)))
                 got = await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
                 claims += got
-                room[tenant] -= len(got)
+                left[tenant] -= len(got)
                 if got and len(got) == share:
                     full.append(tenant)
             for tenant in full:  # pass 2: what others left
-                share = min(room[tenant], free - len(claims))
+                share = min(left[tenant], free - len(claims))
                 if share > 0:
                     claims += await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
             return claims
