@@ -9,6 +9,12 @@ from .handler import register_handler
 from .service import PipelineService
 
 _service = None
+_hosted = False  # set by load_pipeline_service(): then the host must configure the database
+
+
+def use_host_configuration():
+    global _hosted
+    _hosted = True
 
 
 def configure(database=None, **options):
@@ -18,7 +24,7 @@ def configure(database=None, **options):
     """
     global _service
     if database is None:
-        database = hostenv.host_database() or hostenv.EMBEDDED_DEFAULT
+        database = hostenv.host_database(required=_hosted) or hostenv.EMBEDDED_DEFAULT
         options.setdefault("create_schema", database == hostenv.EMBEDDED_DEFAULT)
     _service = PipelineService(database, **options)
     return _service

@@ -25,10 +25,18 @@ def host_databases():
         raise ConfigurationError(f"cannot read the host's conf/config.json: {exc}") from exc
 
 
-def host_database():
-    """The host's database description for this module, or None if there is no host."""
+def host_database(required=False):
+    """The host's database description for this module, or None if there is no host.
+
+    ``required``: the module was loaded into a host, so a missing configuration is an
+    error (not a reason to fall back to the embedded SQLite file)."""
     get_module_dbname = ServerEnv().get("get_module_dbname")
     if get_module_dbname is None:
+        if required:
+            raise ConfigurationError(
+                "the host has not defined get_module_dbname: in its init function set "
+                "ServerEnv().get_module_dbname = a function returning the config.json 'databases' key "
+                f"for module {MODULE!r}")
         return None
     dbname = get_module_dbname(MODULE)
     if not dbname:

@@ -1,0 +1,130 @@
+"""The main command: ``python -m pipeline_service <command>`` (also ``pipeline-service``).
+
+    demo                 run a production line for several tenants, live (no set-up needed)
+    create-schema        create the missing tables (never drops anything)
+    list / detail / node             read a tenant's tasks
+    pause / resume / cancel / retry  operate on a tenant's task
+
+Every command takes ``--db`` (default: the embedded SQLite file pipeline_service.db).
+Operator commands change the database only: the host processes run the steps.
+"""
+import argparse
+import asyncio
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from .exceptions import PipelineError
+from .hostenv import EMBEDDED_DEFAULT
+from .service import PipelineService
+from .storage import Storage
+
+console = Console()
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m pipeline_service", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name, help_, tenant=True, task=True):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--db", default=EMBEDDED_DEFAULT,
+                       help="mysql://user:pw@host:port/db or sqlite:///file.db (default: %(default)s)")
+        if tenant:
+            c.add_argument("--tenant", required=True, help="the tenant (organisation) id")
+        if task:
+            c.add_argument("task_id")
+        c.add_argument("--json", action="store_true", help="print the result as JSON")
+        return c
+
+    demo = command("demo", "run the demo production line", tenant=False, task=False)
+    demo.add_argument("--quick", action="store_true", help="handlers take 1/100 of their time (for tests)")
+    schema = command("create-schema", "create the missing tables", tenant=False, task=False)
+    schema.add_argument("--with-reference", action="store_true", help="also pipelines and pipeline_steps")
+    lst = command("list", "list a tenant's tasks, newest first", task=False)
+    lst.add_argument("--pipeline")
+    lst.add_argument("--status")
+    lst.add_argument("--page", type=int, default=1)
+    lst.add_argument("--rows", type=int, default=20)
+    command("detail", "a task with its steps")
+    node = command("node", "a step's input and output")
+    node.add_argument("step_name")
+    node.add_argument("--version", type=int)
+    for name in ("pause", "resume", "cancel"):
+        command(name, f"{name} a task")
+    retry = command("retry", "re-run a step and its downstream (e.g. after fixing a failure)")
+    retry.add_argument("step_name")
+    return p
+
+
+async def run(args):
+    if args.command == "demo":
+        from .demo import run_demo
+        details = await run_demo(args.db, speed=0.01 if args.quick else 1.0, console=console)
+        return {"tasks": len(details), "statuses": sorted({d["status"] for d in details})}
+    if args.command == "create-schema":
+        storage = Storage.from_description(args.db)
+        try:
+            return {"created_or_present": await storage.create_missing_tables(args.with_reference)}
+        finally:
+            await storage.close()
+    service = PipelineService(args.db, autostart=False, require_handlers=False)
+    try:
+        if args.command == "list":
+            return await service.list(args.tenant, pipeline_id=args.pipeline, status=args.status,
+                                      page=args.page, rows=args.rows)
+        if args.command == "detail":
+            return await service.detail(args.tenant, args.task_id)
+        if args.command == "node":
+            return await service.node(args.tenant, args.task_id, args.step_name, args.version)
+        if args.command == "retry":
+            return await service.modify(args.tenant, args.task_id, {}, rerun_from=args.step_name)
+        return await getattr(service, args.command)(args.tenant, args.task_id)
+    finally:
+        await service.storage.close()
+
+
+def show(command, result):
+    if command == "list":
+        table = Table(title=f"{result['total']} task(s)")
+        table.add_column("id", no_wrap=True)
+        for column in ("pipeline", "title", "status", "progress", "created"):
+            table.add_column(column)
+        for r in result["rows"]:
+            p = r["progress"]
+            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], f"{p['succeeded']}/{p['total']}",
+                          r["created_at"])
+        console.print(table)
+    elif command == "detail" or "steps" in result:
+        console.print(f"[bold]{result['title']}[/bold] {result['id']}: {result['status']}"
+                      + (f" — {result['error']}" if result.get("error") else ""))
+        if "steps" in result:
+            table = Table()
+            for column in ("step", "type", "status", "attempt", "input v", "output v", "error"):
+                table.add_column(column)
+            for s in result["steps"]:
+                table.add_row(s["step_name"], s["step_type"], s["status"], str(s["attempt"]),
+                              str(s["input_version"] or "-"), str(s["output_version"] or "-"), s["error"] or "")
+            console.print(table)
+    else:
+        console.print_json(json.dumps(result))
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        result = asyncio.run(run(args))
+    except PipelineError as exc:
+        console.print(f"[red]error[/red] ({exc.status}): {exc}", highlight=False)
+        return 2 if exc.status == "not_found" else 1
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+    elif args.command not in ("demo",):
+        show(args.command, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Host integration in-process: load_pipeline_service() and finding the host's database."""
+import pytest
+from ahserver.serverenv import ServerEnv
+
+from pipeline_service import ConfigurationError, api, hostenv
+from pipeline_service.init import FUNCTIONS, load_pipeline_service
+
+
+@pytest.fixture
+def clean_env():
+    env = ServerEnv()
+    saved = dict(env)
+    yield env
+    for key in list(env):
+        if key not in saved:
+            del env[key]
+    env.update(saved)
+    api._hosted = False
+
+
+def test_load_registers_the_nine_functions_and_twice_is_harmless(clean_env):
+    load_pipeline_service()
+    first = {name: clean_env[name] for name in FUNCTIONS}
+    load_pipeline_service()
+    assert len(FUNCTIONS) == 9
+    assert {name: clean_env[name] for name in FUNCTIONS} == first
+    assert clean_env.pipeline_register_handler is api.pipeline_register_handler
+    assert callable(clean_env.pipeline_endpoint)
+
+
+def test_a_host_without_get_module_dbname_is_told_what_is_missing(clean_env):
+    load_pipeline_service()
+    with pytest.raises(ConfigurationError, match="get_module_dbname"):
+        api.configure()
+
+
+def test_a_database_name_missing_from_config_is_reported(clean_env, monkeypatch):
+    clean_env.get_module_dbname = lambda module: "nowhere"
+    monkeypatch.setattr(hostenv, "host_databases", lambda: {"other": {"driver": "mysql", "kwargs": {}}})
+    with pytest.raises(ConfigurationError, match="no entry 'nowhere'"):
+        hostenv.host_database(required=True)
+
+
+def test_the_host_entry_is_used_with_its_password_decrypted(clean_env, monkeypatch):
+    from appPublic.aes import aes_encode_b64
+    from appPublic.dictObject import DictObject
+    import sqlor.sor
+    monkeypatch.setattr(sqlor.sor, "getConfig", lambda: DictObject(password_key="k"))
+    clean_env.get_module_dbname = lambda module: "pipe" if module == "pipeline_service" else None
+    monkeypatch.setattr(hostenv, "host_databases", lambda: {"pipe": {
+        "driver": "mysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
+                                      "password": aes_encode_b64("k", "pw")}}})
+    desc = hostenv.host_database(required=True)
+    assert desc == {"driver": "mysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
+                                                  "password": "pw"}}
+
+
+def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):
+    service = api.configure()
+    assert service.storage.dialect == "sqlite" and "pipeline_service.db" in service.storage.describe()
+    api._service = None
