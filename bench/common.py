@@ -31,3 +31,14 @@ async def timed(fn, n):
 
 def median(values):
     return statistics.median(values) if values else float("nan")
+
+
+def diamond(step_type):
+    """The benchmarks' 5-step diamond DAG: a -> (b, c) -> d -> e."""
+    return [
+        {"step_name": "a", "step_type": step_type},
+        {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
+        {"step_name": "c", "step_type": step_type, "depends_on": ["a"]},
+        {"step_name": "d", "step_type": step_type, "depends_on": ["b", "c"]},
+        {"step_name": "e", "step_type": step_type, "depends_on": ["d"]},
+    ]

@@ -20,18 +20,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
+from bench.common import diamond, MYSQL_URL, ensure_mysql_database, median  # noqa: E402
 from bench import storage_bench  # noqa: E402
 from pipeline_service import PipelineService, register_handler  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
 
-DIAMOND = [
-    {"step_name": "a", "step_type": "bench-noop"},
-    {"step_name": "b", "step_type": "bench-noop", "depends_on": ["a"]},
-    {"step_name": "c", "step_type": "bench-noop", "depends_on": ["a"]},
-    {"step_name": "d", "step_type": "bench-noop", "depends_on": ["b", "c"]},
-    {"step_name": "e", "step_type": "bench-noop", "depends_on": ["d"]},
-]
+DIAMOND = diamond("bench-noop")
 
 
 async def noop(tenant_id, task_id, step_name, input_data, config):

@@ -20,19 +20,13 @@ import pymysql
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import ensure_mysql_database, median  # noqa: E402
+from bench.common import diamond, ensure_mysql_database, median  # noqa: E402
 from pipeline_service import PipelineService, register_handler  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
 
 URL = "mysql://root@127.0.0.1:3306/pipeline_bench_mp"
 HOST = ROOT / "tests" / "host_process.py"
-DIAMOND = [
-    {"step_name": "a", "step_type": "mp-noop"},
-    {"step_name": "b", "step_type": "mp-noop", "depends_on": ["a"]},
-    {"step_name": "c", "step_type": "mp-noop", "depends_on": ["a"]},
-    {"step_name": "d", "step_type": "mp-noop", "depends_on": ["b", "c"]},
-    {"step_name": "e", "step_type": "mp-noop", "depends_on": ["d"]},
-]
+DIAMOND = diamond("mp-noop")
 
 
 def start_hosts(n, log, poll=1.0, concurrency=64):
@@ -84,7 +78,7 @@ async def fairness(backlog_tasks=2000, probes=10):
     register_handler("fair-work", work)
     service = PipelineService(URL, concurrency=32, autostart=False)
     await service.storage.create_missing_tables(include_reference=True)
-    await service.define_pipeline("fair", [dict(s, step_type="fair-work") for s in DIAMOND])
+    await service.define_pipeline("fair", diamond("fair-work"))
     for i in range(backlog_tasks):  # 10,000 steps queued by tenant A before anything runs
         await service.submit("tenant-A", "fair", "bench", "backlog", {"i": i})
     await service.start()
