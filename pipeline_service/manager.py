@@ -269,8 +269,9 @@ class Manager:
                     if await tx.execute("fail_lost_step", id=row["id"], error=error, now=now) != 1:
                         return 0
                     step.update(status="failed", error=error)
-                    if task_status == "running":
-                        await self._advance(tx, row["tenant_id"], row["task_id"], states, [], now, {})
+                    if task_status in ("pending", "running"):  # pending: it died before the task started
+                        await self._advance(tx, row["tenant_id"], row["task_id"], states, [], now, {},
+                                            task_status)
                     return 1
                 ready_at = now if task_status in ("pending", "running") else None
                 return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
@@ -368,7 +369,7 @@ class Manager:
             while len(self._inputs) > INPUT_CACHE_SIZE:
                 self._inputs.popitem(last=False)
 
-    async def _advance(self, tx, tenant_id, task_id, states, finished, now, known_outputs):
+    async def _advance(self, tx, tenant_id, task_id, states, finished, now, known_outputs, task_status="running"):
         """In a running task: make ready every waiting step whose dependencies all succeeded
         (successors of ``finished``, or all steps when ``finished`` is None); then settle."""
         plan = await self.plan(tx, tenant_id, task_id)
@@ -379,7 +380,7 @@ class Manager:
             if row["status"] == "pending" and row["ready_at"] is None and all(
                     states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on):
                 await self._make_ready(tx, tenant_id, task_id, plan, name, states, known_outputs, now)
-        await self._settle(tx, tenant_id, task_id, dag, states, now)
+        await self._settle(tx, tenant_id, task_id, dag, states, now, task_status)
 
     async def _make_ready(self, tx, tenant_id, task_id, plan, step_name, states, known_outputs, now):
         """Make a step ready with its input: the current one, or a new version built from the
@@ -404,12 +405,12 @@ class Manager:
                          input_version=version, now=now)
         row.update(ready_at=now, input_version=version, input_stale=0)
 
-    async def _settle(self, tx, tenant_id, task_id, dag, states, now):
+    async def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
         """End a running task when nothing more can run: succeeded, or failed with its errors."""
         ids = dict(tenant_id=tenant_id, task_id=task_id)
         if all(s["status"] == "succeeded" for s in states.values()):
             await tx.execute("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
-                             from_status="running", **ids)
+                             from_status=task_status, **ids)
             self.forget(tenant_id, task_id)
             return
         can_progress = any(s["status"] == "running" or (s["status"] == "pending" and s["ready_at"] is not None)
@@ -419,7 +420,7 @@ class Manager:
             await tx.execute("skip_waiting_steps", now=now, **ids)
             error = "; ".join(f"step {n!r} failed: {states[n]['error']}" for n in failed)
             await tx.execute("set_task_status", status="failed", error=error, finished_at=now, now=now,
-                             from_status="running", **ids)
+                             from_status=task_status, **ids)
             self.forget(tenant_id, task_id)
 
     # ---- human control -------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline_service import InvalidInputError, NotFoundError, register_handler
 from pipeline_service.handler import unregister_handler
-from pipeline_service.ids import new_id
+from pipeline_service.ids import new_id, now_ms
 
 
 def recorder(calls, result=None, delay=0.0):
@@ -349,3 +349,45 @@ async def test_node_returns_the_input_that_produced_the_output(service, tenant, 
     with pytest.raises(NotFoundError, match="no step 'zz'"):
         await service.node(tenant, task["id"], "zz")
     json.dumps(node)
+
+
+async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(database, tenant, pipeline_id, step_type):
+    """Crash re-runs are counted apart from handler errors and bounded (max_crashes)."""
+    from pipeline_service import PipelineService
+    calls = []
+    register_handler(step_type, recorder(calls))
+    service = PipelineService(database, poll_interval=0.1, max_crashes=2, autostart=False)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
+                                                 "config": {"retries": 5}}])
+    task = await service.submit(tenant, pipeline_id, "o", "doomed", {})
+    for crash in (1, 2):  # a worker claims the step and dies: its lease runs out at once
+        claims = await service.manager.claim_ready("ghost", 1, -1, [step_type], {}, None)
+        assert [c.step_name for c in claims] == ["a"]
+        recovered = await service.manager.recover_expired(now_ms(), max_crashes=2)
+        assert recovered == 1
+        detail = await service.detail(tenant, task["id"])
+        if crash == 1:  # run again, without using up a retry
+            assert detail["steps"][0]["status"] == "pending" and detail["steps"][0]["attempt"] == 0
+    assert detail["status"] == "failed" and detail["steps"][0]["status"] == "failed"
+    assert "lost its worker 2 times" in detail["steps"][0]["error"]
+    assert calls == []
+    await service.storage.close()
+
+
+async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipeline_id, step_type):
+    calls = []
+    register_handler(step_type, recorder(calls))
+    await service.executor.stop()
+    service.autostart = False
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await service.submit(tenant, pipeline_id, "o", "orphan", {})
+    claims = await service.manager.claim_ready("dead-worker", 1, 300, [step_type], {}, None)
+    assert len(claims) == 1
+    await service.start()  # the lease expires in 0.3 s; the poll finds it
+    detail = await service.wait(tenant, task["id"], timeout=10)
+    assert detail["status"] == "succeeded" and len(calls) == 1
+    assert detail["steps"][0]["attempt"] == 1  # the crash did not use up the retry budget
+    # the dead worker's late result is fenced out
+    assert await service.manager.succeed_step(claims[0], {"late": True}) is False
+    assert (await service.node(tenant, task["id"], "a"))["output"]["by"] == "a"

@@ -232,3 +232,26 @@ async def test_sqlite_refuses_a_second_process(tmp_path):
     await svc.stop()
     assert "StorageError" in done.stdout and "in use by another process" in done.stdout, done.stdout + done.stderr
     assert "use MySQL/MariaDB" in done.stdout
+
+
+async def test_pause_in_one_process_holds_steps_in_another(hosts, submitter):
+    await submitter.define_pipeline("mp-pause", [
+        {"step_name": "a", "step_type": "mp-slow", "config": {"sleep": 1.0}},
+        {"step_name": "b", "step_type": "mp-noop", "depends_on": ["a"]}])
+    hosts.start(1)
+    tenant = "mp-" + new_id()[:8]
+    task = await submitter.submit(tenant, "mp-pause", "o", "pause", {})
+    deadline = time.monotonic() + 10
+    while not any(e[0] == "start" and e[2] == task["id"] for e in hosts.events()):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await submitter.pause(tenant, task["id"])
+    await asyncio.sleep(2.0)  # a finishes in the other process; b must not start
+    assert [(e[0], e[3]) for e in hosts.events() if e[2] == task["id"]] == [("start", "a"), ("end", "a")]
+    detail = await submitter.detail(tenant, task["id"])
+    assert detail["status"] == "paused" and [s["status"] for s in detail["steps"]] == ["succeeded", "pending"]
+    resumed = time.time()
+    await submitter.resume(tenant, task["id"])
+    await wait_succeeded(submitter, tenant, 1, timeout=10)
+    b_start = next(float(e[4]) for e in hosts.events() if e[2] == task["id"] and e[3] == "b")
+    assert b_start >= resumed - 0.05
