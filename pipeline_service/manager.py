@@ -9,12 +9,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import state
-from .exceptions import InvalidInputError, InvalidStateError, NotFoundError
+from .exceptions import InvalidInputError, InvalidStateError, NotFoundError, StorageError
 from .handler import get_handler
 from .ids import iso, new_id, now_ms
 
 PLAN_CACHE_SIZE = 1024   # task plans kept in memory (bounded: flat in the number of tasks)
-INPUT_CACHE_SIZE = 4096  # inputs made here, kept until the step is claimed
+ARTIFACT_CACHE_SIZE = 4096  # recent inputs and outputs made here (bounded)
 TENANTS_PER_CLAIM = 32   # tenants served per claim round (the longest-waiting first)
 
 
@@ -57,7 +57,8 @@ class Manager:
     def __init__(self, storage):
         self.storage = storage
         self._plans = OrderedDict()
-        self._inputs = OrderedDict()
+        self._inputs = OrderedDict()   # inputs made here, until the step is claimed
+        self._outputs = OrderedDict()  # outputs stored here, for the inputs they feed
 
     # ---- pipelines -------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
@@ -91,28 +92,30 @@ class Manager:
         task_id, now = new_id(), now_ms()
 
         async def write(tx):
-            if await tx.fetch_one("get_pipeline", pipeline_id=pipeline_id) is None:
+            rows = await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
+            if not rows:
                 raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
-            rows = await tx.fetch_all("get_pipeline_steps", pipeline_id=pipeline_id)
-            dag = state.Dag([state.step_from_row(r) for r in rows], label=f"pipeline {pipeline_id!r}")
+            dag = state.Dag([state.step_from_row(r) for r in rows if r["step_name"] is not None],
+                            label=f"pipeline {pipeline_id!r}")
             missing = [(s.name, s.step_type) for s in dag.steps.values() if get_handler(s.step_type) is None]
             if missing and require_handlers:
                 raise InvalidInputError("no handler is registered for " + ", ".join(
                     f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
             await tx.execute("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                              owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
-            for name in dag.order:
-                step = dag.steps[name]
-                root = not step.depends_on
-                if root:  # a root step is ready at once, with its input
-                    await self._insert_artifact(tx, tenant_id, task_id, name, "input", 1,
-                                                {"params": params, "upstream": {}}, "engine", {}, now)
-                await tx.execute("insert_step", id=new_id(), tenant_id=tenant_id, task_id=task_id,
-                                 step_name=name, step_type=step.step_type, depends_on=to_json(list(step.depends_on)),
-                                 config=to_json(step.config), seq=step.seq, input_version=1 if root else None,
-                                 ready_at=now if root else None, now=now)
+            roots = dag.roots()  # ready at once, with their inputs
+            await self._insert_inputs(tx, tenant_id, task_id, [(name, 1, {"params": params, "upstream": {}}, {})
+                                                               for name in roots], now)
+            await tx.execute_many("insert_step", [dict(
+                id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=name,
+                step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
+                config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
+                input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
+                for name in dag.order])
             self._remember(tenant_id, task_id, TaskPlan(dag, params))
-            return await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id)
+            return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
+                        status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
+                        n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
         return task_summary(await self.storage.atomic(write))
 
     # ---- reading -------------------------------------------------------------
@@ -237,13 +240,14 @@ class Manager:
             return []
         rows = await tx.fetch_all("select_ready_steps", tenant_id=tenant, now=now, step_types=step_types,
                                   limit=limit)
-        claims = []
-        for row in rows:
-            if await tx.execute("claim_step", id=row["id"], owner=owner, lease_expires_at=now + lease_ms,
-                                now=now) == 1:
-                claims.append(Claim(row["id"], row["tenant_id"], row["task_id"], row["step_name"],
-                                    int(row["attempt"]) + 1, int(row["attempt_base"]), owner, row["input_version"]))
-        return claims
+        if not rows:
+            return []
+        claimed = await tx.execute("claim_steps", ids=[r["id"] for r in rows], owner=owner,
+                                   lease_expires_at=now + lease_ms, now=now)
+        if claimed != len(rows):  # cannot happen while the rows are locked: refuse to guess
+            raise StorageError(f"claimed {claimed} of {len(rows)} locked steps")
+        return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
+                      int(r["attempt_base"]), owner, r["input_version"]) for r in rows]
 
     async def heartbeat(self, owner, lease_ms, running_ids):
         """Extend this owner's leases; return the ids among ``running_ids`` it no longer holds."""
@@ -270,8 +274,7 @@ class Manager:
                         return 0
                     step.update(status="failed", error=error)
                     if task_status in ("pending", "running"):  # pending: it died before the task started
-                        await self._advance(tx, row["tenant_id"], row["task_id"], states, [], now, {},
-                                            task_status)
+                        await self._advance(tx, row["tenant_id"], row["task_id"], states, [], now, task_status)
                     return 1
                 ready_at = now if task_status in ("pending", "running") else None
                 return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
@@ -315,8 +318,7 @@ class Manager:
                                         output, "engine", {"input_version": claim.input_version}, now)
             states[claim.step_name].update(status="succeeded", output_version=version)
             if task_status == "running":
-                await self._advance(tx, claim.tenant_id, claim.task_id, states, [claim.step_name], now,
-                                    {claim.step_name: output})
+                await self._advance(tx, claim.tenant_id, claim.task_id, states, [claim.step_name], now)
             return True
         return await self._finishing(finish)
 
@@ -330,7 +332,7 @@ class Manager:
                 raise ClaimLost()
             states[claim.step_name].update(status="failed", error=error)
             if task_status == "running":
-                await self._advance(tx, claim.tenant_id, claim.task_id, states, [], now, {})
+                await self._advance(tx, claim.tenant_id, claim.task_id, states, [], now)
             return True
         return await self._finishing(finish)
 
@@ -361,49 +363,68 @@ class Manager:
 
     async def _insert_artifact(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage,
                                now):
-        await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name,
-                         kind=kind, version=version, content=to_json(content), source=source,
-                         lineage=to_json(lineage), now=now)
-        if kind == "input":  # kept for the claim that will run on it (usually this process)
-            self._inputs[(tenant_id, task_id, step_name, version)] = content
-            while len(self._inputs) > INPUT_CACHE_SIZE:
-                self._inputs.popitem(last=False)
+        await tx.execute("insert_artifact", **self._artifact_row(tx, tenant_id, task_id, step_name, kind, version,
+                                                                 content, source, lineage, now))
 
-    async def _advance(self, tx, tenant_id, task_id, states, finished, now, known_outputs, task_status="running"):
+    async def _insert_inputs(self, tx, tenant_id, task_id, inputs, now, source="engine"):
+        """Insert input artifacts ``(step_name, version, content, lineage)`` in one statement."""
+        await tx.execute_many("insert_artifact", [
+            self._artifact_row(tx, tenant_id, task_id, name, "input", version, content, source, lineage, now)
+            for name, version, content, lineage in inputs])
+
+    def _artifact_row(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage, now):
+        # cached once committed (a rolled-back version number may be stored later by another run)
+        tx.on_commit(lambda: self._cache(kind, (tenant_id, task_id, step_name, version), content))
+        return dict(id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name, kind=kind,
+                    version=version, content=to_json(content), source=source, lineage=to_json(lineage), now=now)
+
+    async def _advance(self, tx, tenant_id, task_id, states, finished, now, task_status="running"):
         """In a running task: make ready every waiting step whose dependencies all succeeded
         (successors of ``finished``, or all steps when ``finished`` is None); then settle."""
         plan = await self.plan(tx, tenant_id, task_id)
         dag = plan.dag
         candidates = dag.order if finished is None else [s for f in finished for s in dag.successors[f]]
-        for name in candidates:
-            row = states[name]
-            if row["status"] == "pending" and row["ready_at"] is None and all(
-                    states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on):
-                await self._make_ready(tx, tenant_id, task_id, plan, name, states, known_outputs, now)
+        ready = [name for name in dict.fromkeys(candidates)
+                 if states[name]["status"] == "pending" and states[name]["ready_at"] is None
+                 and all(states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on)]
+        if ready:
+            await self._make_ready(tx, tenant_id, task_id, plan, ready, states, now)
         await self._settle(tx, tenant_id, task_id, dag, states, now, task_status)
 
-    async def _make_ready(self, tx, tenant_id, task_id, plan, step_name, states, known_outputs, now):
-        """Make a step ready with its input: the current one, or a new version built from the
-        upstream output versions in force (the 'pinned' versions)."""
-        row = states[step_name]
-        version = row["input_version"]
-        if version is None or row["input_stale"]:
-            upstream, lineage = {}, {}
-            for dep in plan.dag.steps[step_name].depends_on:
-                dep_version = states[dep]["output_version"]
-                if dep in known_outputs:
-                    upstream[dep] = known_outputs[dep]
-                else:
-                    artifact = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
-                                                  step_name=dep, kind="output", version=dep_version)
-                    upstream[dep] = from_json(artifact["content"])
-                lineage[dep] = dep_version
-            version = (version or 0) + 1
-            await self._insert_artifact(tx, tenant_id, task_id, step_name, "input", version,
-                                        {"params": plan.params, "upstream": upstream}, "engine", lineage, now)
-        await tx.execute("make_step_ready", tenant_id=tenant_id, task_id=task_id, step_name=step_name,
-                         input_version=version, now=now)
-        row.update(ready_at=now, input_version=version, input_stale=0)
+    async def _make_ready(self, tx, tenant_id, task_id, plan, names, states, now):
+        """Make steps ready, each with its input: the current one, or a new version built from
+        the upstream output versions in force (the 'pinned' versions)."""
+        new_inputs, by_version = [], {}
+        for name in names:
+            row = states[name]
+            version = row["input_version"]
+            if version is None or row["input_stale"]:
+                upstream, lineage = {}, {}
+                for dep in plan.dag.steps[name].depends_on:
+                    lineage[dep] = states[dep]["output_version"]
+                    upstream[dep] = await self._output(tx, tenant_id, task_id, dep, lineage[dep])
+                version = (version or 0) + 1
+                new_inputs.append((name, version, {"params": plan.params, "upstream": upstream}, lineage))
+            by_version.setdefault(version, []).append(name)
+            row.update(ready_at=now, input_version=version, input_stale=0)
+        await self._insert_inputs(tx, tenant_id, task_id, new_inputs, now)
+        for version, group in by_version.items():
+            await tx.execute("make_steps_ready", tenant_id=tenant_id, task_id=task_id, step_names=group,
+                             input_version=version, now=now)
+
+    def _cache(self, kind, key, content):
+        cache = self._inputs if kind == "input" else self._outputs
+        cache[key] = content
+        while len(cache) > ARTIFACT_CACHE_SIZE:
+            cache.popitem(last=False)
+
+    async def _output(self, tx, tenant_id, task_id, step_name, version):
+        content = self._outputs.get((tenant_id, task_id, step_name, version))
+        if content is None:
+            artifact = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id, step_name=step_name,
+                                          kind="output", version=version)
+            content = from_json(artifact["content"])
+        return content
 
     async def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
         """End a running task when nothing more can run: succeeded, or failed with its errors."""
@@ -454,7 +475,7 @@ class Manager:
                 raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
             await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                              error=None, finished_at=None, now=now, from_status="paused")
-            await self._advance(tx, tenant_id, task_id, states, None, now, {})
+            await self._advance(tx, tenant_id, task_id, states, None, now)
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def cancel(self, tenant_id, task_id):
@@ -507,7 +528,7 @@ class Manager:
                                  error=None, finished_at=None, now=now, from_status=status)
                 status = "running"
             if status == "running":
-                await self._advance(tx, tenant_id, task_id, states, None, now, {})
+                await self._advance(tx, tenant_id, task_id, states, None, now)
             return cascade.rerun, interrupted
         (rerun, interrupted), summary = await self._control(tenant_id, task_id, change)
         summary["rerun"] = list(rerun)

@@ -30,6 +30,10 @@ LIST_FILTER = """
 STATEMENTS = {
     # --- pipeline definitions (tables owned by pipeline_core) ---
     "get_pipeline": "SELECT id, name, description FROM pipelines WHERE id = ${pipeline_id}$",
+    # no row: no such pipeline; one row with step_name NULL: a pipeline without steps
+    "get_pipeline_definition": """SELECT p.id AS pipeline, s.step_name, s.step_type, s.depends_on, s.config, s.seq
+        FROM pipelines p LEFT JOIN pipeline_steps s ON s.pipeline_id = p.id
+        WHERE p.id = ${pipeline_id}$ ORDER BY s.seq, s.step_name""",
     "get_pipeline_steps": """SELECT id, step_name, step_type, depends_on, config, seq FROM pipeline_steps
         WHERE pipeline_id = ${pipeline_id}$ ORDER BY seq, step_name""",
     "insert_pipeline": """INSERT INTO pipelines (id, name, description)
@@ -91,8 +95,9 @@ STATEMENTS = {
           AS next_ready,
         (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = 'running') AS next_expiry""",
     # tenants with ready steps of the types this process can run, oldest first (fair dispatch)
+    # (index-only on (status, tenant_id, ready_at); the step types are filtered per tenant)
     "tenants_with_ready_steps": """SELECT tenant_id, MIN(ready_at) AS oldest FROM pipeline_task_steps
-        WHERE status = 'pending' AND ready_at <= ${now}$ AND step_type IN (${step_types}$)
+        WHERE status = 'pending' AND ready_at <= ${now}$
         GROUP BY tenant_id ORDER BY oldest LIMIT ${limit}$""",
     # the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with
     # joins), served by the (status, tenant_id, ready_at) index of its own
@@ -122,9 +127,10 @@ STATEMENTS = {
     "fail_lost_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
         lease_expires_at = NULL, crash_count = crash_count + 1, finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND lease_expires_at < ${now}$""",
-    "claim_step": """UPDATE pipeline_task_steps SET status = 'running', attempt = attempt + 1, owner = ${owner}$,
+    # the rows were just selected FOR UPDATE (SKIP LOCKED): this claims all of them
+    "claim_steps": """UPDATE pipeline_task_steps SET status = 'running', attempt = attempt + 1, owner = ${owner}$,
         lease_expires_at = ${lease_expires_at}$, started_at = ${now}$, finished_at = NULL, updated_at = ${now}$
-        WHERE id = ${id}$ AND status = 'pending'""",
+        WHERE id IN (${ids}$) AND status = 'pending'""",
     # fenced by the claim token (attempt) and owner: a late result of a run whose
     # claim was taken away changes nothing
     "succeed_step": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
@@ -137,9 +143,9 @@ STATEMENTS = {
         owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     # a step becomes ready together with the input it will run on
-    "make_step_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, input_version = ${input_version}$,
+    "make_steps_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, input_version = ${input_version}$,
         input_stale = 0, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name IN (${step_names}$)
         AND status = 'pending' AND ready_at IS NULL""",
     "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",

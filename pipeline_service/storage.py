@@ -26,10 +26,23 @@ class Transaction:
     def __init__(self, sor, connector):
         self._sor = sor
         self._connector = connector
+        self.committed_callbacks = []
+
+    def on_commit(self, callback):
+        """Call ``callback()`` once this transaction has committed (never if it rolls back)."""
+        self.committed_callbacks.append(callback)
 
     async def execute(self, name, /, **params):
         """Run a data-changing statement; return the number of rows it changed."""
         sql, params = prepare(name, self._connector.dialect, params)
+        return await self._call(sqlor_adapter.run, sql, params)
+
+    async def execute_many(self, name, rows):
+        """Run an ``INSERT ... VALUES (...)`` statement for every dict in ``rows``, as one
+        multi-row statement (one round trip); returns the number of rows inserted."""
+        if not rows:
+            return 0
+        sql, params = prepare_rows(name, self._connector.dialect, rows)
         return await self._call(sqlor_adapter.run, sql, params)
 
     async def fetch_all(self, name, /, **params):
@@ -58,6 +71,23 @@ def prepare(name, dialect, params):
     missing = [p for p in statement_parameters(sql) if p not in params]
     if missing:
         raise StorageError(f"statement {name!r} needs parameters {missing}")
+    return sql, params
+
+
+def prepare_rows(name, dialect, rows):
+    """A single-row INSERT statement repeated for several rows: ``VALUES (row 0), (row 1), ...``."""
+    template = queries.statement(name, dialect)
+    head, keyword, values = template.rpartition("VALUES")
+    if not keyword:
+        raise StorageError(f"statement {name!r} has no VALUES clause to repeat")
+    tuples, params = [], {}
+    for i, row in enumerate(rows):
+        tuples.append(PLACEHOLDER.sub(lambda m: "${%s__r%d}$" % (m.group(1), i), values.strip()))
+        params.update({f"{key}__r{i}": value for key, value in row.items()})
+    sql = head + "VALUES " + ", ".join(tuples)
+    missing = [p for p in statement_parameters(sql) if p not in params]
+    if missing:
+        raise StorageError(f"statement {name!r} needs parameters {missing[:5]}")
     return sql, params
 
 
@@ -118,8 +148,9 @@ class Storage:
     @asynccontextmanager
     async def transaction(self):
         async with self.connector.session() as sor:
+            tx = Transaction(sor, self.connector)
             try:
-                yield Transaction(sor, self.connector)
+                yield tx
             except BaseException:
                 await self._rollback_quietly(sor)
                 raise
@@ -131,6 +162,8 @@ class Storage:
                 if translated is None:
                     raise
                 raise translated from exc
+        for callback in tx.committed_callbacks:
+            callback()
 
     async def probe(self, name, /, **params):
         """Run a read-only statement outside any transaction (one round trip, no COMMIT):
