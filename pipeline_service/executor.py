@@ -19,6 +19,9 @@ from collections import Counter
 
 from .handler import call_handler, get_handler, registered_step_types
 from .ids import new_id, now_ms
+from .manager import Outcome
+
+MAX_BATCH = 256  # outcomes recorded per transaction at most
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class Executor:
         self._in_handler = set()    # step ids whose handler is running now
         self._tasks = []
         self._stopping = False
+        self._outcomes = []         # (Outcome, future) waiting to be recorded
+        self._recorder = None       # the task recording them, one transaction per batch
 
     @property
     def started(self):
@@ -92,6 +97,8 @@ class Executor:
             for task in not_done:
                 task.cancel()
             await asyncio.gather(*not_done, return_exceptions=True)
+        if self._recorder is not None:  # what finished is recorded before we go
+            await asyncio.wait([self._recorder], timeout=timeout)
 
     # ---- the loops --------------------------------------------------------------
     async def _dispatch_loop(self):
@@ -177,16 +184,16 @@ class Executor:
     async def _run_step(self, claim):
         try:
             step, input_data = await self.manager.start_step(claim)
-            outcome = await self._attempt(claim, step, input_data)
-            if isinstance(outcome, dict):
-                await self.manager.succeed_step(claim, outcome)
+            result = await self._attempt(claim, step, input_data)
+            if isinstance(result, dict):
+                await self._record(Outcome(claim, output=result))
             elif claim.run_attempt < step.max_attempts:
                 delay = step.retry_delay(claim.run_attempt)
-                await self.manager.requeue_step(claim, outcome, delay)
+                await self._record(Outcome(claim, error=result, retry_delay=delay))
                 if delay > 0:
                     asyncio.get_running_loop().call_later(delay, self.wake)
             else:
-                await self.manager.fail_step(claim, outcome)
+                await self._record(Outcome(claim, error=result))
         except asyncio.CancelledError:
             if claim.id in self._revoked:
                 return  # cancelled or re-planned: the database already says so
@@ -199,6 +206,29 @@ class Executor:
             self._tenant_of.pop(claim.id, None)
             self._revoked.discard(claim.id)
             self.wake()
+
+    async def _record(self, outcome):
+        """Have the outcome recorded with whatever else finished meanwhile (group commit);
+        True if it was, False if its claim had been taken away."""
+        done = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_batches(), name="pipeline-recorder")
+        return await done
+
+    async def _record_batches(self):
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
+            try:
+                recorded = await self.manager.finish([outcome for outcome, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), ok in zip(batch, recorded):
+                if not done.done():
+                    done.set_result(ok)
 
     async def _attempt(self, claim, step, input_data):
         """Run the handler once: its dict result, or an error message."""

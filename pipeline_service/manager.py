@@ -45,6 +45,51 @@ class Claim:
         return self.attempt - self.attempt_base
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: ``output`` (succeeded), or ``error`` with a ``retry_delay``
+    (another attempt follows) or without one (the step failed)."""
+
+    claim: Claim
+    output: dict = None
+    error: str = None
+    retry_delay: float = None
+
+
+class Writes:
+    """Artifacts to insert and steps to make ready, gathered in a transaction and
+    written together (one multi-row INSERT, one UPDATE per input version)."""
+
+    def __init__(self, manager, tx, now):
+        self.manager, self.tx, self.now = manager, tx, now
+        self.artifacts, self._ready, self._outputs = [], {}, {}
+
+    def artifact(self, tenant_id, task_id, step_name, kind, version, content, source, lineage):
+        self.artifacts.append(self.manager._artifact_row(self.tx, tenant_id, task_id, step_name, kind, version,
+                                                         content, source, lineage, self.now))
+        if kind == "output":
+            self._outputs[(tenant_id, task_id, step_name, version)] = content
+
+    def ready(self, step_id, input_version):
+        self._ready.setdefault(input_version, []).append(step_id)
+
+    async def output(self, tenant_id, task_id, step_name, version):
+        """An output version's content: written in this transaction, cached, or read."""
+        key = (tenant_id, task_id, step_name, version)
+        content = self._outputs.get(key, self.manager._outputs.get(key))
+        if content is None:
+            artifact = await self.tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                               step_name=step_name, kind="output", version=version)
+            content = from_json(artifact["content"])
+        return content
+
+    async def flush(self):
+        await self.tx.execute_many("insert_artifact", self.artifacts)
+        for version, ids in self._ready.items():
+            await self.tx.execute("make_steps_ready", ids=ids, input_version=version, now=self.now)
+        self.artifacts, self._ready = [], {}
+
+
 def to_json(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -104,8 +149,10 @@ class Manager:
             await tx.execute("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                              owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
             roots = dag.roots()  # ready at once, with their inputs
-            await self._insert_inputs(tx, tenant_id, task_id, [(name, 1, {"params": params, "upstream": {}}, {})
-                                                               for name in roots], now)
+            writes = Writes(self, tx, now)
+            for name in roots:
+                writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
+            await writes.flush()
             await tx.execute_many("insert_step", [dict(
                 id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=name,
                 step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
@@ -208,7 +255,8 @@ class Manager:
         Tenants with ready steps are served round-robin: the one with the fewest steps
         running here first (then the longest waiting), each to an equal share of the
         free slots, never past ``tenant_limit`` running here; slots a tenant cannot
-        use go to the others in a second pass.
+        use go to the others in a second pass.  Claiming a root step marks its task
+        started.
         """
         def room(tenant):
             limit = free if tenant_limit is None else tenant_limit - running_per_tenant.get(tenant, 0)
@@ -216,23 +264,27 @@ class Manager:
 
         async def claim(tx):
             now = now_ms()
-            rows = await tx.fetch_all("tenants_with_ready_steps", now=now, step_types=step_types,
-                                      limit=TENANTS_PER_CLAIM)
+            rows = await tx.fetch_all("tenants_with_ready_steps", now=now, limit=TENANTS_PER_CLAIM)
             tenants = sorted((r["tenant_id"] for r in rows), key=lambda t: running_per_tenant.get(t, 0))
             left = {t: room(t) for t in tenants}
-            claims, full = [], []
+            claimed, full = [], []
             for i, tenant in enumerate(tenants):  # pass 1: equal shares
-                share = min(left[tenant], -(-(free - len(claims)) // (len(tenants) - i)))
+                share = min(left[tenant], -(-(free - len(claimed)) // (len(tenants) - i)))
                 got = await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
-                claims += got
+                claimed += got
                 left[tenant] -= len(got)
                 if got and len(got) == share:
                     full.append(tenant)
             for tenant in full:  # pass 2: what others left
-                share = min(left[tenant], free - len(claims))
+                share = min(left[tenant], free - len(claimed))
                 if share > 0:
-                    claims += await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
-            return claims
+                    claimed += await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
+            roots = [r for r in claimed if not state.parse_depends_on(r["depends_on"])]
+            if roots:
+                await tx.execute("mark_tasks_started", tenant_ids=sorted({r["tenant_id"] for r in roots}),
+                                 task_ids=sorted({r["task_id"] for r in roots}), now=now)
+            return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
+                          int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
         return await self.storage.atomic(claim)
 
     async def _claim_for(self, tx, tenant, limit, owner, lease_ms, step_types, now):
@@ -240,14 +292,12 @@ class Manager:
             return []
         rows = await tx.fetch_all("select_ready_steps", tenant_id=tenant, now=now, step_types=step_types,
                                   limit=limit)
-        if not rows:
-            return []
-        claimed = await tx.execute("claim_steps", ids=[r["id"] for r in rows], owner=owner,
-                                   lease_expires_at=now + lease_ms, now=now)
-        if claimed != len(rows):  # cannot happen while the rows are locked: refuse to guess
-            raise StorageError(f"claimed {claimed} of {len(rows)} locked steps")
-        return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
-                      int(r["attempt_base"]), owner, r["input_version"]) for r in rows]
+        if rows:
+            claimed = await tx.execute("claim_steps", ids=[r["id"] for r in rows], owner=owner,
+                                       lease_expires_at=now + lease_ms, now=now)
+            if claimed != len(rows):  # cannot happen while the rows are locked: refuse to guess
+                raise StorageError(f"claimed {claimed} of {len(rows)} locked steps")
+        return rows
 
     async def heartbeat(self, owner, lease_ms, running_ids):
         """Extend this owner's leases; return the ids among ``running_ids`` it no longer holds."""
@@ -263,7 +313,8 @@ class Manager:
         recovered = 0
         for row in await self.storage.probe("expired_steps", now=now, limit=limit):
             async def recover(tx, row=row):
-                states, task_status = await self._lock_states(tx, row["tenant_id"], row["task_id"])
+                key = (row["tenant_id"], row["task_id"])
+                states, task_status = (await self._lock_states(tx, [key])).get(key, ({}, None))
                 step = states.get(row["step_name"])
                 if step is None or step["status"] != "running":
                     return 0
@@ -274,7 +325,9 @@ class Manager:
                         return 0
                     step.update(status="failed", error=error)
                     if task_status in ("pending", "running"):  # pending: it died before the task started
-                        await self._advance(tx, row["tenant_id"], row["task_id"], states, [], now, task_status)
+                        writes = Writes(self, tx, now)
+                        await self._advance(writes, *key, states, [], task_status)
+                        await writes.flush()
                     return 1
                 ready_at = now if task_status in ("pending", "running") else None
                 return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
@@ -282,95 +335,82 @@ class Manager:
         return recovered
 
     async def start_step(self, claim):
-        """The claimed step's definition and input (stored when it became ready).
-
-        Marks the task started when a root step begins.
-        """
+        """The claimed step's definition and input (stored when it became ready)."""
         key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
         cached = self._inputs.pop(key, None)
         plan = self._plans.get((claim.tenant_id, claim.task_id))
-        if plan is not None and cached is not None and plan.dag.steps[claim.step_name].depends_on:
-            return plan.dag.steps[claim.step_name], cached  # the common case: nothing to read or write
+        if plan is not None and cached is not None:
+            return plan.dag.steps[claim.step_name], cached  # the common case: nothing to read
 
         async def read(tx):
             plan = await self.plan(tx, claim.tenant_id, claim.task_id)
-            step = plan.dag.steps[claim.step_name]
-            if not step.depends_on:
-                await tx.execute("mark_task_started", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                 now=now_ms())
             if cached is not None:
-                return step, cached
+                return plan.dag.steps[claim.step_name], cached
             artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
                                           step_name=claim.step_name, kind="input", version=claim.input_version)
-            return step, from_json(artifact["content"])
+            return plan.dag.steps[claim.step_name], from_json(artifact["content"])
         return await self.storage.atomic(read)
 
-    async def succeed_step(self, claim, output):
-        """Store the output and make the successors ready. False if the claim was lost."""
-        async def finish(tx):
-            now = now_ms()
-            states, task_status = await self._lock_states(tx, claim.tenant_id, claim.task_id)
-            version = (states[claim.step_name]["output_version"] or 0) + 1
-            if await tx.execute("succeed_step", id=claim.id, output_version=version, attempt=claim.attempt,
-                                owner=claim.owner, now=now) != 1:
-                raise ClaimLost()
-            await self._insert_artifact(tx, claim.tenant_id, claim.task_id, claim.step_name, "output", version,
-                                        output, "engine", {"input_version": claim.input_version}, now)
-            states[claim.step_name].update(status="succeeded", output_version=version)
-            if task_status == "running":
-                await self._advance(tx, claim.tenant_id, claim.task_id, states, [claim.step_name], now)
-            return True
-        return await self._finishing(finish)
+    async def finish(self, outcomes):
+        """Record the outcomes of finished attempts, all in one transaction (a group commit).
 
-    async def fail_step(self, claim, error):
-        """Record the step's final failure; the task fails once nothing else can run."""
-        async def finish(tx):
+        Each outcome is fenced by its claim (still running, same attempt and owner,
+        checked on the locked rows); returns, per outcome, whether it was recorded.
+        Successes store their output and make the successors ready with their inputs;
+        failures with a retry delay go back to the queue; final failures fail the step.
+        """
+        async def write(tx):
             now = now_ms()
-            states, task_status = await self._lock_states(tx, claim.tenant_id, claim.task_id)
-            if await tx.execute("fail_step", id=claim.id, error=error, attempt=claim.attempt, owner=claim.owner,
-                                now=now) != 1:
-                raise ClaimLost()
-            states[claim.step_name].update(status="failed", error=error)
-            if task_status == "running":
-                await self._advance(tx, claim.tenant_id, claim.task_id, states, [], now)
-            return True
-        return await self._finishing(finish)
-
-    async def requeue_step(self, claim, error, delay_seconds):
-        """Give the step back for another attempt after ``delay_seconds``."""
-        async def requeue(tx):
-            now = now_ms()
-            _, task_status = await self._lock_states(tx, claim.tenant_id, claim.task_id)
-            # a paused task holds the step: resume makes it ready again
-            ready_at = now + int(delay_seconds * 1000) if task_status in ("pending", "running") else None
-            if await tx.execute("requeue_step", id=claim.id, ready_at=ready_at, error=error, attempt=claim.attempt,
-                                owner=claim.owner, now=now) != 1:
-                raise ClaimLost()
-            return True
-        return await self._finishing(requeue)
-
-    async def _finishing(self, fn):
-        try:
-            return await self.storage.atomic(fn)
-        except ClaimLost:
-            return False
+            locked = await self._lock_states(tx, sorted({(o.claim.tenant_id, o.claim.task_id) for o in outcomes}))
+            writes = Writes(self, tx, now)
+            recorded, succeeded, changed = [], [], {}
+            for o in outcomes:
+                c, key = o.claim, (o.claim.tenant_id, o.claim.task_id)
+                states, task_status = locked.get(key, ({}, None))
+                row = states.get(c.step_name)
+                if row is None or (row["status"], row["attempt"], row["owner"]) != ("running", c.attempt, c.owner):
+                    recorded.append(False)  # the claim was taken away: the result is discarded
+                    continue
+                recorded.append(True)
+                if o.output is not None:
+                    version = (row["output_version"] or 0) + 1
+                    writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, o.output, "engine",
+                                    {"input_version": c.input_version})
+                    succeeded.append(c.id)
+                    row.update(status="succeeded", output_version=version)
+                    changed.setdefault(key, []).append(c.step_name)
+                elif o.retry_delay is not None:
+                    # a paused task holds the step: resume makes it ready again
+                    ready_at = now + int(o.retry_delay * 1000) if task_status in ("pending", "running") else None
+                    await tx.execute("requeue_step", id=c.id, ready_at=ready_at, error=o.error, attempt=c.attempt,
+                                     owner=c.owner, now=now)
+                    row.update(status="pending", ready_at=ready_at)
+                else:
+                    await tx.execute("fail_step", id=c.id, error=o.error, attempt=c.attempt, owner=c.owner, now=now)
+                    row.update(status="failed", error=o.error)
+                    changed.setdefault(key, [])
+            if succeeded and await tx.execute("succeed_steps", ids=succeeded, now=now) != len(succeeded):
+                raise StorageError("a locked running step changed under its lock")
+            for key, finished in changed.items():
+                states, task_status = locked[key]
+                if task_status == "running":
+                    await self._advance(writes, *key, states, finished)
+            await writes.flush()
+            return recorded
+        return await self.storage.atomic(write)
 
     # ---- the shared steps of every state change -------------------------------------
-    async def _lock_states(self, tx, tenant_id, task_id):
-        """Lock the task's step rows; their states and the task's status, as last committed."""
-        rows = await tx.fetch_all("lock_step_states", tenant_id=tenant_id, task_id=task_id)
-        return {r["step_name"]: r for r in rows}, (rows[0]["task_status"] if rows else None)
-
-    async def _insert_artifact(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage,
-                               now):
-        await tx.execute("insert_artifact", **self._artifact_row(tx, tenant_id, task_id, step_name, kind, version,
-                                                                 content, source, lineage, now))
-
-    async def _insert_inputs(self, tx, tenant_id, task_id, inputs, now, source="engine"):
-        """Insert input artifacts ``(step_name, version, content, lineage)`` in one statement."""
-        await tx.execute_many("insert_artifact", [
-            self._artifact_row(tx, tenant_id, task_id, name, "input", version, content, source, lineage, now)
-            for name, version, content, lineage in inputs])
+    async def _lock_states(self, tx, keys):
+        """Lock the step rows of the tasks ``[(tenant_id, task_id), ...]``; for each task,
+        ``(states by step name, task status)`` as last committed."""
+        rows = await tx.fetch_all("lock_step_states", tenant_ids=sorted({k[0] for k in keys}),
+                                  task_ids=sorted({k[1] for k in keys}))
+        locked = {}
+        for r in rows:
+            key = (r["tenant_id"], r["task_id"])
+            if key in keys:
+                locked.setdefault(key, ({}, r["task_status"]))[0][r["step_name"]] = r
+        return locked
 
     def _artifact_row(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage, now):
         # cached once committed (a rolled-back version number may be stored later by another run)
@@ -378,53 +418,40 @@ class Manager:
         return dict(id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name, kind=kind,
                     version=version, content=to_json(content), source=source, lineage=to_json(lineage), now=now)
 
-    async def _advance(self, tx, tenant_id, task_id, states, finished, now, task_status="running"):
+    async def _advance(self, writes, tenant_id, task_id, states, finished, task_status="running"):
         """In a running task: make ready every waiting step whose dependencies all succeeded
         (successors of ``finished``, or all steps when ``finished`` is None); then settle."""
-        plan = await self.plan(tx, tenant_id, task_id)
+        plan = await self.plan(writes.tx, tenant_id, task_id)
         dag = plan.dag
         candidates = dag.order if finished is None else [s for f in finished for s in dag.successors[f]]
-        ready = [name for name in dict.fromkeys(candidates)
-                 if states[name]["status"] == "pending" and states[name]["ready_at"] is None
-                 and all(states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on)]
-        if ready:
-            await self._make_ready(tx, tenant_id, task_id, plan, ready, states, now)
-        await self._settle(tx, tenant_id, task_id, dag, states, now, task_status)
-
-    async def _make_ready(self, tx, tenant_id, task_id, plan, names, states, now):
-        """Make steps ready, each with its input: the current one, or a new version built from
-        the upstream output versions in force (the 'pinned' versions)."""
-        new_inputs, by_version = [], {}
-        for name in names:
+        for name in dict.fromkeys(candidates):
             row = states[name]
-            version = row["input_version"]
-            if version is None or row["input_stale"]:
-                upstream, lineage = {}, {}
-                for dep in plan.dag.steps[name].depends_on:
-                    lineage[dep] = states[dep]["output_version"]
-                    upstream[dep] = await self._output(tx, tenant_id, task_id, dep, lineage[dep])
-                version = (version or 0) + 1
-                new_inputs.append((name, version, {"params": plan.params, "upstream": upstream}, lineage))
-            by_version.setdefault(version, []).append(name)
-            row.update(ready_at=now, input_version=version, input_stale=0)
-        await self._insert_inputs(tx, tenant_id, task_id, new_inputs, now)
-        for version, group in by_version.items():
-            await tx.execute("make_steps_ready", tenant_id=tenant_id, task_id=task_id, step_names=group,
-                             input_version=version, now=now)
+            if row["status"] == "pending" and row["ready_at"] is None and all(
+                    states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on):
+                await self._make_ready(writes, tenant_id, task_id, plan, name, states)
+        await self._settle(writes.tx, tenant_id, task_id, dag, states, writes.now, task_status)
+
+    async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
+        """Make a step ready with its input: the current one, or a new version built from the
+        upstream output versions in force (the 'pinned' versions)."""
+        row = states[name]
+        version = row["input_version"]
+        if version is None or row["input_stale"]:
+            upstream, lineage = {}, {}
+            for dep in plan.dag.steps[name].depends_on:
+                lineage[dep] = states[dep]["output_version"]
+                upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
+            version = (version or 0) + 1
+            writes.artifact(tenant_id, task_id, name, "input", version, {"params": plan.params, "upstream": upstream},
+                            "engine", lineage)
+        writes.ready(row["id"], version)
+        row.update(ready_at=writes.now, input_version=version, input_stale=0)
 
     def _cache(self, kind, key, content):
         cache = self._inputs if kind == "input" else self._outputs
         cache[key] = content
         while len(cache) > ARTIFACT_CACHE_SIZE:
             cache.popitem(last=False)
-
-    async def _output(self, tx, tenant_id, task_id, step_name, version):
-        content = self._outputs.get((tenant_id, task_id, step_name, version))
-        if content is None:
-            artifact = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id, step_name=step_name,
-                                          kind="output", version=version)
-            content = from_json(artifact["content"])
-        return content
 
     async def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
         """End a running task when nothing more can run: succeeded, or failed with its errors."""
@@ -446,18 +473,22 @@ class Manager:
 
     # ---- human control -------------------------------------------------------------------
     async def _control(self, tenant_id, task_id, change):
-        """Run ``change(tx, states, task_status, now)`` with the task's step rows locked;
+        """Run ``change(writes, states, task_status)`` with the task's step rows locked;
         returns (its result, the task summary after it)."""
         async def run(tx):
-            states, task_status = await self._lock_states(tx, tenant_id, task_id)
+            key = (tenant_id, task_id)
+            states, task_status = (await self._lock_states(tx, [key])).get(key, ({}, None))
             if task_status is None:
                 raise NotFoundError(f"task {task_id!r} does not exist")
-            result = await change(tx, states, task_status, now_ms())
+            writes = Writes(self, tx, now_ms())
+            result = await change(writes, states, task_status)
+            await writes.flush()
             return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
         return await self.storage.atomic(run)
 
     async def pause(self, tenant_id, task_id):
-        async def change(tx, states, status, now):
+        async def change(writes, states, status):
+            tx, now = writes.tx, writes.now
             if status == "paused":
                 return None  # already holds: a no-op
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "paused")
@@ -467,7 +498,8 @@ class Manager:
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def resume(self, tenant_id, task_id):
-        async def change(tx, states, status, now):
+        async def change(writes, states, status):
+            tx, now = writes.tx, writes.now
             if status in ("running", "pending"):
                 return None  # already holds
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "running")
@@ -475,12 +507,13 @@ class Manager:
                 raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
             await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                              error=None, finished_at=None, now=now, from_status="paused")
-            await self._advance(tx, tenant_id, task_id, states, None, now)
+            await self._advance(writes, tenant_id, task_id, states, None)
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def cancel(self, tenant_id, task_id):
         """Cancel the task; returns (summary, ids of the steps that were running)."""
-        async def change(tx, states, status, now):
+        async def change(writes, states, status):
+            tx, now = writes.tx, writes.now
             if status == "cancelled":
                 return []
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
@@ -498,7 +531,8 @@ class Manager:
 
         Returns (summary with ``rerun``, ids of affected steps that were running).
         """
-        async def change(tx, states, status, now):
+        async def change(writes, states, status):
+            tx, now = writes.tx, writes.now
             if status == "cancelled":
                 raise InvalidStateError(f"task {task_id!r} is cancelled: a cancelled task cannot be modified")
             plan = await self.plan(tx, tenant_id, task_id)
@@ -506,8 +540,8 @@ class Manager:
             interrupted = [states[n]["id"] for n in cascade.interrupted if states[n]["status"] == "running"]
             for name in cascade.edited_outputs:
                 version = (states[name]["output_version"] or 0) + 1
-                await self._insert_artifact(tx, tenant_id, task_id, name, "output", version, updates[name]["output"],
-                                            "manual", {"input_version": states[name]["input_version"]}, now)
+                writes.artifact(tenant_id, task_id, name, "output", version, updates[name]["output"], "manual",
+                                {"input_version": states[name]["input_version"]})
                 await tx.execute("set_manual_output", tenant_id=tenant_id, task_id=task_id, step_name=name,
                                  output_version=version, now=now)
                 states[name].update(status="succeeded", output_version=version, ready_at=None)
@@ -518,8 +552,8 @@ class Manager:
             for name in cascade.edited_inputs:
                 version = (states[name]["input_version"] or 0) + 1
                 lineage = {d: states[d]["output_version"] for d in plan.dag.steps[name].depends_on}
-                await self._insert_artifact(tx, tenant_id, task_id, name, "input", version, updates[name]["input"],
-                                            "manual", lineage, now)
+                writes.artifact(tenant_id, task_id, name, "input", version, updates[name]["input"], "manual",
+                                lineage)
                 await tx.execute("set_manual_input", tenant_id=tenant_id, task_id=task_id, step_name=name,
                                  input_version=version, now=now)
                 states[name].update(input_version=version, input_stale=0)
@@ -528,15 +562,11 @@ class Manager:
                                  error=None, finished_at=None, now=now, from_status=status)
                 status = "running"
             if status == "running":
-                await self._advance(tx, tenant_id, task_id, states, None, now)
+                await self._advance(writes, tenant_id, task_id, states, None)
             return cascade.rerun, interrupted
         (rerun, interrupted), summary = await self._control(tenant_id, task_id, change)
         summary["rerun"] = list(rerun)
         return summary, interrupted
-
-
-class ClaimLost(Exception):
-    """Internal: a fenced update found the claim gone; the transaction is rolled back."""
 
 
 def task_summary(row):

@@ -22,6 +22,15 @@ PROGRESS = """
      AND s.status = 'running') AS n_running,
   (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
      AND s.status = 'failed') AS n_failed"""
+# the per-task serialisation point of every state change: whoever changes the step
+# states of tasks holds the row locks of all their steps (SQLite serialises whole
+# transactions instead); READ COMMITTED makes the read see the latest commits.
+# Task ids are unique, so the two IN lists select exactly the tasks asked for.
+STEP_STATES = """SELECT s.id, s.tenant_id, s.task_id, s.step_name, s.status, s.ready_at, s.attempt, s.owner,
+    s.crash_count, s.input_version, s.input_stale, s.output_version, s.error,
+    (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = s.tenant_id AND t.id = s.task_id) AS task_status
+    FROM pipeline_task_steps s WHERE s.tenant_id IN (${tenant_ids}$) AND s.task_id IN (${task_ids}$)
+    ORDER BY s.tenant_id, s.task_id, s.step_name"""
 LIST_FILTER = """
   WHERE t.tenant_id = ${tenant_id}$
   $<pipeline_id>$ AND t.pipeline_id = ${pipeline_id}$ $</pipeline_id>$
@@ -55,11 +64,11 @@ STATEMENTS = {
         ORDER BY t.created_at DESC, t.id DESC LIMIT ${{limit}}$ OFFSET ${{offset}}$""",
     "task_state": """SELECT id, status, params FROM pipeline_tasks
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
-    # the first step to start marks the task started (a task paused before it started
-    # is already `running` again when resumed, hence the CASE)
-    "mark_task_started": """UPDATE pipeline_tasks SET status = CASE WHEN status = 'pending' THEN 'running'
+    # the first claim of a root step marks its task started (a task paused before it
+    # started is already `running` again when resumed, hence the CASE)
+    "mark_tasks_started": """UPDATE pipeline_tasks SET status = CASE WHEN status = 'pending' THEN 'running'
         ELSE status END, started_at = ${now}$, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND started_at IS NULL""",
+        WHERE tenant_id IN (${tenant_ids}$) AND id IN (${task_ids}$) AND started_at IS NULL""",
     "set_task_status": """UPDATE pipeline_tasks SET status = ${status}$, error = ${error}$,
         finished_at = ${finished_at}$, updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}$""",
@@ -76,17 +85,8 @@ STATEMENTS = {
     # states of a task holds the row locks of all its steps (SQLite serialises
     # whole transactions instead); READ COMMITTED makes the read see the latest
     "lock_step_states": {
-        "mysql": """SELECT id, step_name, status, ready_at, attempt, crash_count, input_version, input_stale, output_version,
-            error,
-            (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
-              AS task_status
-            FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$
-            ORDER BY step_name FOR UPDATE""",
-        "sqlite": """SELECT id, step_name, status, ready_at, attempt, crash_count, input_version, input_stale, output_version,
-            error,
-            (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$)
-              AS task_status
-            FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$""",
+        "mysql": f"""{STEP_STATES} FOR UPDATE""",
+        "sqlite": STEP_STATES,
     },
     # --- the executor's cross-tenant statements ---
     # one cheap look per poll: is anything ready, or a lease expired? (index-only MINs)
@@ -102,12 +102,12 @@ STATEMENTS = {
     # the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with
     # joins), served by the (status, tenant_id, ready_at) index of its own
     "select_ready_steps": {
-        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version
+        "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
             FROM pipeline_task_steps
             WHERE status = 'pending' AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
             AND step_type IN (${step_types}$)
             ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED""",
-        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version
+        "sqlite": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
             FROM pipeline_task_steps
             WHERE status = 'pending' AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
             AND step_type IN (${step_types}$)
@@ -132,21 +132,21 @@ STATEMENTS = {
         lease_expires_at = ${lease_expires_at}$, started_at = ${now}$, finished_at = NULL, updated_at = ${now}$
         WHERE id IN (${ids}$) AND status = 'pending'""",
     # fenced by the claim token (attempt) and owner: a late result of a run whose
-    # claim was taken away changes nothing
-    "succeed_step": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
-        error = NULL, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
-        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
+    # claim was taken away changes nothing (succeed_steps: checked on the locked rows)
+    "succeed_steps": """UPDATE pipeline_task_steps SET status = 'succeeded',
+        output_version = COALESCE(output_version, 0) + 1, error = NULL, owner = NULL, lease_expires_at = NULL,
+        finished_at = ${now}$, updated_at = ${now}$
+        WHERE id IN (${ids}$) AND status = 'running'""",
     "fail_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
         lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     "requeue_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, error = ${error}$,
         owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
-    # a step becomes ready together with the input it will run on
+    # steps become ready together with the input they will run on
     "make_steps_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, input_version = ${input_version}$,
         input_stale = 0, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name IN (${step_names}$)
-        AND status = 'pending' AND ready_at IS NULL""",
+        WHERE id IN (${ids}$) AND status = 'pending' AND ready_at IS NULL""",
     "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",
     # --- human control ---

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline_service import InvalidInputError, NotFoundError, register_handler
 from pipeline_service.handler import unregister_handler
+from pipeline_service.manager import Outcome
 from pipeline_service.ids import new_id, now_ms
 
 
@@ -389,5 +390,5 @@ async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipe
     assert detail["status"] == "succeeded" and len(calls) == 1
     assert detail["steps"][0]["attempt"] == 1  # the crash did not use up the retry budget
     # the dead worker's late result is fenced out
-    assert await service.manager.succeed_step(claims[0], {"late": True}) is False
+    assert await service.manager.finish([Outcome(claims[0], output={"late": True})]) == [False]
     assert (await service.node(tenant, task["id"], "a"))["output"]["by"] == "a"
