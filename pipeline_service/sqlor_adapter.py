@@ -13,10 +13,12 @@ parameter binding and its row conversion — and replace what is broken:
 * the driver name ``aiomysql`` resolves to a class without ``connect()``, so
   MySQL is always created as driver ``mysql``;
 * sqlor re-translates a statement on every call (regexes, a namespace copy and an
-  ``eval`` per parameter: about 40% of the engine's CPU time in a profile), so a
-  statement without optional ``$<name>$`` blocks is translated by sqlor *once* —
-  into the driver's placeholder SQL and its parameter order — and cached.
+  ``eval`` per parameter: about 40% of the engine's CPU time in a profile), so each
+  statement is translated by sqlor *once* (per set of optional ``$<name>$`` blocks
+  left out) — into the driver's placeholder SQL and its parameter order — and cached.
 """
+import re
+
 import aiosqlite
 from appPublic.dictObject import DictObject
 from sqlor.dbpools import sqlorFactory
@@ -74,34 +76,30 @@ async def unbind(sor):
 
 
 _translations = {}
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}\$")
+OPTIONAL_BLOCK = re.compile(r"\$<(\w+)>\$")
 
 
-def translate(sor, sql):
+def translate(sor, sql, absent=frozenset()):
     """sqlor's translation of ``sql`` for ``sor``'s dialect: (driver SQL, parameter names in order).
 
-    Only for statements without optional blocks (those depend on the values);
-    sqlor itself does the parsing: we hand it a namespace that maps every name
-    to itself and read the order back from the values it binds.
+    sqlor itself does the parsing, once per statement (and per set of ``absent``
+    optional blocks, which sqlor drops): we hand it a namespace mapping every name
+    to itself (None for an absent block) and read the order back from what it binds.
     """
-    key = (type(sor), sql)
+    key = (type(sor), sql, absent)
     found = _translations.get(key)
     if found is None:
-        names = sor.maskingSQL(sql, {})[1]
-        names = [d["name"] for d in names]
-        marked, bound = sor.maskingSQL(sql, {n: n for n in names})
+        namespace = {name: (None if name in absent else name) for name in PLACEHOLDER.findall(sql)}
+        namespace.update({name: None for name in absent})
+        marked, bound = sor.maskingSQL(sql, namespace)
         found = _translations[key] = (marked, tuple(d["value"] for d in bound))
     return found
 
 
-def has_optional_blocks(sql):
-    return "$<" in sql
-
-
 async def _execute(sor, sql, params):
-    if has_optional_blocks(sql):
-        await sor.execute(sql, dict(params))  # values decide the SQL: sqlor's full path
-        return
-    marked, order = translate(sor, sql)
+    absent = frozenset(n for n in OPTIONAL_BLOCK.findall(sql) if params.get(n) is None) if "$<" in sql else frozenset()
+    marked, order = translate(sor, sql, absent)
     await sor.cur.execute(marked, tuple(params[n] for n in order))
 
 

@@ -60,3 +60,18 @@ def test_mysql_url():
 def test_bad_database_descriptions_are_refused(bad):
     with pytest.raises(StorageError):
         connector_for(bad)
+
+
+async def test_optional_blocks_are_kept_or_dropped_by_value(tmp_path):
+    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
+    await sor.connect()
+    await sqlor_adapter.bind(sor, sor.conn)
+    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
+    for a, b in (("x", 1), ("x", 2), ("y", 2)):
+        await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
+    sql = "SELECT count(*) AS n FROM t WHERE 1 = 1 $<a>$ AND a = ${a}$ $</a>$ $<b>$ AND b = ${b}$ $</b>$"
+    counts = [(await sqlor_adapter.rows(sor, sql, ns))[0]["n"] for ns in (
+        {"a": None, "b": None}, {"a": "x", "b": None}, {"a": None, "b": 2}, {"a": "x", "b": 2})]
+    assert counts == [3, 2, 2, 1]
+    await sqlor_adapter.unbind(sor)
+    await sor.close()
