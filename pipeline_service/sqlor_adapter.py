@@ -109,6 +109,19 @@ async def run(sor, sql, params):
     return sor.cur.rowcount
 
 
+async def run_many(sor, sql, rows):
+    """Execute a single-row ``INSERT ... VALUES (...)`` for every dict in ``rows`` as one
+    multi-row statement; returns the number of rows inserted.  sqlor translates the
+    one-row statement once; its VALUES tuple is repeated."""
+    marked, order = translate(sor, sql)
+    head, keyword, values = marked.rpartition("VALUES")
+    if not keyword:
+        raise ValueError("run_many needs an INSERT ... VALUES statement")
+    statement = f"{head}VALUES {', '.join([values.strip()] * len(rows))}"
+    await sor.cur.execute(statement, tuple(row[name] for row in rows for name in order))
+    return sor.cur.rowcount
+
+
 async def rows(sor, sql, params):
     """Execute a query; return its rows as plain dicts (values converted as sqlor does)."""
     await _execute(sor, sql, params)

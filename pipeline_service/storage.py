@@ -42,8 +42,13 @@ class Transaction:
         multi-row statement (one round trip); returns the number of rows inserted."""
         if not rows:
             return 0
-        sql, params = prepare_rows(name, self._connector.dialect, rows)
-        return await self._call(sqlor_adapter.run, sql, params)
+        sql = queries.statement(name, self._connector.dialect)
+        needed = statement_parameters(sql)
+        for row in rows:
+            missing = [p for p in needed if p not in row]
+            if missing:
+                raise StorageError(f"statement {name!r} needs parameters {missing}")
+        return await self._call(sqlor_adapter.run_many, sql, rows)
 
     async def fetch_all(self, name, /, **params):
         sql, params = prepare(name, self._connector.dialect, params)
@@ -71,23 +76,6 @@ def prepare(name, dialect, params):
     missing = [p for p in statement_parameters(sql) if p not in params]
     if missing:
         raise StorageError(f"statement {name!r} needs parameters {missing}")
-    return sql, params
-
-
-def prepare_rows(name, dialect, rows):
-    """A single-row INSERT statement repeated for several rows: ``VALUES (row 0), (row 1), ...``."""
-    template = queries.statement(name, dialect)
-    head, keyword, values = template.rpartition("VALUES")
-    if not keyword:
-        raise StorageError(f"statement {name!r} has no VALUES clause to repeat")
-    tuples, params = [], {}
-    for i, row in enumerate(rows):
-        tuples.append(PLACEHOLDER.sub(lambda m: "${%s__r%d}$" % (m.group(1), i), values.strip()))
-        params.update({f"{key}__r{i}": value for key, value in row.items()})
-    sql = head + "VALUES " + ", ".join(tuples)
-    missing = [p for p in statement_parameters(sql) if p not in params]
-    if missing:
-        raise StorageError(f"statement {name!r} needs parameters {missing[:5]}")
     return sql, params
 
 
