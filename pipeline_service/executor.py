@@ -22,6 +22,9 @@ from .ids import new_id, now_ms
 from .manager import Outcome
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
+# transactions recording outcomes at once: while one waits for its commit, the next
+# batch is written (both lock their tasks' rows in index order: no deadlock)
+RECORDERS = 2
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ class Executor:
         self._tasks = []
         self._stopping = False
         self._outcomes = []         # (Outcome, future) waiting to be recorded
-        self._recorder = None       # the task recording them, one transaction per batch
+        self._recorders = set()     # tasks recording them, one transaction per batch
 
     @property
     def started(self):
@@ -97,8 +100,8 @@ class Executor:
             for task in not_done:
                 task.cancel()
             await asyncio.gather(*not_done, return_exceptions=True)
-        if self._recorder is not None:  # what finished is recorded before we go
-            await asyncio.wait([self._recorder], timeout=timeout)
+        if self._recorders:  # what finished is recorded before we go
+            await asyncio.wait(list(self._recorders), timeout=timeout)
 
     # ---- the loops --------------------------------------------------------------
     async def _dispatch_loop(self):
@@ -212,8 +215,10 @@ class Executor:
         True if it was, False if its claim had been taken away."""
         done = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, done))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_batches(), name="pipeline-recorder")
+        if len(self._recorders) < RECORDERS:
+            recorder = asyncio.create_task(self._record_batches(), name="pipeline-recorder")
+            self._recorders.add(recorder)
+            recorder.add_done_callback(self._recorders.discard)
         return await done
 
     async def _record_batches(self):

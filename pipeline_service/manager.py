@@ -16,6 +16,7 @@ from .ids import iso, new_id, now_ms
 PLAN_CACHE_SIZE = 1024   # task plans kept in memory (bounded: flat in the number of tasks)
 ARTIFACT_CACHE_SIZE = 4096  # recent inputs and outputs made here (bounded)
 TENANTS_PER_CLAIM = 32   # tenants served per claim round (the longest-waiting first)
+TENANT_REFRESH_MS = 50   # how stale the list of tenants with ready steps may be
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class Writes:
         if kind == "output":
             self._outputs[(tenant_id, task_id, step_name, version)] = content
 
-    def ready(self, step_id, input_version):
+    def ready(self, tenant_id, step_id, input_version):
         self._ready.setdefault(input_version, []).append(step_id)
+        self.tx.on_commit(lambda: self.manager._ready_tenants.add(tenant_id))
 
     async def output(self, tenant_id, task_id, step_name, version):
         """An output version's content: written in this transaction, cached, or read."""
@@ -104,6 +106,8 @@ class Manager:
         self._plans = OrderedDict()
         self._inputs = OrderedDict()   # inputs made here, until the step is claimed
         self._outputs = OrderedDict()  # outputs stored here, for the inputs they feed
+        self._ready_tenants = set()    # tenants believed to have ready steps (see claim_ready)
+        self._tenants_checked_at = 0
 
     # ---- pipelines -------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
@@ -160,6 +164,7 @@ class Manager:
                 input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
                 for name in dag.order])
             self._remember(tenant_id, task_id, TaskPlan(dag, params))
+            tx.on_commit(lambda: self._ready_tenants.add(tenant_id))
             return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                         status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
                         n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
@@ -264,10 +269,10 @@ class Manager:
 
         async def claim(tx):
             now = now_ms()
-            rows = await tx.fetch_all("tenants_with_ready_steps", now=now, limit=TENANTS_PER_CLAIM)
-            tenants = sorted((r["tenant_id"] for r in rows), key=lambda t: running_per_tenant.get(t, 0))
+            tenants = sorted(await self._tenants_with_ready_steps(tx, now),
+                             key=lambda t: running_per_tenant.get(t, 0))
             left = {t: room(t) for t in tenants}
-            claimed, full = [], []
+            claimed, full, empty = [], [], []
             for i, tenant in enumerate(tenants):  # pass 1: equal shares
                 share = min(left[tenant], -(-(free - len(claimed)) // (len(tenants) - i)))
                 got = await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
@@ -275,10 +280,13 @@ class Manager:
                 left[tenant] -= len(got)
                 if got and len(got) == share:
                     full.append(tenant)
+                elif share > 0 and len(got) < share:
+                    empty.append(tenant)  # it has no more ready steps (that this process can run)
             for tenant in full:  # pass 2: what others left
                 share = min(left[tenant], free - len(claimed))
                 if share > 0:
                     claimed += await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
+            self._ready_tenants.difference_update(empty)
             roots = [r for r in claimed if not state.parse_depends_on(r["depends_on"])]
             if roots:
                 await tx.execute("mark_tasks_started", tenant_ids=sorted({r["tenant_id"] for r in roots}),
@@ -286,6 +294,16 @@ class Manager:
             return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
                           int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
         return await self.storage.atomic(claim)
+
+    async def _tenants_with_ready_steps(self, tx, now):
+        """Tenants that have ready steps: asked of the database at most every
+        TENANT_REFRESH_MS (the scan grows with the backlog); in between, the tenants
+        known to have had some, plus those that submitted here."""
+        if now - self._tenants_checked_at >= TENANT_REFRESH_MS:
+            rows = await tx.fetch_all("tenants_with_ready_steps", now=now, limit=TENANTS_PER_CLAIM)
+            self._ready_tenants = {r["tenant_id"] for r in rows}
+            self._tenants_checked_at = now
+        return list(self._ready_tenants)
 
     async def _claim_for(self, tx, tenant, limit, owner, lease_ms, step_types, now):
         if limit <= 0:
@@ -444,7 +462,7 @@ class Manager:
             version = (version or 0) + 1
             writes.artifact(tenant_id, task_id, name, "input", version, {"params": plan.params, "upstream": upstream},
                             "engine", lineage)
-        writes.ready(row["id"], version)
+        writes.ready(tenant_id, row["id"], version)
         row.update(ready_at=writes.now, input_version=version, input_stale=0)
 
     def _cache(self, kind, key, content):
