@@ -29,8 +29,8 @@ class InvalidStateError(PipelineError):
     status = "invalid_state"
 
 
-class HandlerError(PipelineError):
-    """A step handler is missing, or returned something unusable."""
+class HandlerError(InvalidInputError):
+    """No handler is registered for a step type that a submitted pipeline uses."""
 
     status = "handler_error"
 

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import state
-from .exceptions import InvalidInputError, InvalidStateError, NotFoundError, StorageError
+from .exceptions import HandlerError, InvalidInputError, InvalidStateError, NotFoundError, StorageError
 from .handler import get_handler
 from .ids import iso, new_id, now_ms
 
@@ -148,7 +148,7 @@ class Manager:
                             label=f"pipeline {pipeline_id!r}")
             missing = [(s.name, s.step_type) for s in dag.steps.values() if get_handler(s.step_type) is None]
             if missing and require_handlers:
-                raise InvalidInputError("no handler is registered for " + ", ".join(
+                raise HandlerError("no handler is registered for " + ", ".join(
                     f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
             await tx.execute("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                              owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)

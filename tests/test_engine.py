@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline_service import InvalidInputError, NotFoundError, register_handler
+from pipeline_service import HandlerError, InvalidInputError, NotFoundError, register_handler
 from pipeline_service.handler import unregister_handler
 from pipeline_service.manager import Outcome
 from pipeline_service.ids import new_id, now_ms
@@ -183,7 +183,7 @@ async def test_unusable_results_fail_the_step(service, tenant, pipeline_id, step
 
 async def test_missing_handler_refuses_submit_and_writes_nothing(service, tenant, pipeline_id, step_type):
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type + "-nobody"}])
-    with pytest.raises(InvalidInputError, match=r"no handler is registered for step_type '.*-nobody' \(step 'a'\)"):
+    with pytest.raises(HandlerError, match=r"no handler is registered for step_type '.*-nobody' \(step 'a'\)"):
         await service.submit(tenant, pipeline_id, "o", "t", {})
     assert await count_tasks(service, tenant) == 0
 
