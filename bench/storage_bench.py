@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiomysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import MYSQL_URL, ensure_mysql_database, median, timed  # noqa: E402
+from bench.common import ensure_mysql_database, median, timed  # noqa: E402
 from pipeline_service.ids import new_id, now_ms  # noqa: E402
 from pipeline_service.storage import Storage  # noqa: E402
 

@@ -4,14 +4,16 @@ The manager speaks in operations (submit, claim, start a step, finish it, read a
 task); each runs in one transaction, so a crash between two of them leaves the
 database in a state the executor can continue from.  It never runs handlers.
 """
-import json
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from . import state
-from .exceptions import HandlerError, InvalidInputError, InvalidStateError, NotFoundError, StorageError
+from .artifacts import Writes, from_json, to_json
+from .control import ControlOperations
+from .exceptions import HandlerError, InvalidInputError, NotFoundError, StorageError
 from .handler import get_handler
 from .ids import iso, new_id, now_ms
+from .views import step_view, task_summary
 
 PLAN_CACHE_SIZE = 1024   # task plans kept in memory (bounded: flat in the number of tasks)
 ARTIFACT_CACHE_SIZE = 4096  # recent inputs and outputs made here (bounded)
@@ -57,50 +59,7 @@ class Outcome:
     retry_delay: float = None
 
 
-class Writes:
-    """Artifacts to insert and steps to make ready, gathered in a transaction and
-    written together (one multi-row INSERT, one UPDATE per input version)."""
-
-    def __init__(self, manager, tx, now):
-        self.manager, self.tx, self.now = manager, tx, now
-        self.artifacts, self._ready, self._outputs = [], {}, {}
-
-    def artifact(self, tenant_id, task_id, step_name, kind, version, content, source, lineage):
-        self.artifacts.append(self.manager._artifact_row(self.tx, tenant_id, task_id, step_name, kind, version,
-                                                         content, source, lineage, self.now))
-        if kind == "output":
-            self._outputs[(tenant_id, task_id, step_name, version)] = content
-
-    def ready(self, tenant_id, step_id, input_version):
-        self._ready.setdefault(input_version, []).append(step_id)
-        self.tx.on_commit(lambda: self.manager._ready_tenants.add(tenant_id))
-
-    async def output(self, tenant_id, task_id, step_name, version):
-        """An output version's content: written in this transaction, cached, or read."""
-        key = (tenant_id, task_id, step_name, version)
-        content = self._outputs.get(key, self.manager._outputs.get(key))
-        if content is None:
-            artifact = await self.tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
-                                               step_name=step_name, kind="output", version=version)
-            content = from_json(artifact["content"])
-        return content
-
-    async def flush(self):
-        await self.tx.execute_many("insert_artifact", self.artifacts)
-        for version, ids in self._ready.items():
-            await self.tx.execute("make_steps_ready", ids=ids, input_version=version, now=self.now)
-        self.artifacts, self._ready = [], {}
-
-
-def to_json(value):
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def from_json(text):
-    return None if text is None else json.loads(text)
-
-
-class Manager:
+class Manager(ControlOperations):
     def __init__(self, storage):
         self.storage = storage
         self._plans = OrderedDict()
@@ -488,121 +447,3 @@ class Manager:
             await tx.execute("set_task_status", status="failed", error=error, finished_at=now, now=now,
                              from_status=task_status, **ids)
             self.forget(tenant_id, task_id)
-
-    # ---- human control -------------------------------------------------------------------
-    async def _control(self, tenant_id, task_id, change):
-        """Run ``change(writes, states, task_status)`` with the task's step rows locked;
-        returns (its result, the task summary after it)."""
-        async def run(tx):
-            key = (tenant_id, task_id)
-            states, task_status = (await self._lock_states(tx, [key])).get(key, ({}, None))
-            if task_status is None:
-                raise NotFoundError(f"task {task_id!r} does not exist")
-            writes = Writes(self, tx, now_ms())
-            result = await change(writes, states, task_status)
-            await writes.flush()
-            return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
-        return await self.storage.atomic(run)
-
-    async def pause(self, tenant_id, task_id):
-        async def change(writes, states, status):
-            tx, now = writes.tx, writes.now
-            if status == "paused":
-                return None  # already holds: a no-op
-            state.check_transition(state.TASK_TRANSITIONS, "task", status, "paused")
-            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="paused",
-                             error=None, finished_at=None, now=now, from_status=status)
-            await tx.execute("hold_ready_steps", tenant_id=tenant_id, task_id=task_id, now=now)
-        return (await self._control(tenant_id, task_id, change))[1]
-
-    async def resume(self, tenant_id, task_id):
-        async def change(writes, states, status):
-            tx, now = writes.tx, writes.now
-            if status in ("running", "pending"):
-                return None  # already holds
-            state.check_transition(state.TASK_TRANSITIONS, "task", status, "running")
-            if status != "paused":
-                raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
-            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
-                             error=None, finished_at=None, now=now, from_status="paused")
-            await self._advance(writes, tenant_id, task_id, states, None)
-        return (await self._control(tenant_id, task_id, change))[1]
-
-    async def cancel(self, tenant_id, task_id):
-        """Cancel the task; returns (summary, ids of the steps that were running)."""
-        async def change(writes, states, status):
-            tx, now = writes.tx, writes.now
-            if status == "cancelled":
-                return []
-            state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
-            running = [s["id"] for s in states.values() if s["status"] == "running"]
-            await tx.execute("cancel_unfinished_steps", tenant_id=tenant_id, task_id=task_id, now=now)
-            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
-                             error=None, finished_at=now, now=now, from_status=status)
-            self.forget(tenant_id, task_id)
-            return running
-        running, summary = await self._control(tenant_id, task_id, change)
-        return summary, running
-
-    async def modify(self, tenant_id, task_id, updates, rerun_from):
-        """Apply human edits as new artifact versions and re-run the affected steps.
-
-        Returns (summary with ``rerun``, ids of affected steps that were running).
-        """
-        async def change(writes, states, status):
-            tx, now = writes.tx, writes.now
-            if status == "cancelled":
-                raise InvalidStateError(f"task {task_id!r} is cancelled: a cancelled task cannot be modified")
-            plan = await self.plan(tx, tenant_id, task_id)
-            cascade = state.cascade_plan(plan.dag, updates, rerun_from)
-            interrupted = [states[n]["id"] for n in cascade.interrupted if states[n]["status"] == "running"]
-            for name in cascade.edited_outputs:
-                version = (states[name]["output_version"] or 0) + 1
-                writes.artifact(tenant_id, task_id, name, "output", version, updates[name]["output"], "manual",
-                                {"input_version": states[name]["input_version"]})
-                await tx.execute("set_manual_output", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                                 output_version=version, now=now)
-                states[name].update(status="succeeded", output_version=version, ready_at=None)
-            for name in cascade.rerun:
-                await tx.execute("reset_step", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                                 input_stale=0 if name in cascade.edited_inputs else 1, now=now)
-                states[name].update(status="pending", ready_at=None, input_stale=name not in cascade.edited_inputs)
-            for name in cascade.edited_inputs:
-                version = (states[name]["input_version"] or 0) + 1
-                lineage = {d: states[d]["output_version"] for d in plan.dag.steps[name].depends_on}
-                writes.artifact(tenant_id, task_id, name, "input", version, updates[name]["input"], "manual",
-                                lineage)
-                await tx.execute("set_manual_input", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                                 input_version=version, now=now)
-                states[name].update(input_version=version, input_stale=0)
-            if status in ("succeeded", "failed"):
-                await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
-                                 error=None, finished_at=None, now=now, from_status=status)
-                status = "running"
-            if status == "running":
-                await self._advance(writes, tenant_id, task_id, states, None)
-            return cascade.rerun, interrupted
-        (rerun, interrupted), summary = await self._control(tenant_id, task_id, change)
-        summary["rerun"] = list(rerun)
-        return summary, interrupted
-
-
-def task_summary(row):
-    return {
-        "id": row["id"], "tenant_id": row["tenant_id"], "pipeline_id": row["pipeline_id"],
-        "owner_id": row["owner_id"], "title": row["title"], "status": row["status"], "error": row["error"],
-        "progress": {"total": int(row["n_total"]), "succeeded": int(row["n_succeeded"]),
-                     "running": int(row["n_running"]), "failed": int(row["n_failed"])},
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-        "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
-    }
-
-
-def step_view(row):
-    return {
-        "step_name": row["step_name"], "step_type": row["step_type"],
-        "depends_on": list(state.parse_depends_on(row["depends_on"], row["step_name"])),
-        "status": row["status"], "attempt": int(row["attempt"]) - int(row["attempt_base"]),
-        "input_version": row["input_version"], "output_version": row["output_version"],
-        "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
-    }

@@ -1,10 +1,8 @@
 """The models are the schema: json2ddl's DDL applies to MariaDB; the safe path matches it."""
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from pipeline_service import schema
 from pipeline_service.ids import now_ms

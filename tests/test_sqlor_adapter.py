@@ -34,7 +34,6 @@ def test_the_aiomysql_driver_name_is_refused_not_silently_broken():
 
 def test_encrypted_host_password_is_decrypted_the_ecosystem_way(monkeypatch):
     from appPublic.aes import aes_encode_b64
-    import appPublic.jsonConfig
     import sqlor.sor
     monkeypatch.setattr(sqlor.sor, "getConfig", lambda: DictObject(password_key="k3y"))
     kwargs = sqlor_adapter.decrypted_kwargs({"host": "h", "db": "d", "password": aes_encode_b64("k3y", "s3cret")})

@@ -1,0 +1,24 @@
+"""The shapes the API returns (SPEC §4): plain, JSON-serialisable dicts."""
+from . import state
+from .ids import iso
+
+
+def task_summary(row):
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "pipeline_id": row["pipeline_id"],
+        "owner_id": row["owner_id"], "title": row["title"], "status": row["status"], "error": row["error"],
+        "progress": {"total": int(row["n_total"]), "succeeded": int(row["n_succeeded"]),
+                     "running": int(row["n_running"]), "failed": int(row["n_failed"])},
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+    }
+
+
+def step_view(row):
+    return {
+        "step_name": row["step_name"], "step_type": row["step_type"],
+        "depends_on": list(state.parse_depends_on(row["depends_on"], row["step_name"])),
+        "status": row["status"], "attempt": int(row["attempt"]) - int(row["attempt_base"]),
+        "input_version": row["input_version"], "output_version": row["output_version"],
+        "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+    }
