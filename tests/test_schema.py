@@ -3,7 +3,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-
 from pipeline_service import schema
 from pipeline_service.ids import now_ms
 from pipeline_service.storage import Storage
