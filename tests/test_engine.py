@@ -392,3 +392,24 @@ async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipe
     # the dead worker's late result is fenced out
     assert await service.manager.finish([Outcome(claims[0], output={"late": True})]) == [False]
     assert (await service.node(tenant, task["id"], "a"))["output"]["by"] == "a"
+
+
+async def test_stop_is_graceful_running_steps_finish_and_are_recorded(database, tenant, pipeline_id, step_type):
+    from pipeline_service import PipelineService
+    calls = []
+    register_handler(step_type, recorder(calls, delay=0.4))
+    service = PipelineService(database, poll_interval=0.1)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
+                                                {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
+    task = await service.submit(tenant, pipeline_id, "o", "graceful", {})
+    while not calls:
+        await asyncio.sleep(0.01)
+    await service.stop(timeout=5)  # a is running: it finishes and is recorded; b is not started
+    service.autostart = False
+    detail = await service.detail(tenant, task["id"])
+    assert [s["status"] for s in detail["steps"]] == ["succeeded", "pending"]
+    assert [c["step"] for c in calls] == ["a"] and "end" in calls[0]
+    await service.start()  # a new executor takes over where it stopped
+    assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
+    await service.stop()
