@@ -89,18 +89,18 @@ STATEMENTS = {
         "sqlite": STEP_STATES,
     },
     # --- the executor's cross-tenant statements ---
-    # one cheap look per poll: is anything ready, or a lease expired? (index-only MINs)
+    # one look per poll: is anything ready, or a lease expired? (index-only: `ready`, `lease`)
     "probe": """SELECT
         (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = 'pending' AND ready_at IS NOT NULL)
           AS next_ready,
         (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = 'running') AS next_expiry""",
     # tenants with ready steps of the types this process can run, oldest first (fair dispatch)
-    # (index-only on (status, tenant_id, ready_at); the step types are filtered per tenant)
+    # (index-only on `ready` (status, tenant_id, ready_at); step types are filtered per tenant)
     "tenants_with_ready_steps": """SELECT tenant_id, MIN(ready_at) AS oldest FROM pipeline_task_steps
         WHERE status = 'pending' AND ready_at <= ${now}$
         GROUP BY tenant_id ORDER BY oldest LIMIT ${limit}$""",
     # the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with
-    # joins), served by the (status, tenant_id, ready_at) index of its own
+    # joins), served by its own index, `ready` (status, tenant_id, ready_at)
     "select_ready_steps": {
         "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
             FROM pipeline_task_steps

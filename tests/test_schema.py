@@ -38,7 +38,7 @@ def test_every_owned_model_has_tenant_id_and_a_tenant_led_index():
         assert any(ix["idxfields"][0] == "tenant_id" for ix in model["indexes"]), table
         assert model["summary"][0]["primary"] == ["id"]
     steps = schema.load_model("pipeline_task_steps")
-    assert {"name": "ready", "idxtype": "index", "idxfields": ["status", "ready_at"]} in steps["indexes"]
+    assert {"name": "ready", "idxtype": "index", "idxfields": ["status", "tenant_id", "ready_at"]} in steps["indexes"]
 
 
 def test_json2ddl_output_applies_cleanly_to_mariadb():
