@@ -90,9 +90,12 @@ class Executor:
         """
         self._stopping = True
         self.wake()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        dispatch, heartbeat = self._tasks or (None, None)
+        if dispatch is not None:  # let a claim under way finish (its steps then run below)
+            _, not_done = await asyncio.wait([dispatch], timeout=timeout)
+            for task in (*not_done, heartbeat):
+                task.cancel()
+            await asyncio.gather(dispatch, heartbeat, return_exceptions=True)
         self._tasks = []
         pending = list(self._running.values())
         if pending:
