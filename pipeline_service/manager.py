@@ -90,8 +90,7 @@ class Manager(ControlOperations):
             await tx.execute("delete_pipeline_steps", pipeline_id=pipeline_id)
             await tx.execute("delete_pipeline", pipeline_id=pipeline_id)
             await tx.execute("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
-            for row in rows:
-                await tx.execute("insert_pipeline_step", **row)
+            await tx.execute_many("insert_pipeline_step", rows)
         await self.storage.atomic(write)
         return {"id": pipeline_id, "steps": [r["step_name"] for r in rows]}
 
