@@ -1,9 +1,11 @@
-"""Artifact contents in and out of JSON, and the writes a state change gathers.
+"""JSON in and out (artifact contents, configs, parameters), and the writes a state change gathers.
 
 ``Writes`` collects the artifacts a transaction stores and the steps it makes
 ready, then writes them together: one multi-row INSERT, one UPDATE per input version.
 """
 import json
+
+from .exceptions import InvalidInputError
 
 
 def to_json(value):
@@ -12,6 +14,18 @@ def to_json(value):
 
 def from_json(text):
     return None if text is None else json.loads(text)
+
+
+def parse_json_object(value, what):
+    """A JSON object given as a dict or as JSON text; otherwise an InvalidInputError naming ``what``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 class Writes:

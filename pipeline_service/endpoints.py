@@ -6,12 +6,12 @@ a client is ignored.  Every answer is JSON: ``{"status": "ok", "data": ...}`` or
 ``{"status": "error", "code": ..., "message": ...}`` with an HTTP status; a stack
 trace never leaves the server.
 """
-import json
 import logging
 
 from aiohttp import web
 
 from . import api
+from .artifacts import parse_json_object
 from .exceptions import InvalidInputError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,7 @@ def json_object(params, name, default=None):
     value = params.get(name)
     if value is None or value == "":
         return default
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise InvalidInputError(f"parameter {name!r} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"parameter {name!r} must be a JSON object")
-    return dict(value)
+    return dict(parse_json_object(value, f"parameter {name!r}"))
 
 
 def integer(params, name, default=None):

@@ -8,6 +8,7 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 
+from .artifacts import parse_json_object
 from .exceptions import InvalidInputError, InvalidStateError
 
 TASK_STATUSES = ("pending", "running", "paused", "succeeded", "failed", "cancelled")
@@ -87,13 +88,7 @@ def parse_config(value, step_name="?"):
     """A JSON object (or empty); engine options are checked, the rest passed through."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise InvalidInputError(f"step {step_name!r}: config is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"step {step_name!r}: config must be a JSON object, got {value!r}")
+    value = parse_json_object(value, f"step {step_name!r}: config")
     timeout, retries, delay = (value.get(k) for k in ENGINE_OPTIONS)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise InvalidInputError(f"step {step_name!r}: config.timeout must be a positive number of seconds")
