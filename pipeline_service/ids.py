@@ -6,8 +6,15 @@ from appPublic.uniqueID import getID
 
 
 def new_id():
-    """A 21-character nanoid, the ecosystem's id form (fits the str(32) id columns)."""
-    return getID()
+    """A 21-character nanoid, the ecosystem's id form (fits the str(32) id columns).
+
+    Never one that starts with '-': an id is passed to command lines, where a
+    leading '-' reads as an option.
+    """
+    while True:
+        value = getID()
+        if not value.startswith("-"):
+            return value
 
 
 def now_ms():

@@ -106,3 +106,12 @@ def test_cascade_plan_refuses_bad_updates():
                                 ({"a": {}}, None), ({}, None), ({"a": {"input": {"s": {1}}}}, None)):
         with pytest.raises(InvalidInputError):
             cascade_plan(d, updates, rerun_from)
+
+
+def test_ids_never_start_with_a_dash(monkeypatch):
+    import pipeline_service.ids as ids
+    drawn = iter(["-starts-with-dash-xxx", "_fine-but-underscore", "ok"])
+    monkeypatch.setattr(ids, "getID", lambda: next(drawn))
+    assert ids.new_id() == "_fine-but-underscore"
+    monkeypatch.undo()
+    assert all(not ids.new_id().startswith("-") for _ in range(2000))
