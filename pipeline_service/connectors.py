@@ -50,16 +50,25 @@ class MySQLConnector:
         async with self._opening:
             if self._pool is not None:
                 return
-            try:
-                self._pool = await asyncio.wait_for(
-                    aiomysql.create_pool(minsize=self.minsize, maxsize=self.maxsize,
-                                         autocommit=False, charset="utf8mb4",
-                                         # every read sees the latest committed rows (see queries.lock_step_states)
-                                         init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-                                         connect_timeout=self.connect_timeout, **self.kwargs),
-                    timeout=self.connect_timeout + 1)
-            except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
-                raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
+            self._pool = await self._reach(aiomysql.create_pool(
+                minsize=self.minsize, maxsize=self.maxsize, autocommit=False, charset="utf8mb4",
+                # every read sees the latest committed rows (see queries.lock_step_states)
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                connect_timeout=self.connect_timeout, **self.kwargs))
+
+    async def _reach(self, connecting):
+        """Await a connection attempt within the connect timeout; failing, name the server."""
+        try:
+            return await asyncio.wait_for(connecting, timeout=self.connect_timeout + 1)
+        except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
+            raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
+
+    def _sqlor_for(self, conn):
+        """The sqlor dialect object that lives with a connection (made once per connection)."""
+        sor = getattr(conn, "_pipeline_sqlor", None)
+        if sor is None:
+            sor = conn._pipeline_sqlor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
+        return sor
 
     async def close(self):
         reader, self._reader = self._reader, None
@@ -74,13 +83,8 @@ class MySQLConnector:
     async def session(self):
         if self._pool is None:
             await self.open()
-        try:
-            conn = await asyncio.wait_for(self._pool.acquire(), timeout=self.connect_timeout + 1)
-        except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
-            raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
-        sor = getattr(conn, "_pipeline_sqlor", None)
-        if sor is None:
-            sor = conn._pipeline_sqlor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
+        conn = await self._reach(self._pool.acquire())
+        sor = self._sqlor_for(conn)
         try:
             await sqlor_adapter.bind(sor, conn)
             yield sor
@@ -94,16 +98,10 @@ class MySQLConnector:
         """A sqlor bound to a dedicated autocommit connection: reads without a COMMIT."""
         async with self._reading:
             if self._reader is None or self._reader.closed:
-                try:
-                    conn = await asyncio.wait_for(
-                        aiomysql.connect(autocommit=True, charset="utf8mb4", connect_timeout=self.connect_timeout,
-                                         **self.kwargs), timeout=self.connect_timeout + 1)
-                except (OSError, asyncio.TimeoutError, pymysql.err.MySQLError) as exc:
-                    raise DatabaseUnavailableError(f"cannot connect to {self.describe()}: {exc}") from exc
-                conn._pipeline_sqlor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
-                self._reader = conn
+                self._reader = await self._reach(aiomysql.connect(
+                    autocommit=True, charset="utf8mb4", connect_timeout=self.connect_timeout, **self.kwargs))
             conn = self._reader
-            sor = conn._pipeline_sqlor
+            sor = self._sqlor_for(conn)
             try:
                 await sqlor_adapter.bind(sor, conn)
                 yield sor

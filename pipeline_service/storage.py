@@ -8,7 +8,7 @@ import asyncio
 import logging
 import re
 import warnings
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 from . import queries, schema, sqlor_adapter
 from .connectors import connector_for
@@ -59,13 +59,20 @@ class Transaction:
         return found[0] if found else None
 
     async def _call(self, fn, sql, params):
-        try:
+        with driver_errors(self._connector):
             return await fn(self._sor, sql, params)
-        except Exception as exc:
-            translated = self._connector.translate_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+
+
+@contextmanager
+def driver_errors(connector):
+    """Re-raise a driver error as the package exception the connector maps it to, if any."""
+    try:
+        yield
+    except Exception as exc:
+        translated = connector.translate_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
 
 
 def prepare(name, dialect, params):
@@ -143,28 +150,19 @@ class Storage:
                 await self._rollback_quietly(sor)
                 raise
             try:
-                await sqlor_adapter.commit(sor)
-            except Exception as exc:
+                with driver_errors(self.connector):
+                    await sqlor_adapter.commit(sor)
+            except Exception:
                 await self._rollback_quietly(sor)
-                translated = self.connector.translate_error(exc)
-                if translated is None:
-                    raise
-                raise translated from exc
+                raise
         for callback in tx.committed_callbacks:
             callback()
 
     async def probe(self, name, /, **params):
         """Run a read-only statement outside any transaction (one round trip, no COMMIT):
         the executor's idle polling costs one query per poll this way."""
-        sql, params = prepare(name, self.dialect, params)
         async with self.connector.read_session() as sor:
-            try:
-                return await sqlor_adapter.rows(sor, sql, params)
-            except Exception as exc:
-                translated = self.connector.translate_error(exc)
-                if translated is None:
-                    raise
-                raise translated from exc
+            return await Transaction(sor, self.connector).fetch_all(name, **params)
 
     async def atomic(self, fn, attempts=5):
         """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock victim."""
