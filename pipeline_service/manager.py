@@ -84,7 +84,7 @@ class Manager(ControlOperations):
                              depends_on=to_json(list(state.parse_depends_on(spec.get("depends_on"), name_))),
                              config=to_json(state.parse_config(spec.get("config"), name_)),
                              seq=int(spec.get("seq", seq))))
-        state.Dag([state.step_from_row(r) for r in rows], label=f"pipeline {pipeline_id!r}")
+        state.Dag.from_rows(rows, f"pipeline {pipeline_id!r}")
 
         async def write(tx):
             await tx.execute("delete_pipeline_steps", pipeline_id=pipeline_id)
@@ -102,8 +102,7 @@ class Manager(ControlOperations):
             rows = await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
             if not rows:
                 raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
-            dag = state.Dag([state.step_from_row(r) for r in rows if r["step_name"] is not None],
-                            label=f"pipeline {pipeline_id!r}")
+            dag = state.Dag.from_rows([r for r in rows if r["step_name"] is not None], f"pipeline {pipeline_id!r}")
             missing = [(s.name, s.step_type) for s in dag.steps.values() if get_handler(s.step_type) is None]
             if missing and require_handlers:
                 raise HandlerError("no handler is registered for " + ", ".join(
@@ -143,7 +142,7 @@ class Manager(ControlOperations):
             steps = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             return task, steps
         task, steps = await self.storage.atomic(read)
-        dag = self._dag_from_rows(tenant_id, task_id, steps)
+        dag = state.Dag.from_rows(steps, f"task {task_id!r}")
         by_name = {s["step_name"]: s for s in steps}
         detail = task_summary(task)
         detail["params"] = from_json(task["params"])
@@ -196,15 +195,12 @@ class Manager(ControlOperations):
         while len(self._plans) > PLAN_CACHE_SIZE:
             self._plans.popitem(last=False)
 
-    def _dag_from_rows(self, tenant_id, task_id, rows):
-        return state.Dag([state.step_from_row(r) for r in rows], label=f"task {task_id!r}")
-
     async def plan(self, tx, tenant_id, task_id):
         plan = self._plans.get((tenant_id, task_id))
         if plan is None:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             task = await tx.fetch_one("task_state", tenant_id=tenant_id, task_id=task_id)
-            plan = TaskPlan(self._dag_from_rows(tenant_id, task_id, rows), from_json(task["params"]))
+            plan = TaskPlan(state.Dag.from_rows(rows, f"task {task_id!r}"), from_json(task["params"]))
             self._remember(tenant_id, task_id, plan)
         return plan
 

@@ -157,6 +157,11 @@ class Dag:
             seen[nxt] = len(path)
             path.append(nxt)
 
+    @classmethod
+    def from_rows(cls, rows, label):
+        """The DAG of step rows (of pipeline_steps or pipeline_task_steps)."""
+        return cls([step_from_row(r) for r in rows], label=label)
+
     def roots(self):
         return [n for n in self.order if not self.steps[n].depends_on]
 
