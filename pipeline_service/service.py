@@ -27,6 +27,11 @@ def require_id(value, what):
     return value
 
 
+def require_task(tenant_id, task_id):
+    require_id(tenant_id, "tenant_id")
+    require_id(task_id, "task_id")
+
+
 def require_json_object(value, what):
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
@@ -109,14 +114,12 @@ class PipelineService:
         return await self.manager.list_tasks(tenant_id, pipeline_id, status, page, rows)
 
     async def detail(self, tenant_id, task_id):
-        require_id(tenant_id, "tenant_id")
-        require_id(task_id, "task_id")
+        require_task(tenant_id, task_id)
         await self._ready()
         return await self.manager.task_detail(tenant_id, task_id)
 
     async def node(self, tenant_id, task_id, step_name, version=None):
-        require_id(tenant_id, "tenant_id")
-        require_id(task_id, "task_id")
+        require_task(tenant_id, task_id)
         if not isinstance(step_name, str) or not step_name:
             raise InvalidInputError(f"step_name must be a non-empty string, got {step_name!r}")
         if version is not None:
@@ -125,30 +128,26 @@ class PipelineService:
         return await self.manager.node(tenant_id, task_id, step_name, version)
 
     async def pause(self, tenant_id, task_id):
-        require_id(tenant_id, "tenant_id")
-        require_id(task_id, "task_id")
+        require_task(tenant_id, task_id)
         await self._ready()
         return await self.manager.pause(tenant_id, task_id)
 
     async def resume(self, tenant_id, task_id):
-        require_id(tenant_id, "tenant_id")
-        require_id(task_id, "task_id")
+        require_task(tenant_id, task_id)
         await self._ready()
         summary = await self.manager.resume(tenant_id, task_id)
         self.executor.wake()
         return summary
 
     async def cancel(self, tenant_id, task_id):
-        require_id(tenant_id, "tenant_id")
-        require_id(task_id, "task_id")
+        require_task(tenant_id, task_id)
         await self._ready()
         summary, running = await self.manager.cancel(tenant_id, task_id)
         self.executor.interrupt(running)
         return summary
 
     async def modify(self, tenant_id, task_id, updates, rerun_from=None):
-        require_id(tenant_id, "tenant_id")
-        require_id(task_id, "task_id")
+        require_task(tenant_id, task_id)
         if not isinstance(updates, dict):
             raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, "
                                     f"got {type(updates).__name__}")
