@@ -38,13 +38,11 @@ LIST_FILTER = """
 
 STATEMENTS = {
     # --- pipeline definitions (tables owned by pipeline_core) ---
-    "get_pipeline": "SELECT id, name, description FROM pipelines WHERE id = ${pipeline_id}$",
     # no row: no such pipeline; one row with step_name NULL: a pipeline without steps
-    "get_pipeline_definition": """SELECT p.id AS pipeline, s.step_name, s.step_type, s.depends_on, s.config, s.seq
+    "get_pipeline_definition": """SELECT p.id AS pipeline, p.name, p.description, s.step_name, s.step_type,
+        s.depends_on, s.config, s.seq
         FROM pipelines p LEFT JOIN pipeline_steps s ON s.pipeline_id = p.id
         WHERE p.id = ${pipeline_id}$ ORDER BY s.seq, s.step_name""",
-    "get_pipeline_steps": """SELECT id, step_name, step_type, depends_on, config, seq FROM pipeline_steps
-        WHERE pipeline_id = ${pipeline_id}$ ORDER BY seq, step_name""",
     "insert_pipeline": """INSERT INTO pipelines (id, name, description)
         VALUES (${id}$, ${name}$, ${description}$)""",
     "delete_pipeline_steps": "DELETE FROM pipeline_steps WHERE pipeline_id = ${pipeline_id}$",

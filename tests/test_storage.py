@@ -35,14 +35,13 @@ async def test_round_trip_of_every_table(storage, tenant):
                          kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', source="engine",
                          lineage=None, now=now)
     async with storage.transaction() as tx:
-        pipeline = await tx.fetch_one("get_pipeline", pipeline_id="pl-" + tenant)
-        pipeline_steps = await tx.fetch_all("get_pipeline_steps", pipeline_id="pl-" + tenant)
+        definition = await tx.fetch_all("get_pipeline_definition", pipeline_id="pl-" + tenant)
         got_task = await tx.fetch_one("get_task", tenant_id=tenant, task_id=task["id"])
         steps = await tx.fetch_all("get_steps", tenant_id=tenant, task_id=task["id"])
         artifact = await tx.fetch_one("get_artifact", tenant_id=tenant, task_id=task["id"], step_name="a",
                                       kind="output", version=1)
-    assert pipeline == {"id": "pl-" + tenant, "name": "demo", "description": "a pipeline"}
-    assert [(s["step_name"], s["config"]) for s in pipeline_steps] == [("a", '{"timeout": 3}')]
+    assert [(d["pipeline"], d["name"], d["description"], d["step_name"], d["config"]) for d in definition] == [
+        ("pl-" + tenant, "demo", "a pipeline", "a", '{"timeout": 3}')]
     assert got_task["params"] == task["params"] and got_task["created_at"] == task["now"]
     assert got_task["n_total"] == 1 and got_task["n_succeeded"] == 0
     assert steps[0]["status"] == "pending" and steps[0]["ready_at"] == now and steps[0]["attempt"] == 0
