@@ -56,8 +56,9 @@ class Writes:
             content = from_json(artifact["content"])
         return content
 
-    async def flush(self):
-        await self.tx.execute_many("insert_artifact", self.artifacts)
+    def flush(self):
+        """Queue the writes gathered so far (deferred: they go with the transaction's next round trip)."""
+        self.tx.defer_many("insert_artifact", self.artifacts)
         for version, ids in self._ready.items():
-            await self.tx.execute("make_steps_ready", ids=ids, input_version=version, now=self.now)
+            self.tx.defer("make_steps_ready", ids=ids, input_version=version, now=self.now)
         self.artifacts, self._ready = [], {}

@@ -22,7 +22,7 @@ class ControlOperations:
                 raise NotFoundError(f"task {task_id!r} does not exist")
             writes = Writes(self, tx, now_ms())
             result = await change(writes, states, task_status)
-            await writes.flush()
+            writes.flush()
             return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
         return await self.storage.atomic(run)
 
@@ -32,9 +32,9 @@ class ControlOperations:
             if status == "paused":
                 return None  # already holds: a no-op
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "paused")
-            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="paused",
-                             error=None, finished_at=None, now=now, from_status=status)
-            await tx.execute("hold_ready_steps", tenant_id=tenant_id, task_id=task_id, now=now)
+            tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="paused",
+                     error=None, finished_at=None, now=now, from_status=status)
+            tx.defer("hold_ready_steps", tenant_id=tenant_id, task_id=task_id, now=now)
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def resume(self, tenant_id, task_id):
@@ -45,8 +45,8 @@ class ControlOperations:
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "running")
             if status != "paused":
                 raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
-            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
-                             error=None, finished_at=None, now=now, from_status="paused")
+            tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
+                     error=None, finished_at=None, now=now, from_status="paused")
             await self._advance(writes, tenant_id, task_id, states, None)
         return (await self._control(tenant_id, task_id, change))[1]
 
@@ -58,9 +58,9 @@ class ControlOperations:
                 return []
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
             running = [s["id"] for s in states.values() if s["status"] == "running"]
-            await tx.execute("cancel_unfinished_steps", tenant_id=tenant_id, task_id=task_id, now=now)
-            await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
-                             error=None, finished_at=now, now=now, from_status=status)
+            tx.defer("cancel_unfinished_steps", tenant_id=tenant_id, task_id=task_id, now=now)
+            tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
+                     error=None, finished_at=now, now=now, from_status=status)
             self.forget(tenant_id, task_id)
             return running
         running, summary = await self._control(tenant_id, task_id, change)
@@ -82,24 +82,24 @@ class ControlOperations:
                 version = (states[name]["output_version"] or 0) + 1
                 writes.artifact(tenant_id, task_id, name, "output", version, updates[name]["output"], "manual",
                                 {"input_version": states[name]["input_version"]})
-                await tx.execute("set_manual_output", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                                 output_version=version, now=now)
+                tx.defer("set_manual_output", tenant_id=tenant_id, task_id=task_id, step_name=name,
+                         output_version=version, now=now)
                 states[name].update(status="succeeded", output_version=version, ready_at=None)
             for name in cascade.rerun:
-                await tx.execute("reset_step", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                                 input_stale=0 if name in cascade.edited_inputs else 1, now=now)
+                tx.defer("reset_step", tenant_id=tenant_id, task_id=task_id, step_name=name,
+                         input_stale=0 if name in cascade.edited_inputs else 1, now=now)
                 states[name].update(status="pending", ready_at=None, input_stale=name not in cascade.edited_inputs)
             for name in cascade.edited_inputs:
                 version = (states[name]["input_version"] or 0) + 1
                 lineage = {d: states[d]["output_version"] for d in plan.dag.steps[name].depends_on}
                 writes.artifact(tenant_id, task_id, name, "input", version, updates[name]["input"], "manual",
                                 lineage)
-                await tx.execute("set_manual_input", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                                 input_version=version, now=now)
+                tx.defer("set_manual_input", tenant_id=tenant_id, task_id=task_id, step_name=name,
+                         input_version=version, now=now)
                 states[name].update(input_version=version, input_stale=0)
             if status in ("succeeded", "failed"):
-                await tx.execute("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
-                                 error=None, finished_at=None, now=now, from_status=status)
+                tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
+                         error=None, finished_at=None, now=now, from_status=status)
                 status = "running"
             if status == "running":
                 await self._advance(writes, tenant_id, task_id, states, None)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import state
 from .artifacts import Writes, from_json, to_json
 from .control import ControlOperations
-from .exceptions import HandlerError, InvalidInputError, NotFoundError, StorageError
+from .exceptions import HandlerError, InvalidInputError, NotFoundError
 from .handler import get_handler
 from .ids import iso, new_id, now_ms
 from .views import step_view, task_summary
@@ -87,10 +87,10 @@ class Manager(ControlOperations):
         state.Dag.from_rows(rows, f"pipeline {pipeline_id!r}")
 
         async def write(tx):
-            await tx.execute("delete_pipeline_steps", pipeline_id=pipeline_id)
-            await tx.execute("delete_pipeline", pipeline_id=pipeline_id)
-            await tx.execute("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
-            await tx.execute_many("insert_pipeline_step", rows)
+            tx.defer("delete_pipeline_steps", pipeline_id=pipeline_id)
+            tx.defer("delete_pipeline", pipeline_id=pipeline_id)
+            tx.defer("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
+            tx.defer_many("insert_pipeline_step", rows)
         await self.storage.atomic(write)
         return {"id": pipeline_id, "steps": [r["step_name"] for r in rows]}
 
@@ -107,14 +107,14 @@ class Manager(ControlOperations):
             if missing and require_handlers:
                 raise HandlerError("no handler is registered for " + ", ".join(
                     f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
-            await tx.execute("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                             owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
+            tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
+                     owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
             roots = dag.roots()  # ready at once, with their inputs
             writes = Writes(self, tx, now)
             for name in roots:
                 writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
-            await writes.flush()
-            await tx.execute_many("insert_step", [dict(
+            writes.flush()
+            tx.defer_many("insert_step", [dict(
                 id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=name,
                 step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
                 config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
@@ -243,8 +243,8 @@ class Manager(ControlOperations):
             self._ready_tenants.difference_update(empty)
             roots = [r for r in claimed if not state.parse_depends_on(r["depends_on"])]
             if roots:
-                await tx.execute("mark_tasks_started", tenant_ids=sorted({r["tenant_id"] for r in roots}),
-                                 task_ids=sorted({r["task_id"] for r in roots}), now=now)
+                tx.defer("mark_tasks_started", tenant_ids=sorted({r["tenant_id"] for r in roots}),
+                         task_ids=sorted({r["task_id"] for r in roots}), now=now)
             return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
                           int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
         return await self.storage.atomic(claim)
@@ -264,17 +264,15 @@ class Manager(ControlOperations):
             return []
         rows = await tx.fetch_all("select_ready_steps", tenant_id=tenant, now=now, step_types=step_types,
                                   limit=limit)
-        if rows:
-            claimed = await tx.execute("claim_steps", ids=[r["id"] for r in rows], owner=owner,
-                                       lease_expires_at=now + lease_ms, now=now)
-            if claimed != len(rows):  # cannot happen while the rows are locked: refuse to guess
-                raise StorageError(f"claimed {claimed} of {len(rows)} locked steps")
+        if rows:  # locked above (FOR UPDATE): all of them are claimed
+            tx.defer("claim_steps", ids=[r["id"] for r in rows], owner=owner, lease_expires_at=now + lease_ms,
+                     now=now)
         return rows
 
     async def heartbeat(self, owner, lease_ms, running_ids):
         """Extend this owner's leases; return the ids among ``running_ids`` it no longer holds."""
         async def extend(tx):
-            await tx.execute("extend_leases", owner=owner, lease_expires_at=now_ms() + lease_ms)
+            tx.defer("extend_leases", owner=owner, lease_expires_at=now_ms() + lease_ms)
         await self.storage.atomic(extend)
         held = {r["id"] for r in await self.storage.probe("owned_running_steps", owner=owner)}
         return [i for i in running_ids if i not in held]
@@ -299,7 +297,7 @@ class Manager(ControlOperations):
                     if task_status in ("pending", "running"):  # pending: it died before the task started
                         writes = Writes(self, tx, now)
                         await self._advance(writes, *key, states, [], task_status)
-                        await writes.flush()
+                        writes.flush()
                     return 1
                 ready_at = now if task_status in ("pending", "running") else None
                 return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
@@ -354,20 +352,20 @@ class Manager(ControlOperations):
                 elif o.retry_delay is not None:
                     # a paused task holds the step: resume makes it ready again
                     ready_at = now + int(o.retry_delay * 1000) if task_status in ("pending", "running") else None
-                    await tx.execute("requeue_step", id=c.id, ready_at=ready_at, error=o.error, attempt=c.attempt,
-                                     owner=c.owner, now=now)
+                    tx.defer("requeue_step", id=c.id, ready_at=ready_at, error=o.error, attempt=c.attempt,
+                             owner=c.owner, now=now)
                     row.update(status="pending", ready_at=ready_at)
                 else:
-                    await tx.execute("fail_step", id=c.id, error=o.error, attempt=c.attempt, owner=c.owner, now=now)
+                    tx.defer("fail_step", id=c.id, error=o.error, attempt=c.attempt, owner=c.owner, now=now)
                     row.update(status="failed", error=o.error)
                     changed.setdefault(key, [])
-            if succeeded and await tx.execute("succeed_steps", ids=succeeded, now=now) != len(succeeded):
-                raise StorageError("a locked running step changed under its lock")
+            if succeeded:  # checked running on the locked rows above
+                tx.defer("succeed_steps", ids=succeeded, now=now)
             for key, finished in changed.items():
                 states, task_status = locked[key]
                 if task_status == "running":
                     await self._advance(writes, *key, states, finished)
-            await writes.flush()
+            writes.flush()
             return recorded
         return await self.storage.atomic(write)
 
@@ -401,7 +399,7 @@ class Manager(ControlOperations):
             if row["status"] == "pending" and row["ready_at"] is None and all(
                     states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on):
                 await self._make_ready(writes, tenant_id, task_id, plan, name, states)
-        await self._settle(writes.tx, tenant_id, task_id, dag, states, writes.now, task_status)
+        self._settle(writes.tx, tenant_id, task_id, dag, states, writes.now, task_status)
 
     async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
         """Make a step ready with its input: the current one, or a new version built from the
@@ -425,20 +423,20 @@ class Manager(ControlOperations):
         while len(cache) > ARTIFACT_CACHE_SIZE:
             cache.popitem(last=False)
 
-    async def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
+    def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
         """End a running task when nothing more can run: succeeded, or failed with its errors."""
         ids = dict(tenant_id=tenant_id, task_id=task_id)
         if all(s["status"] == "succeeded" for s in states.values()):
-            await tx.execute("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
-                             from_status=task_status, **ids)
+            tx.defer("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
+                     from_status=task_status, **ids)
             self.forget(tenant_id, task_id)
             return
         can_progress = any(s["status"] == "running" or (s["status"] == "pending" and s["ready_at"] is not None)
                            for s in states.values())
         failed = [n for n in dag.order if states[n]["status"] == "failed"]
         if failed and not can_progress:
-            await tx.execute("skip_waiting_steps", now=now, **ids)
+            tx.defer("skip_waiting_steps", now=now, **ids)
             error = "; ".join(f"step {n!r} failed: {states[n]['error']}" for n in failed)
-            await tx.execute("set_task_status", status="failed", error=error, finished_at=now, now=now,
-                             from_status=task_status, **ids)
+            tx.defer("set_task_status", status="failed", error=error, finished_at=now, now=now,
+                     from_status=task_status, **ids)
             self.forget(tenant_id, task_id)

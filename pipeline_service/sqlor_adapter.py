@@ -97,40 +97,73 @@ def translate(sor, sql, absent=frozenset()):
     return found
 
 
-async def _execute(sor, sql, params):
+def bound(sor, sql, params):
+    """A statement ready for the driver: (driver SQL, argument tuple)."""
     absent = frozenset(n for n in OPTIONAL_BLOCK.findall(sql) if params.get(n) is None) if "$<" in sql else frozenset()
     marked, order = translate(sor, sql, absent)
-    await sor.cur.execute(marked, tuple(params[n] for n in order))
+    return marked, tuple(params[n] for n in order)
 
 
-async def run(sor, sql, params):
-    """Execute a data-changing statement; return the affected row count."""
-    await _execute(sor, sql, params)
-    return sor.cur.rowcount
-
-
-async def run_many(sor, sql, rows):
-    """Execute a single-row ``INSERT ... VALUES (...)`` for every dict in ``rows`` as one
-    multi-row statement; returns the number of rows inserted.  sqlor translates the
-    one-row statement once; its VALUES tuple is repeated."""
+def bound_many(sor, sql, rows):
+    """A single-row ``INSERT ... VALUES (...)`` for every dict in ``rows``, bound as one
+    multi-row statement: sqlor translates the one-row statement once; its VALUES
+    tuple is repeated."""
     marked, order = translate(sor, sql)
     head, keyword, values = marked.rpartition("VALUES")
     if not keyword:
-        raise ValueError("run_many needs an INSERT ... VALUES statement")
-    statement = f"{head}VALUES {', '.join([values.strip()] * len(rows))}"
-    await sor.cur.execute(statement, tuple(row[name] for row in rows for name in order))
+        raise ValueError("a multi-row statement needs an INSERT ... VALUES statement")
+    return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", tuple(row[n] for row in rows for n in order)
+
+
+def is_sqlite(sor):
+    return isinstance(sor, AiosqliteSqlor)
+
+
+async def execute(sor, statements):
+    """Run bound statements in order; the cursor is left on the last one's result.
+
+    On MySQL they go as one multi-statement query — one round trip, however many
+    (aiomysql always enables CLIENT.MULTI_STATEMENTS); the server stops at the first
+    failing statement, whose error is raised here.  SQLite, in process, runs them
+    one after another.
+    """
+    cur = sor.cur
+    if is_sqlite(sor) or len(statements) == 1:
+        for marked, args in statements:
+            await cur.execute(marked, args)
+        return
+    await cur.execute(";\n".join(marked for marked, _ in statements),
+                      tuple(arg for _, args in statements for arg in args))
+    while await cur.nextset():  # every result is read, so errors surface and the last one stays
+        pass
+
+
+async def run(sor, sql, params):
+    """Execute one data-changing statement; return the affected row count."""
+    await execute(sor, [bound(sor, sql, params)])
     return sor.cur.rowcount
 
 
 async def rows(sor, sql, params):
-    """Execute a query; return its rows as plain dicts (values converted as sqlor does)."""
-    await _execute(sor, sql, params)
+    """Execute one query; return its rows as plain dicts (values converted as sqlor does)."""
+    await execute(sor, [bound(sor, sql, params)])
+    return await fetch_rows(sor)
+
+
+async def fetch_rows(sor):
+    """The rows of the cursor's current result as plain dicts (values converted as sqlor does)."""
     cur = sor.cur
     names = [d[0].lower() for d in cur.description]
     return [dict(zip(names, map(db_type_2_py_type, row))) for row in await cur.fetchall()]
 
 
-async def commit(sor):
+async def commit(sor, statements=()):
+    """Commit, after running ``statements`` first: on MySQL all in one round trip."""
+    if statements and not is_sqlite(sor):
+        await execute(sor, [*statements, ("COMMIT", ())])
+        return
+    if statements:
+        await execute(sor, statements)
     await sor.commit()
 
 

@@ -21,46 +21,66 @@ RESERVED_PARAMS = {"page", "rows", "sort"}
 
 
 class Transaction:
-    """One open transaction: run named statements with ``${name}$`` parameters."""
+    """One open transaction: run named statements with ``${name}$`` parameters.
+
+    A write whose row count nobody needs is *deferred*: it is sent together with
+    the transaction's next statement, or with its COMMIT — on MySQL in the same
+    round trip (a multi-statement query).  Order is kept, so a later read sees it;
+    an error in a deferred write is raised by the call that sends it, and the
+    transaction rolls back as usual.
+    """
 
     def __init__(self, sor, connector):
         self._sor = sor
         self._connector = connector
+        self._deferred = []  # bound statements waiting for the next round trip
         self.committed_callbacks = []
 
     def on_commit(self, callback):
         """Call ``callback()`` once this transaction has committed (never if it rolls back)."""
         self.committed_callbacks.append(callback)
 
-    async def execute(self, name, /, **params):
-        """Run a data-changing statement; return the number of rows it changed."""
+    def defer(self, name, /, **params):
+        """Queue a data-changing statement, sent with the next statement or the commit."""
         sql, params = prepare(name, self._connector.dialect, params)
-        return await self._call(sqlor_adapter.run, sql, params)
+        self._deferred.append(sqlor_adapter.bound(self._sor, sql, params))
 
-    async def execute_many(self, name, rows):
-        """Run an ``INSERT ... VALUES (...)`` statement for every dict in ``rows``, as one
-        multi-row statement (one round trip); returns the number of rows inserted."""
+    def defer_many(self, name, rows):
+        """Queue an ``INSERT ... VALUES (...)`` for every dict in ``rows``, as one multi-row statement."""
         if not rows:
-            return 0
+            return
         sql = queries.statement(name, self._connector.dialect)
         needed = statement_parameters(sql)
         for row in rows:
             missing = [p for p in needed if p not in row]
             if missing:
                 raise StorageError(f"statement {name!r} needs parameters {missing}")
-        return await self._call(sqlor_adapter.run_many, sql, rows)
+        self._deferred.append(sqlor_adapter.bound_many(self._sor, sql, rows))
+
+    async def execute(self, name, /, **params):
+        """Run a data-changing statement now; return the number of rows it changed."""
+        await self._send(name, params)
+        return self._sor.cur.rowcount
 
     async def fetch_all(self, name, /, **params):
-        sql, params = prepare(name, self._connector.dialect, params)
-        return await self._call(sqlor_adapter.rows, sql, params)
+        await self._send(name, params)
+        return await sqlor_adapter.fetch_rows(self._sor)
 
     async def fetch_one(self, name, /, **params):
         found = await self.fetch_all(name, **params)
         return found[0] if found else None
 
-    async def _call(self, fn, sql, params):
+    async def _send(self, name, params):
+        sql, params = prepare(name, self._connector.dialect, params)
+        batch, self._deferred = [*self._deferred, sqlor_adapter.bound(self._sor, sql, params)], []
         with driver_errors(self._connector):
-            return await fn(self._sor, sql, params)
+            await sqlor_adapter.execute(self._sor, batch)
+
+    async def commit(self):
+        """Send what is deferred and commit (on MySQL, one round trip)."""
+        batch, self._deferred = self._deferred, []
+        with driver_errors(self._connector):
+            await sqlor_adapter.commit(self._sor, batch)
 
 
 @contextmanager
@@ -150,8 +170,7 @@ class Storage:
                 await self._rollback_quietly(sor)
                 raise
             try:
-                with driver_errors(self.connector):
-                    await sqlor_adapter.commit(sor)
+                await tx.commit()
             except Exception:
                 await self._rollback_quietly(sor)
                 raise

@@ -60,6 +60,49 @@ async def test_failing_second_statement_rolls_back_the_first(storage, tenant):
         assert await tx.fetch_one("get_task", tenant_id=tenant, task_id=first["id"]) is None
 
 
+async def test_deferred_writes_are_seen_by_the_next_read_and_committed_in_order(storage, tenant):
+    rows = [task_row(tenant, title=f"t{i}") for i in range(3)]
+    async with storage.transaction() as tx:
+        tx.defer_many("insert_task", rows[:2])
+        tx.defer("insert_task", **rows[2])
+        tx.defer("set_task_status", tenant_id=tenant, task_id=rows[0]["id"], status="running", error=None,
+                 finished_at=None, now=now_ms(), from_status="pending")
+        seen = await tx.fetch_all("list_tasks", tenant_id=tenant, pipeline_id=None, status=None, limit=10, offset=0)
+        assert sorted((r["title"], r["status"]) for r in seen) == [("t0", "running"), ("t1", "pending"),
+                                                                   ("t2", "pending")]
+        tx.defer("set_task_status", tenant_id=tenant, task_id=rows[1]["id"], status="paused", error=None,
+                 finished_at=None, now=now_ms(), from_status="pending")
+    async with storage.transaction() as tx:
+        assert (await tx.fetch_one("get_task", tenant_id=tenant, task_id=rows[1]["id"]))["status"] == "paused"
+
+
+@pytest.mark.parametrize("fails_at", ["next statement", "commit"])
+async def test_a_failing_deferred_write_rolls_back_the_whole_transaction(storage, tenant, fails_at):
+    first, second = task_row(tenant), task_row(tenant)
+    with pytest.raises(Exception) as caught:
+        async with storage.transaction() as tx:
+            await tx.execute("insert_task", **first)
+            tx.defer("insert_task", **second)
+            tx.defer("insert_task", **dict(first, title="duplicate primary key"))
+            if fails_at == "next statement":
+                await tx.fetch_one("get_task", tenant_id=tenant, task_id=first["id"])
+                pytest.fail("the duplicate key was not reported by the statement that sent it")
+    assert "uplicate" in str(caught.value) or "UNIQUE" in str(caught.value)
+    async with storage.transaction() as tx:
+        for row in (first, second):
+            assert await tx.fetch_one("get_task", tenant_id=tenant, task_id=row["id"]) is None
+
+
+async def test_deferred_writes_of_a_block_that_raises_are_never_sent(storage, tenant):
+    row = task_row(tenant)
+    with pytest.raises(ZeroDivisionError):
+        async with storage.transaction() as tx:
+            tx.defer("insert_task", **row)
+            1 / 0
+    async with storage.transaction() as tx:
+        assert await tx.fetch_one("get_task", tenant_id=tenant, task_id=row["id"]) is None
+
+
 async def test_error_raised_in_the_block_rolls_back_and_propagates(storage, tenant):
     row = task_row(tenant)
     with pytest.raises(ZeroDivisionError):
