@@ -4,8 +4,9 @@ The manager speaks in operations (submit, claim, start a step, finish it, read a
 task); each runs in one transaction, so a crash between two of them leaves the
 database in a state the executor can continue from.  It never runs handlers.
 """
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from cachetools import LRUCache, TTLCache
 
 from . import state
 from .artifacts import Writes, from_json, to_json
@@ -17,6 +18,10 @@ from .views import step_view, task_summary
 
 PLAN_CACHE_SIZE = 1024   # task plans kept in memory (bounded: flat in the number of tasks)
 ARTIFACT_CACHE_SIZE = 4096  # recent inputs and outputs made here (bounded)
+DEFINITION_CACHE_SIZE = 256
+# a pipeline definition is read by a submit at most once per this many seconds (per
+# process): an edit made in pipeline_core reaches new tasks within it (see README)
+DEFINITION_TTL_SECONDS = 1.0
 TENANTS_PER_CLAIM = 32   # tenants served per claim round (the longest-waiting first)
 TENANT_REFRESH_MS = 50   # how stale the list of tenants with ready steps may be
 
@@ -62,9 +67,10 @@ class Outcome:
 class Manager(ControlOperations):
     def __init__(self, storage):
         self.storage = storage
-        self._plans = OrderedDict()
-        self._inputs = OrderedDict()   # inputs made here, until the step is claimed
-        self._outputs = OrderedDict()  # outputs stored here, for the inputs they feed
+        self._plans = LRUCache(PLAN_CACHE_SIZE)
+        self._inputs = LRUCache(ARTIFACT_CACHE_SIZE)   # inputs made here, until the step is claimed
+        self._outputs = LRUCache(ARTIFACT_CACHE_SIZE)  # outputs stored here, for the inputs they feed
+        self._definitions = TTLCache(DEFINITION_CACHE_SIZE, DEFINITION_TTL_SECONDS)  # pipeline id -> Dag
         self._ready_tenants = set()    # tenants believed to have ready steps (see claim_ready)
         self._tenants_checked_at = 0
 
@@ -91,6 +97,7 @@ class Manager(ControlOperations):
             tx.defer("delete_pipeline", pipeline_id=pipeline_id)
             tx.defer("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
             tx.defer_many("insert_pipeline_step", rows)
+            tx.on_commit(lambda: self._definitions.pop(pipeline_id, None))
         await self.storage.atomic(write)
         return {"id": pipeline_id, "steps": [r["step_name"] for r in rows]}
 
@@ -99,10 +106,7 @@ class Manager(ControlOperations):
         task_id, now = new_id(), now_ms()
 
         async def write(tx):
-            rows = await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
-            if not rows:
-                raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
-            dag = state.Dag.from_rows([r for r in rows if r["step_name"] is not None], f"pipeline {pipeline_id!r}")
+            dag = await self._definition(tx, pipeline_id)
             missing = [(s.name, s.step_type) for s in dag.steps.values() if get_handler(s.step_type) is None]
             if missing and require_handlers:
                 raise HandlerError("no handler is registered for " + ", ".join(
@@ -126,6 +130,17 @@ class Manager(ControlOperations):
                         status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
                         n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
         return task_summary(await self.storage.atomic(write))
+
+    async def _definition(self, tx, pipeline_id):
+        """The DAG of a pipeline as defined (cached for DEFINITION_TTL_SECONDS)."""
+        dag = self._definitions.get(pipeline_id)
+        if dag is None:
+            rows = await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
+            if not rows:
+                raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
+            dag = state.Dag.from_rows([r for r in rows if r["step_name"] is not None], f"pipeline {pipeline_id!r}")
+            self._definitions[pipeline_id] = dag
+        return dag
 
     # ---- reading -------------------------------------------------------------
     async def list_tasks(self, tenant_id, pipeline_id, status, page, rows):
@@ -191,9 +206,6 @@ class Manager(ControlOperations):
     # ---- caches: task plans (immutable) and inputs made here, both bounded --------
     def _remember(self, tenant_id, task_id, plan):
         self._plans[(tenant_id, task_id)] = plan
-        self._plans.move_to_end((tenant_id, task_id))
-        while len(self._plans) > PLAN_CACHE_SIZE:
-            self._plans.popitem(last=False)
 
     async def plan(self, tx, tenant_id, task_id):
         plan = self._plans.get((tenant_id, task_id))
@@ -418,10 +430,7 @@ class Manager(ControlOperations):
         row.update(ready_at=writes.now, input_version=version, input_stale=0)
 
     def _cache(self, kind, key, content):
-        cache = self._inputs if kind == "input" else self._outputs
-        cache[key] = content
-        while len(cache) > ARTIFACT_CACHE_SIZE:
-            cache.popitem(last=False)
+        (self._inputs if kind == "input" else self._outputs)[key] = content
 
     def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
         """End a running task when nothing more can run: succeeded, or failed with its errors."""

@@ -283,6 +283,34 @@ async def test_editing_pipeline_steps_does_not_change_a_submitted_task(service, 
     assert (await service.node(tenant, task["id"], "b"))["output"] == {"v": "old"}
 
 
+async def step_names_of(service, tenant, task):
+    return [s["step_name"] for s in (await service.detail(tenant, task["id"]))["steps"]]
+
+
+async def test_a_redefinition_here_reaches_the_next_submit_at_once(service, tenant, pipeline_id, step_type):
+    register_handler(step_type, recorder([]))
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == ["a"]
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
+                                                {"step_name": "b", "step_type": step_type, "depends_on": "a"}])
+    assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == [
+        "a", "b"]
+
+
+async def test_an_edit_made_by_pipeline_core_reaches_new_tasks_within_the_cache_time(service, tenant, pipeline_id,
+                                                                                    step_type):
+    from pipeline_service.manager import DEFINITION_TTL_SECONDS
+    register_handler(step_type, recorder([]))
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == ["a"]
+    async with service.storage.transaction() as tx:  # pipeline_core's own pages write the rows directly
+        await tx.execute("insert_pipeline_step", id=new_id(), pipeline_id=pipeline_id, step_name="b",
+                         step_type=step_type, depends_on='["a"]', config="", seq=2)
+    await asyncio.sleep(DEFINITION_TTL_SECONDS + 0.1)
+    assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == [
+        "a", "b"]
+
+
 async def test_other_tenants_task_is_not_found_everywhere(service, tenant, pipeline_id, step_type):
     register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
