@@ -81,7 +81,8 @@ OPTIONAL_BLOCK = re.compile(r"\$<(\w+)>\$")
 
 
 def translate(sor, sql, absent=frozenset()):
-    """sqlor's translation of ``sql`` for ``sor``'s dialect: (driver SQL, parameter names in order).
+    """sqlor's translation of ``sql`` for ``sor``'s dialect: (driver SQL split at its
+    placeholders, parameter names in order).
 
     sqlor itself does the parsing, once per statement (and per set of ``absent``
     optional blocks, which sqlor drops): we hand it a namespace mapping every name
@@ -92,23 +93,44 @@ def translate(sor, sql, absent=frozenset()):
     if found is None:
         namespace = {name: (None if name in absent else name) for name in PLACEHOLDER.findall(sql)}
         namespace.update({name: None for name in absent})
-        marked, bound = sor.maskingSQL(sql, namespace)
-        found = _translations[key] = (marked, tuple(d["value"] for d in bound))
+        marked, bound_ = sor.maskingSQL(sql, namespace)
+        order = tuple(d["value"] for d in bound_)
+        pieces = marked.split(sor.placeHolder(None))
+        if len(pieces) != len(order) + 1:  # a placeholder-like text of its own: never expand blindly
+            raise ValueError(f"cannot tell the parameters of {sql!r} apart in {marked!r}")
+        found = _translations[key] = (marked, order, pieces)
     return found
 
 
 def bound(sor, sql, params):
-    """A statement ready for the driver: (driver SQL, argument tuple)."""
+    """A statement ready for the driver: (driver SQL, argument tuple).
+
+    A list value (``IN (${ids}$)``) becomes one placeholder per item — only the
+    number of placeholders comes from the data, never a value; an empty list
+    becomes ``NULL`` (``IN (NULL)`` matches nothing).
+    """
     absent = frozenset(n for n in OPTIONAL_BLOCK.findall(sql) if params.get(n) is None) if "$<" in sql else frozenset()
-    marked, order = translate(sor, sql, absent)
-    return marked, tuple(params[n] for n in order)
+    marked, order, pieces = translate(sor, sql, absent)
+    values = [params[n] for n in order]
+    if not any(isinstance(v, (list, tuple)) for v in values):
+        return marked, tuple(values)
+    hold, parts, args = sor.placeHolder(None), [pieces[0]], []
+    for value, piece in zip(values, pieces[1:]):
+        if isinstance(value, (list, tuple)):
+            parts.append(", ".join([hold] * len(value)) or "NULL")
+            args.extend(value)
+        else:
+            parts.append(hold)
+            args.append(value)
+        parts.append(piece)
+    return "".join(parts), tuple(args)
 
 
 def bound_many(sor, sql, rows):
     """A single-row ``INSERT ... VALUES (...)`` for every dict in ``rows``, bound as one
     multi-row statement: sqlor translates the one-row statement once; its VALUES
     tuple is repeated."""
-    marked, order = translate(sor, sql)
+    marked, order, _ = translate(sor, sql)
     head, keyword, values = marked.rpartition("VALUES")
     if not keyword:
         raise ValueError("a multi-row statement needs an INSERT ... VALUES statement")

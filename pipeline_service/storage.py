@@ -6,7 +6,6 @@ from data.  ``transaction()`` commits when its block succeeds and, on any error
 """
 import asyncio
 import logging
-import re
 import warnings
 from contextlib import asynccontextmanager, contextmanager
 
@@ -15,7 +14,6 @@ from .connectors import connector_for
 from .exceptions import StorageError
 
 log = logging.getLogger(__name__)
-PLACEHOLDER = re.compile(r"\$\{(\w+)\}\$")
 # sqlor treats these parameter names as paging/sorting instructions
 RESERVED_PARAMS = {"page", "rows", "sort"}
 
@@ -42,8 +40,7 @@ class Transaction:
 
     def defer(self, name, /, **params):
         """Queue a data-changing statement, sent with the next statement or the commit."""
-        sql, params = prepare(name, self._connector.dialect, params)
-        self._deferred.append(sqlor_adapter.bound(self._sor, sql, params))
+        self._deferred.append(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params)))
 
     def defer_many(self, name, rows):
         """Queue an ``INSERT ... VALUES (...)`` for every dict in ``rows``, as one multi-row statement."""
@@ -71,8 +68,8 @@ class Transaction:
         return found[0] if found else None
 
     async def _send(self, name, params):
-        sql, params = prepare(name, self._connector.dialect, params)
-        batch, self._deferred = [*self._deferred, sqlor_adapter.bound(self._sor, sql, params)], []
+        statement = sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params))
+        batch, self._deferred = [*self._deferred, statement], []
         with driver_errors(self._connector):
             await sqlor_adapter.execute(self._sor, batch)
 
@@ -96,31 +93,13 @@ def driver_errors(connector):
 
 
 def prepare(name, dialect, params):
-    """The named statement for ``dialect`` with list parameters expanded; checks every
-    parameter is given (sqlor would otherwise bind a missing one silently)."""
+    """The named statement for ``dialect``; checks every parameter is given (sqlor
+    would otherwise bind a missing one silently).  A list value is expanded by the
+    adapter: ``IN (${ids}$)`` becomes one bound parameter per item."""
     sql = queries.statement(name, dialect)
-    sql, params = expand_lists(sql, params)
     missing = [p for p in statement_parameters(sql) if p not in params]
     if missing:
         raise StorageError(f"statement {name!r} needs parameters {missing}")
-    return sql, params
-
-
-def expand_lists(sql, params):
-    """``IN (${names}$)`` with a list value becomes one bound parameter per item.
-
-    Only the number of placeholders comes from the data, never a value; an empty
-    list becomes ``NULL`` (``IN (NULL)`` matches nothing).
-    """
-    lists = [k for k, v in params.items() if isinstance(v, (list, tuple))]
-    if not lists:
-        return sql, params
-    params = dict(params)
-    for key in lists:
-        values = params.pop(key)
-        names = [f"{key}__{i}" for i in range(len(values))]
-        sql = sql.replace("${%s}$" % key, ", ".join("${%s}$" % n for n in names) or "NULL")
-        params.update(zip(names, values))
     return sql, params
 
 
@@ -130,7 +109,7 @@ _parameters_cache = {}
 def statement_parameters(sql):
     names = _parameters_cache.get(sql)
     if names is None:
-        names = _parameters_cache[sql] = tuple(dict.fromkeys(PLACEHOLDER.findall(sql)))
+        names = _parameters_cache[sql] = tuple(dict.fromkeys(sqlor_adapter.PLACEHOLDER.findall(sql)))
         reserved = RESERVED_PARAMS.intersection(names)
         if reserved:
             raise StorageError(f"parameter names {sorted(reserved)} are reserved by sqlor")

@@ -74,3 +74,27 @@ async def test_optional_blocks_are_kept_or_dropped_by_value(tmp_path):
     assert counts == [3, 2, 2, 1]
     await sqlor_adapter.unbind(sor)
     await sor.close()
+
+
+async def test_list_values_become_one_placeholder_per_item_and_empty_lists_match_nothing(tmp_path):
+    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
+    await sor.connect()
+    await sqlor_adapter.bind(sor, sor.conn)
+    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
+    for a, b in (("x", 1), ("y", 2), ("z'; --", 3)):
+        await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
+    sql = "SELECT a FROM t WHERE b >= ${low}$ AND a IN (${names}$) ORDER BY a"
+    found = [[r["a"] for r in await sqlor_adapter.rows(sor, sql, {"low": low, "names": names})]
+             for low, names in ((1, ["x", "z'; --"]), (2, ("x", "y", "z'; --")), (1, []), (1, ["y"]))]
+    assert found == [["x", "z'; --"], ["y", "z'; --"], [], ["y"]]
+    await sqlor_adapter.unbind(sor)
+    await sor.close()
+
+
+def test_list_expansion_on_mysql_binds_every_item():
+    sor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, {"host": "h", "db": "d"})
+    sql = "UPDATE t SET s = ${s}$ WHERE id IN (${ids}$) AND k = ${k}$"
+    assert sqlor_adapter.bound(sor, sql, {"s": 1, "ids": ["a", "b", "c"], "k": 2}) == (
+        "UPDATE t SET s = %s WHERE id IN (%s, %s, %s) AND k = %s", (1, "a", "b", "c", 2))
+    assert sqlor_adapter.bound(sor, sql, {"s": 1, "ids": [], "k": 2}) == (
+        "UPDATE t SET s = %s WHERE id IN (NULL) AND k = %s", (1, 2))
