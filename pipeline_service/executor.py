@@ -45,8 +45,8 @@ class Executor:
         self.max_crashes = max_crashes
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
-        self._running = {}          # step id -> asyncio.Task running it
-        self._tenant_of = {}        # step id -> tenant id
+        self._running = {}          # step id -> asyncio.Task running it (until its outcome is recorded)
+        self._tenant_of = {}        # step id -> tenant id, while the step holds a slot (until its handler ends)
         self._revoked = set()       # step ids whose run was taken away (cancel, modify, recovery)
         self._in_handler = set()    # step ids whose handler is running now
         self._tasks = []
@@ -157,7 +157,8 @@ class Executor:
     async def _claim(self):
         """Claim while there are free slots and ready steps."""
         while not self._stopping:
-            free = self.concurrency - len(self._running)
+            # a step's slot is free once its handler ends; at most `concurrency` outcomes wait to be recorded
+            free = min(self.concurrency - len(self._tenant_of), 2 * self.concurrency - len(self._running))
             step_types = registered_step_types()
             if free <= 0 or not step_types:
                 return
@@ -191,6 +192,7 @@ class Executor:
         try:
             step, input_data = await self.manager.start_step(claim)
             result = await self._attempt(claim, step, input_data)
+            self._free_slot(claim.id)
             if isinstance(result, dict):
                 await self._record(Outcome(claim, output=result))
             elif claim.run_attempt < step.max_attempts:
@@ -209,8 +211,13 @@ class Executor:
             log.exception("pipeline step %s of task %s could not be recorded", claim.step_name, claim.task_id)
         finally:
             self._running.pop(claim.id, None)
-            self._tenant_of.pop(claim.id, None)
+            self._free_slot(claim.id)
             self._revoked.discard(claim.id)
+            self.wake()
+
+    def _free_slot(self, step_id):
+        """The step's handler has ended: its slot goes to the next ready step while the outcome is recorded."""
+        if self._tenant_of.pop(step_id, None) is not None:
             self.wake()
 
     async def _record(self, outcome):

@@ -141,9 +141,11 @@ STATEMENTS = {
     "requeue_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, error = ${error}$,
         owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
-    # steps become ready together with the input they will run on
-    "make_steps_ready": """UPDATE pipeline_task_steps SET ready_at = ${now}$, input_version = ${input_version}$,
-        input_stale = 0, updated_at = ${now}$
+    # steps become ready together with the input they will run on, in their task's place
+    # in the queue (its submit time): the oldest task's ready steps are claimed first
+    "make_steps_ready": """UPDATE pipeline_task_steps SET ready_at = (SELECT t.created_at FROM pipeline_tasks t
+        WHERE t.tenant_id = pipeline_task_steps.tenant_id AND t.id = pipeline_task_steps.task_id),
+        input_version = ${input_version}$, input_stale = 0, updated_at = ${now}$
         WHERE id IN (${ids}$) AND status = 'pending' AND ready_at IS NULL""",
     "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",

@@ -441,3 +441,49 @@ async def test_stop_is_graceful_running_steps_finish_and_are_recorded(database, 
     await service.start()  # a new executor takes over where it stopped
     assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
     await service.stop()
+
+
+async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bounded(database, tenant, pipeline_id,
+                                                                                       step_type):
+    """With one slot: while the first outcome waits to be recorded, the next step runs;
+    once as many outcomes wait as there are slots, nothing more is claimed."""
+    from pipeline_service import PipelineService
+    calls, recording = [], asyncio.Event()
+    register_handler(step_type, recorder(calls))
+    service = PipelineService(database, poll_interval=0.1, concurrency=1)
+    await service.storage.create_missing_tables(include_reference=True)
+    finish = service.manager.finish
+
+    async def held_finish(outcomes):  # the database is slow to record (held until the test lets it go)
+        await recording.wait()
+        return await finish(outcomes)
+    service.manager.finish = held_finish
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    tasks = [await service.submit(tenant, pipeline_id, "o", f"t{i}", {}) for i in range(4)]
+    await asyncio.sleep(1.0)
+    assert len(calls) == 2  # one outcome waiting to be recorded, and one more: the bound
+    recording.set()
+    for task in tasks:
+        assert (await service.wait(tenant, task["id"], timeout=10))["status"] == "succeeded"
+    assert len(calls) == 4
+    await service.stop(timeout=5)
+
+
+async def test_the_oldest_tasks_ready_steps_are_claimed_first(service, tenant, pipeline_id, step_type):
+    """A successor takes its task's place in the queue: under a backlog, started tasks finish first."""
+    register_handler(step_type, recorder([]))
+    await service.executor.stop()
+    service.autostart = False
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
+                                                {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
+    older = await service.submit(tenant, pipeline_id, "o", "older", {})
+    await asyncio.sleep(0.01)
+    newer = await service.submit(tenant, pipeline_id, "o", "newer", {})
+    claim = lambda: service.manager.claim_ready("worker", 1, 30_000, [step_type], {}, None)  # noqa: E731
+    [first] = await claim()
+    assert (first.task_id, first.step_name) == (older["id"], "a")
+    assert await service.manager.finish([Outcome(first, output={"x": 1})]) == [True]
+    [second] = await claim()  # older's b became ready after newer's a, yet comes first
+    assert (second.task_id, second.step_name) == (older["id"], "b")
+    [third] = await claim()
+    assert (third.task_id, third.step_name) == (newer["id"], "a")
