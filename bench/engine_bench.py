@@ -2,11 +2,16 @@
 
     a -> (b, c) -> d -> e
 
-For each backend: submit --tasks tasks at once and measure steps/s until all
-succeed; from the stored step times, the median engine overhead per step (claim
-to committed output, handler time ~0) and the median delay from a step's last
-dependency finishing to the step starting. A light run (one task at a time)
-gives the same medians without queueing. The storage baseline (one committed
+For each backend, three runs on one service:
+* light: 20 tasks, one at a time (each waited for) — latency without queueing;
+* stream: --tasks tasks submitted one after another (each submit awaited, as
+  requests of a host arrive), all running at once as they come;
+* burst: --tasks tasks submitted all at once (concurrent submits, as the DBOS peer
+  starts its workflows), then all run.
+For stream and burst: steps/s from the first submit until all succeed. For all
+three, from the stored step times: the median engine overhead per step (claim to
+committed output, handler time ~0) and the median delay from a step's last
+dependency finishing to the step starting. The storage baseline (one committed
 insert+select transaction, raw aiomysql vs ours) is measured in the same run.
 Goals (SPEC §7, MariaDB, one process): >= 1,500 steps/s; overhead < 2 ms;
 successor start < 5 ms.
@@ -54,6 +59,26 @@ async def step_times(service, tenant, task_ids):
     return overhead, delay
 
 
+async def submit_one_after_another(service, tenant, pipeline_id, tasks):
+    return [(await service.submit(tenant, pipeline_id, "bench", "stream", {"i": i}))["id"] for i in range(tasks)]
+
+
+async def submit_all_at_once(service, tenant, pipeline_id, tasks):
+    submitted = await asyncio.gather(*(service.submit(tenant, pipeline_id, "bench", "burst", {"i": i})
+                                       for i in range(tasks)))
+    return [task["id"] for task in submitted]
+
+
+async def loaded_run(service, pipeline_id, tasks, submit):
+    tenant = "bench-" + new_id()[:8]
+    started = time.perf_counter()
+    ids = await submit(service, tenant, pipeline_id, tasks)
+    await wait_all(service, tenant, tasks)
+    elapsed = time.perf_counter() - started
+    overhead, delay = await step_times(service, tenant, ids)
+    return {"steps_per_s": tasks * len(DIAMOND) / elapsed, "overhead": median(overhead), "delay": median(delay)}
+
+
 async def run_backend(database, tasks, concurrency):
     register_handler("bench-noop", noop)
     service = PipelineService(database, concurrency=concurrency, poll_interval=1.0)
@@ -61,7 +86,6 @@ async def run_backend(database, tasks, concurrency):
     await service.start()
     pipeline_id = "bench-diamond"
     await service.define_pipeline(pipeline_id, DIAMOND)
-    # light load: one task at a time
     light_tenant = "bench-light-" + new_id()[:8]
     light_ids = []
     for _ in range(20):
@@ -69,17 +93,13 @@ async def run_backend(database, tasks, concurrency):
         await service.wait(light_tenant, task["id"], interval=0.005)
         light_ids.append(task["id"])
     light_overhead, light_delay = await step_times(service, light_tenant, light_ids)
-    # heavy load: all tasks at once
-    tenant = "bench-" + new_id()[:8]
-    started = time.perf_counter()
-    ids = [(await service.submit(tenant, pipeline_id, "bench", "load", {"i": i}))["id"] for i in range(tasks)]
-    await wait_all(service, tenant, tasks)
-    elapsed = time.perf_counter() - started
-    overhead, delay = await step_times(service, tenant, ids)
+    stream = await loaded_run(service, pipeline_id, tasks, submit_one_after_another)
+    burst = await loaded_run(service, pipeline_id, tasks, submit_all_at_once)
     await service.stop()
-    return {"steps_per_s": tasks * len(DIAMOND) / elapsed, "elapsed": elapsed,
+    return {"steps_per_s": burst["steps_per_s"], "steps_per_s_stream": stream["steps_per_s"],
             "overhead_light": median(light_overhead), "delay_light": median(light_delay),
-            "overhead_load": median(overhead), "delay_load": median(delay)}
+            "overhead_stream": stream["overhead"], "delay_stream": stream["delay"],
+            "overhead_burst": burst["overhead"], "delay_burst": burst["delay"]}
 
 
 def main(argv=None):
@@ -96,12 +116,12 @@ def main(argv=None):
             database = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
         results[backend] = asyncio.run(run_backend(database, args.tasks, args.concurrency))
     baseline = asyncio.run(storage_bench.measure(5, 40)) if "mysql" in results else None
-    print(f"diamond DAG (5 steps, no-op handlers), {args.tasks} tasks at once, concurrency {args.concurrency}")
-    print(f"{'backend':8} {'steps/s':>9} {'overhead/step ms':>17} {'successor delay ms':>19}"
-          f" {'(light) overhead':>17} {'(light) delay':>14}")
+    print(f"diamond DAG (5 steps, no-op handlers), {args.tasks} tasks, concurrency {args.concurrency}; "
+          "per step, medians in ms: overhead (claim to committed output) / successor start delay")
+    print(f"{'backend':8} {'burst steps/s':>14} {'stream steps/s':>15} {'light':>11} {'stream':>11} {'burst':>11}")
     for backend, r in results.items():
-        print(f"{backend:8} {r['steps_per_s']:9.0f} {r['overhead_load']:17.1f} {r['delay_load']:19.1f}"
-              f" {r['overhead_light']:17.1f} {r['delay_light']:14.1f}")
+        print(f"{backend:8} {r['steps_per_s']:14.0f} {r['steps_per_s_stream']:15.0f}"
+              + "".join(f" {r['overhead_' + k]:5.1f}/{r['delay_' + k]:<5.1f}" for k in ("light", "stream", "burst")))
     if baseline:
         print(f"storage baseline (MariaDB, median): raw aiomysql tx {baseline['raw']:.3f} ms, "
               f"ours {baseline['ours']:.3f} ms, ratio {baseline['ours'] / baseline['raw']:.2f}x")
