@@ -11,7 +11,8 @@ For each backend, three runs on one service:
 For stream and burst: steps/s from the first submit until all succeed. For all
 three, from the stored step times: the median engine overhead per step (claim to
 committed output, handler time ~0) and the median delay from a step's last
-dependency finishing to the step starting. The storage baseline (one committed
+dependency finishing to the step starting; for light, also the task's time from
+submit to done / 5 steps (the measure the DBOS peer reports). The storage baseline (one committed
 insert+select transaction, raw aiomysql vs ours) is measured in the same run.
 Goals (SPEC §7, MariaDB, one process): >= 1,500 steps/s; overhead < 2 ms;
 successor start < 5 ms.
@@ -59,6 +60,16 @@ async def step_times(service, tenant, task_ids):
     return overhead, delay
 
 
+async def task_times(service, tenant, task_ids):
+    """Each task's time from submit to its last step's commit (ms)."""
+    times = []
+    for task_id in task_ids:
+        async with service.storage.transaction() as tx:
+            task = await tx.fetch_one("get_task", tenant_id=tenant, task_id=task_id)
+        times.append(task["finished_at"] - task["created_at"])
+    return times
+
+
 async def submit_one_after_another(service, tenant, pipeline_id, tasks):
     return [(await service.submit(tenant, pipeline_id, "bench", "stream", {"i": i}))["id"] for i in range(tasks)]
 
@@ -93,11 +104,13 @@ async def run_backend(database, tasks, concurrency):
         await service.wait(light_tenant, task["id"], interval=0.005)
         light_ids.append(task["id"])
     light_overhead, light_delay = await step_times(service, light_tenant, light_ids)
+    light_task_ms = await task_times(service, light_tenant, light_ids)
     stream = await loaded_run(service, pipeline_id, tasks, submit_one_after_another)
     burst = await loaded_run(service, pipeline_id, tasks, submit_all_at_once)
     await service.stop()
     return {"steps_per_s": burst["steps_per_s"], "steps_per_s_stream": stream["steps_per_s"],
             "overhead_light": median(light_overhead), "delay_light": median(light_delay),
+            "step_time_light": median(light_task_ms) / len(DIAMOND),
             "overhead_stream": stream["overhead"], "delay_stream": stream["delay"],
             "overhead_burst": burst["overhead"], "delay_burst": burst["delay"]}
 
