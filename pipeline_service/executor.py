@@ -9,6 +9,9 @@ It only orchestrates; every state change is a manager operation.
 * A heartbeat extends the leases of the steps running here and notices steps taken
   away elsewhere (cancelled, re-planned, recovered), whose handlers it then stops.
 * Claims are spread fairly over tenants, within a global and a per-tenant limit.
+* Outcomes are recorded in batches (group commit). A step's slot is free as soon
+  as its handler returns, so the next steps run while the batch commits; at most
+  ``concurrency`` outcomes wait to be recorded (then claiming pauses).
 """
 import asyncio
 import json
