@@ -90,8 +90,22 @@ async def wait_succeeded(svc, tenant, n, timeout):
         except StorageError:
             pass  # the database may be restarting
         if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than {n} tasks succeeded in {timeout}s")
+            raise TimeoutError(f"fewer than {n} tasks succeeded in {timeout}s; {await where_things_are(svc, tenant)}")
         await asyncio.sleep(0.1)
+
+
+async def where_things_are(svc, tenant):
+    """Task and step counts by status, for a timeout's message (what was stuck where)."""
+    tasks = {s: (await svc.list(tenant, status=s, rows=1))["total"] for s in
+             ("pending", "running", "paused", "succeeded", "failed", "cancelled")}
+    async with svc.storage.transaction() as tx:
+        listed = (await tx.fetch_all("list_tasks", tenant_id=tenant, pipeline_id=None, status=None, limit=1000,
+                                     offset=0))
+        steps = Counter()
+        for task in listed:
+            for step in await tx.fetch_all("get_steps", tenant_id=tenant, task_id=task["id"]):
+                steps[(step["status"], step["ready_at"] is not None, step["owner"])] += 1
+    return f"tasks by status {tasks}; steps by (status, ready, owner) {dict(steps)}"
 
 
 def artifact_counts(db_name, tenant):
