@@ -166,12 +166,6 @@ async def run(sor, sql, params):
     return sor.cur.rowcount
 
 
-async def rows(sor, sql, params):
-    """Execute one query; return its rows as plain dicts (values converted as sqlor does)."""
-    await execute(sor, [bound(sor, sql, params)])
-    return await fetch_rows(sor)
-
-
 async def fetch_rows(sor):
     """The rows of the cursor's current result as plain dicts (values converted as sqlor does)."""
     cur = sor.cur

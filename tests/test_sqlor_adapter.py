@@ -8,6 +8,12 @@ from pipeline_service.connectors import connector_for, MySQLConnector, SQLiteCon
 from pipeline_service.exceptions import StorageError
 
 
+async def rows(sor, sql, params):
+    """One query through the adapter, its rows as dicts (what Transaction.fetch_all does)."""
+    await sqlor_adapter.execute(sor, [sqlor_adapter.bound(sor, sql, params)])
+    return await sqlor_adapter.fetch_rows(sor)
+
+
 def test_our_sqlite_driver_is_a_plugin_found_by_sqlors_factory(tmp_path):
     sor = sqlorFactory(DictObject(driver="pipeline_sqlite", kwargs=DictObject(path=str(tmp_path / "x.db"))))
     assert isinstance(sor, sqlor_adapter.AiosqliteSqlor)
@@ -19,7 +25,7 @@ async def test_sqlite_driver_connects_and_binds_parameters(tmp_path):
     await sqlor_adapter.bind(sor, sor.conn)
     await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
     assert await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": "x'); --", "b": 2}) == 1
-    assert await sqlor_adapter.rows(sor, "SELECT a, b FROM t WHERE b = ${b}$", {"b": 2}) == [
+    assert await rows(sor, "SELECT a, b FROM t WHERE b = ${b}$", {"b": 2}) == [
         {"a": "x'); --", "b": 2}]
     await sqlor_adapter.unbind(sor)
     await sor.close()
@@ -69,7 +75,7 @@ async def test_optional_blocks_are_kept_or_dropped_by_value(tmp_path):
     for a, b in (("x", 1), ("x", 2), ("y", 2)):
         await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
     sql = "SELECT count(*) AS n FROM t WHERE 1 = 1 $<a>$ AND a = ${a}$ $</a>$ $<b>$ AND b = ${b}$ $</b>$"
-    counts = [(await sqlor_adapter.rows(sor, sql, ns))[0]["n"] for ns in (
+    counts = [(await rows(sor, sql, ns))[0]["n"] for ns in (
         {"a": None, "b": None}, {"a": "x", "b": None}, {"a": None, "b": 2}, {"a": "x", "b": 2})]
     assert counts == [3, 2, 2, 1]
     await sqlor_adapter.unbind(sor)
@@ -84,7 +90,7 @@ async def test_list_values_become_one_placeholder_per_item_and_empty_lists_match
     for a, b in (("x", 1), ("y", 2), ("z'; --", 3)):
         await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
     sql = "SELECT a FROM t WHERE b >= ${low}$ AND a IN (${names}$) ORDER BY a"
-    found = [[r["a"] for r in await sqlor_adapter.rows(sor, sql, {"low": low, "names": names})]
+    found = [[r["a"] for r in await rows(sor, sql, {"low": low, "names": names})]
              for low, names in ((1, ["x", "z'; --"]), (2, ("x", "y", "z'; --")), (1, []), (1, ["y"]))]
     assert found == [["x", "z'; --"], ["y", "z'; --"], [], ["y"]]
     await sqlor_adapter.unbind(sor)
