@@ -12,7 +12,9 @@ For stream and burst: steps/s from the first submit until all succeed. For all
 three, from the stored step times: the median engine overhead per step (claim to
 committed output, handler time ~0) and the median delay from a step's last
 dependency finishing to the step starting; for light, also the task's time from
-submit to done / 5 steps (the measure the DBOS peer reports). The storage baseline (one committed
+submit to done / 5 steps (the measure the DBOS peer reports); for burst, the CPU
+time per step of this process and of the local MariaDB server (the engine's cost,
+not its latency). The storage baseline (one committed
 insert+select transaction, raw aiomysql vs ours) is measured in the same run.
 Goals (SPEC §7, MariaDB, one process): >= 1,500 steps/s; overhead < 2 ms;
 successor start < 5 ms.
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import diamond, MYSQL_URL, ensure_mysql_database, median  # noqa: E402
+from bench.common import diamond, MYSQL_URL, ensure_mysql_database, median, server_cpu_seconds  # noqa: E402
 from bench import storage_bench  # noqa: E402
 from pipeline_service import PipelineService, register_handler  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
@@ -82,12 +84,15 @@ async def submit_all_at_once(service, tenant, pipeline_id, tasks):
 
 async def loaded_run(service, pipeline_id, tasks, submit):
     tenant = "bench-" + new_id()[:8]
-    started = time.perf_counter()
+    server_cpu, cpu, started = server_cpu_seconds(), time.process_time(), time.perf_counter()
     ids = await submit(service, tenant, pipeline_id, tasks)
     await wait_all(service, tenant, tasks)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server_cpu = server_cpu_seconds() - server_cpu if server_cpu is not None else float("nan")
     overhead, delay = await step_times(service, tenant, ids)
-    return {"steps_per_s": tasks * len(DIAMOND) / elapsed, "overhead": median(overhead), "delay": median(delay)}
+    steps = tasks * len(DIAMOND)
+    return {"steps_per_s": steps / elapsed, "overhead": median(overhead), "delay": median(delay),
+            "cpu_ms": cpu * 1000 / steps, "server_cpu_ms": server_cpu * 1000 / steps}
 
 
 async def run_backend(database, tasks, concurrency):
@@ -112,7 +117,8 @@ async def run_backend(database, tasks, concurrency):
             "overhead_light": median(light_overhead), "delay_light": median(light_delay),
             "step_time_light": median(light_task_ms) / len(DIAMOND),
             "overhead_stream": stream["overhead"], "delay_stream": stream["delay"],
-            "overhead_burst": burst["overhead"], "delay_burst": burst["delay"]}
+            "overhead_burst": burst["overhead"], "delay_burst": burst["delay"],
+            "cpu_ms_burst": burst["cpu_ms"], "server_cpu_ms_burst": burst["server_cpu_ms"]}
 
 
 def main(argv=None):
@@ -135,6 +141,8 @@ def main(argv=None):
     for backend, r in results.items():
         print(f"{backend:8} {r['steps_per_s']:14.0f} {r['steps_per_s_stream']:15.0f}"
               + "".join(f" {r['overhead_' + k]:5.1f}/{r['delay_' + k]:<5.1f}" for k in ("light", "stream", "burst")))
+        print(f"{'':8} CPU per step in the burst: this process {r['cpu_ms_burst']:.2f} ms"
+              + (f", MariaDB server {r['server_cpu_ms_burst']:.2f} ms" if backend == "mysql" else ""))
     if baseline:
         print(f"storage baseline (MariaDB, median): raw aiomysql tx {baseline['raw']:.3f} ms, "
               f"ours {baseline['ours']:.3f} ms, ratio {baseline['ours'] / baseline['raw']:.2f}x")
