@@ -46,12 +46,8 @@ class Transaction:
         """Queue an ``INSERT ... VALUES (...)`` for every dict in ``rows``, as one multi-row statement."""
         if not rows:
             return
-        sql = queries.statement(name, self._connector.dialect)
-        needed = statement_parameters(sql)
-        for row in rows:
-            missing = [p for p in needed if p not in row]
-            if missing:
-                raise StorageError(f"statement {name!r} needs parameters {missing}")
+        for row in rows:  # every row is checked before anything is queued
+            sql, _ = prepare(name, self._connector.dialect, row)
         self._deferred.append(sqlor_adapter.bound_many(self._sor, sql, rows))
 
     async def execute(self, name, /, **params):
