@@ -14,21 +14,32 @@ async def rows(sor, sql, params):
     return await sqlor_adapter.fetch_rows(sor)
 
 
+@pytest.fixture
+async def sqlite_t(tmp_path):
+    """Our SQLite driver, connected and bound, with an empty table t (a TEXT, b INTEGER)."""
+    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
+    await sor.connect()
+    await sqlor_adapter.bind(sor, sor.conn)
+    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
+    yield sor
+    await sqlor_adapter.unbind(sor)
+    await sor.close()
+
+
+async def insert_t(sor, *pairs):
+    for a, b in pairs:
+        await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
+
+
 def test_our_sqlite_driver_is_a_plugin_found_by_sqlors_factory(tmp_path):
     sor = sqlorFactory(DictObject(driver="pipeline_sqlite", kwargs=DictObject(path=str(tmp_path / "x.db"))))
     assert isinstance(sor, sqlor_adapter.AiosqliteSqlor)
 
 
-async def test_sqlite_driver_connects_and_binds_parameters(tmp_path):
-    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
-    await sor.connect()
-    await sqlor_adapter.bind(sor, sor.conn)
-    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
-    assert await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": "x'); --", "b": 2}) == 1
-    assert await rows(sor, "SELECT a, b FROM t WHERE b = ${b}$", {"b": 2}) == [
+async def test_sqlite_driver_connects_and_binds_parameters(sqlite_t):
+    assert await sqlor_adapter.run(sqlite_t, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": "x'); --", "b": 2}) == 1
+    assert await rows(sqlite_t, "SELECT a, b FROM t WHERE b = ${b}$", {"b": 2}) == [
         {"a": "x'); --", "b": 2}]
-    await sqlor_adapter.unbind(sor)
-    await sor.close()
 
 
 def test_the_aiomysql_driver_name_is_refused_not_silently_broken():
@@ -67,34 +78,20 @@ def test_bad_database_descriptions_are_refused(bad):
         connector_for(bad)
 
 
-async def test_optional_blocks_are_kept_or_dropped_by_value(tmp_path):
-    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
-    await sor.connect()
-    await sqlor_adapter.bind(sor, sor.conn)
-    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
-    for a, b in (("x", 1), ("x", 2), ("y", 2)):
-        await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
+async def test_optional_blocks_are_kept_or_dropped_by_value(sqlite_t):
+    await insert_t(sqlite_t, ("x", 1), ("x", 2), ("y", 2))
     sql = "SELECT count(*) AS n FROM t WHERE 1 = 1 $<a>$ AND a = ${a}$ $</a>$ $<b>$ AND b = ${b}$ $</b>$"
-    counts = [(await rows(sor, sql, ns))[0]["n"] for ns in (
+    counts = [(await rows(sqlite_t, sql, ns))[0]["n"] for ns in (
         {"a": None, "b": None}, {"a": "x", "b": None}, {"a": None, "b": 2}, {"a": "x", "b": 2})]
     assert counts == [3, 2, 2, 1]
-    await sqlor_adapter.unbind(sor)
-    await sor.close()
 
 
-async def test_list_values_become_one_placeholder_per_item_and_empty_lists_match_nothing(tmp_path):
-    sor = sqlor_adapter.new_sqlor(sqlor_adapter.SQLITE_DRIVER, {"path": str(tmp_path / "x.db")})
-    await sor.connect()
-    await sqlor_adapter.bind(sor, sor.conn)
-    await sqlor_adapter.run(sor, "CREATE TABLE t (a TEXT, b INTEGER)", {})
-    for a, b in (("x", 1), ("y", 2), ("z'; --", 3)):
-        await sqlor_adapter.run(sor, "INSERT INTO t VALUES (${a}$, ${b}$)", {"a": a, "b": b})
+async def test_list_values_become_one_placeholder_per_item_and_empty_lists_match_nothing(sqlite_t):
+    await insert_t(sqlite_t, ("x", 1), ("y", 2), ("z'; --", 3))
     sql = "SELECT a FROM t WHERE b >= ${low}$ AND a IN (${names}$) ORDER BY a"
-    found = [[r["a"] for r in await rows(sor, sql, {"low": low, "names": names})]
+    found = [[r["a"] for r in await rows(sqlite_t, sql, {"low": low, "names": names})]
              for low, names in ((1, ["x", "z'; --"]), (2, ("x", "y", "z'; --")), (1, []), (1, ["y"]))]
     assert found == [["x", "z'; --"], ["y", "z'; --"], [], ["y"]]
-    await sqlor_adapter.unbind(sor)
-    await sor.close()
 
 
 def test_list_expansion_on_mysql_binds_every_item():
