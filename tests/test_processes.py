@@ -46,6 +46,13 @@ class Hosts:
             return []
         return [line.split() for line in self.log.read_text().splitlines()]
 
+    async def wait_for(self, seen, timeout, message, interval=0.02):
+        """Wait until ``seen(event)`` holds for an event in the log; fail with ``message`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not any(seen(e) for e in self.events()):
+            assert time.monotonic() < deadline, message
+            await asyncio.sleep(interval)
+
     def stderr(self, i):
         return (self.tmp_path / f"host{i}.err").read_text()
 
@@ -148,10 +155,7 @@ async def test_kill_9_mid_step_another_process_finishes(hosts, submitter):
     tenant = "mp-" + new_id()[:8]
     for i in range(10):
         await submitter.submit(tenant, "mp-slow", "o", f"t{i}", {})
-    deadline = time.monotonic() + 20
-    while not any(e[0] == "start" and e[1] == str(victim.pid) for e in hosts.events()):
-        assert time.monotonic() < deadline, "the victim never started a step"
-        await asyncio.sleep(0.02)
+    await hosts.wait_for(lambda e: e[0] == "start" and e[1] == str(victim.pid), 20, "the victim never started a step")
     victim.send_signal(signal.SIGKILL)
     killed_at = time.time()
     victim.wait()
@@ -178,16 +182,11 @@ async def test_cancel_in_one_process_stops_a_handler_in_another(hosts, submitter
     hosts.start(1, lease=lease)
     tenant = "mp-" + new_id()[:8]
     task = await submitter.submit(tenant, "mp-long", "o", "long", {})
-    deadline = time.monotonic() + 10
-    while not any(e[0] == "start" and e[2] == task["id"] for e in hosts.events()):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await hosts.wait_for(lambda e: e[0] == "start" and e[2] == task["id"], 10, "the step never started")
     await submitter.cancel(tenant, task["id"])
     asked = time.time()
-    deadline = time.monotonic() + lease + 2
-    while not any(e[0] == "cancelled" and e[2] == task["id"] for e in hosts.events()):
-        assert time.monotonic() < deadline, "the handler in the other process was not cancelled"
-        await asyncio.sleep(0.05)
+    await hosts.wait_for(lambda e: e[0] == "cancelled" and e[2] == task["id"], lease + 2,
+                         "the handler in the other process was not cancelled", interval=0.05)
     seen = next(float(e[4]) for e in hosts.events() if e[0] == "cancelled" and e[2] == task["id"])
     assert seen - asked <= lease + 0.5
     detail = await submitter.detail(tenant, task["id"])
@@ -255,10 +254,7 @@ async def test_pause_in_one_process_holds_steps_in_another(hosts, submitter):
     hosts.start(1)
     tenant = "mp-" + new_id()[:8]
     task = await submitter.submit(tenant, "mp-pause", "o", "pause", {})
-    deadline = time.monotonic() + 10
-    while not any(e[0] == "start" and e[2] == task["id"] for e in hosts.events()):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await hosts.wait_for(lambda e: e[0] == "start" and e[2] == task["id"], 10, "the step never started")
     await submitter.pause(tenant, task["id"])
     await asyncio.sleep(2.0)  # a finishes in the other process; b must not start
     assert [(e[0], e[3]) for e in hosts.events() if e[2] == task["id"]] == [("start", "a"), ("end", "a")]
