@@ -50,6 +50,13 @@ def require_mysql():
         pytest.skip(message)
 
 
+def scratch_name(suffix):
+    """A scratch database name of this test session's own: derived from the main test
+    database's name, so two runs on one MariaDB (different $PIPELINE_TEST_MYSQL) never
+    drop each other's databases."""
+    return f"{mysql_parts()['db']}_{suffix}"
+
+
 def scratch_mysql_database(name):
     """Create (or empty) a MySQL database for one test module and return its URL."""
     require_mysql()

@@ -12,10 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import mysql_parts, scratch_mysql_database
+from conftest import mysql_parts, scratch_mysql_database, scratch_name
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "host"
+HOST_DB = scratch_name("host")
+pytestmark = pytest.mark.slow
 
 
 def free_port():
@@ -27,7 +29,7 @@ def free_port():
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     """A copy of examples/host with its config pointed at a scratch MariaDB database."""
-    scratch_mysql_database("pipeline_test_host")
+    scratch_mysql_database(HOST_DB)
     workdir = tmp_path_factory.mktemp("host")
     shutil.copytree(EXAMPLE / "app", workdir / "app")
     (workdir / "wwwroot").mkdir()
@@ -37,7 +39,7 @@ def host(tmp_path_factory):
     config = json.loads((EXAMPLE / "conf" / "config.json").read_text())
     parts = mysql_parts()
     config["databases"]["pipeline"]["kwargs"].update(host=parts["host"], port=parts["port"], user=parts["user"],
-                                                     password=parts["password"], db="pipeline_test_host")
+                                                     password=parts["password"], db=HOST_DB)
     (workdir / "conf").mkdir()
     (workdir / "conf" / "config.json").write_text(json.dumps(config))
     port = free_port()

@@ -12,7 +12,10 @@ import pytest
 
 from pipeline_service import PipelineService, StorageError
 from pipeline_service.ids import new_id
-from conftest import mysql_admin, scratch_mysql_database
+from conftest import mysql_admin, scratch_mysql_database, scratch_name
+
+MP_DB = scratch_name("mp")
+pytestmark = pytest.mark.slow
 
 HOST = Path(__file__).with_name("host_process.py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +72,7 @@ class Hosts:
 
 @pytest.fixture
 def mp_db():
-    return scratch_mysql_database("pipeline_test_mp")
+    return scratch_mysql_database(MP_DB)
 
 
 @pytest.fixture
@@ -141,7 +144,7 @@ async def test_three_processes_run_200_tasks_each_step_once(hosts, submitter):
     assert {t for t, _ in ends} == set(ids)
     pids = {e[1] for e in hosts.events() if e[0] == "end"}
     assert len(pids) >= 2, "the work was not shared between processes"
-    rows, running, _ = artifact_counts("pipeline_test_mp", tenant)
+    rows, running, _ = artifact_counts(MP_DB, tenant)
     assert len(rows) == 1000 and all(count == 1 and version == 1 for _, _, count, version in rows)
     assert running == 0
 
@@ -169,7 +172,7 @@ async def test_kill_9_mid_step_another_process_finishes(hosts, submitter):
         rerun = min(float(e[4]) for e in events if e[0] == "start" and (e[2], e[3]) == key and e[1] != str(victim.pid))
         assert rerun - killed_at < lease + poll + 1.0, f"{key} waited {rerun - killed_at:.2f}s to run again"
         assert key in ended
-    rows, running, crashes = artifact_counts("pipeline_test_mp", tenant)
+    rows, running, crashes = artifact_counts(MP_DB, tenant)
     assert len(rows) == 20 and all(count == 1 for _, _, count, _ in rows), "an output was stored twice"
     assert running == 0
     assert all(crashes[key] == 1 for key in orphans)
@@ -210,6 +213,7 @@ def restart_mariadb():
             time.sleep(0.3)
 
 
+@pytest.mark.restarts_mariadb
 async def test_mariadb_restart_mid_run_every_task_finishes(hosts, submitter):
     await submitter.define_pipeline("mp-chain", [
         {"step_name": "a", "step_type": "mp-slow", "config": {"sleep": 0.3}},
@@ -225,7 +229,7 @@ async def test_mariadb_restart_mid_run_every_task_finishes(hosts, submitter):
         await asyncio.sleep(0.05)
     await asyncio.to_thread(restart_mariadb)
     await wait_succeeded(submitter, tenant, 20, timeout=120)
-    rows, running, _ = artifact_counts("pipeline_test_mp", tenant)
+    rows, running, _ = artifact_counts(MP_DB, tenant)
     assert len(rows) == 60 and all(count == 1 for _, _, count, _ in rows)
     assert running == 0
     logs = hosts.stderr(0) + hosts.stderr(1)

@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline_service import schema
 from pipeline_service.ids import now_ms
 from pipeline_service.storage import Storage
-from conftest import mysql_admin, scratch_mysql_database
+from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def test_every_owned_model_has_tenant_id_and_a_tenant_led_index():
 def test_json2ddl_output_applies_cleanly_to_mariadb():
     ddl = json2ddl_output()
     assert ddl.count("drop table if exists") == 3, "json2ddl models/ covers exactly the three owned tables"
-    database = "pipeline_test_ddl"
+    database = scratch_name("ddl")
     scratch_mysql_database(database)
     conn = mysql_admin(database=database, client_flag=65536)  # MULTI_STATEMENTS
     with conn.cursor() as cur:
@@ -63,7 +63,7 @@ def test_json2ddl_output_applies_cleanly_to_mariadb():
 
 
 async def test_safe_path_builds_the_same_columns_and_keeps_rows():
-    ddl_db = "pipeline_test_ddl2"
+    ddl_db = scratch_name("ddl2")
     scratch_mysql_database(ddl_db)
     conn = mysql_admin(database=ddl_db, client_flag=65536)
     with conn.cursor() as cur:
@@ -71,7 +71,7 @@ async def test_safe_path_builds_the_same_columns_and_keeps_rows():
         while cur.nextset():
             pass
     conn.close()
-    safe_db = "pipeline_test_safe"
+    safe_db = scratch_name("safe")
     url = scratch_mysql_database(safe_db)
     storage = Storage.from_description(url)
     await storage.create_missing_tables()

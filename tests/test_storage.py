@@ -10,7 +10,7 @@ import pytest
 from pipeline_service import DatabaseUnavailableError, SchemaMissingError, StorageError
 from pipeline_service.ids import new_id, now_ms
 from pipeline_service.storage import Storage
-from conftest import mysql_admin, scratch_mysql_database
+from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
 
 def task_row(tenant, **over):
@@ -218,7 +218,7 @@ async def test_unopenable_sqlite_file_is_reported(tmp_path):
 @pytest.fixture
 def empty_database(backend, tmp_path):
     if backend == "mysql":
-        return scratch_mysql_database("pipeline_test_empty")
+        return scratch_mysql_database(scratch_name("empty"))
     return f"sqlite:///{tmp_path / 'empty.db'}"
 
 
