@@ -84,12 +84,14 @@ class MySQLConnector:
         if self._pool is None:
             await self.open()
         conn = await self._reach(self._pool.acquire())
-        sor = self._sqlor_for(conn)
-        try:
+        try:  # every path releases what it acquired: a leak would starve the pool
+            sor = self._sqlor_for(conn)
             await sqlor_adapter.bind(sor, conn)
-            yield sor
+            try:
+                yield sor
+            finally:
+                await sqlor_adapter.unbind(sor)
         finally:
-            await sqlor_adapter.unbind(sor)
             # aiomysql closes (does not reuse) a connection still inside a transaction
             self._pool.release(conn)
 
@@ -101,16 +103,17 @@ class MySQLConnector:
                 self._reader = await self._reach(aiomysql.connect(
                     autocommit=True, charset="utf8mb4", connect_timeout=self.connect_timeout, **self.kwargs))
             conn = self._reader
-            sor = self._sqlor_for(conn)
             try:
+                sor = self._sqlor_for(conn)
                 await sqlor_adapter.bind(sor, conn)
-                yield sor
+                try:
+                    yield sor
+                finally:
+                    await sqlor_adapter.unbind(sor)
             except BaseException:
                 self._reader = None  # a failed connection is not reused
                 conn.close()
                 raise
-            finally:
-                await sqlor_adapter.unbind(sor)
 
     def retryable(self, exc):
         return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in MYSQL_DEADLOCK

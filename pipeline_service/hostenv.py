@@ -5,24 +5,33 @@ and DBPools is a first-call-wins singleton: we never call ``DBPools()`` ourselve
 (that would freeze an empty configuration); we read its databases if the host has
 built it, else the host's ``config.json`` directly.
 """
+import binascii
+
 from ahserver.serverenv import ServerEnv
+from appPublic.aes import aes_decode_b64
 from appPublic.jsonConfig import getConfig
 from sqlor.dbpools import DBPools
 
-from . import sqlor_adapter
 from .exceptions import ConfigurationError
 
 MODULE = "pipeline_service"
 EMBEDDED_DEFAULT = "sqlite:///pipeline_service.db"
 
 
+MYSQL_DRIVERS = ("mysql", "aiomysql", "tidb")  # hosts spell it either way
+
+
+def host_config():
+    try:
+        return getConfig()
+    except Exception as exc:  # no conf/config.json where the host runs
+        raise ConfigurationError(f"cannot read the host's conf/config.json: {exc}") from exc
+
+
 def host_databases():
     if DBPools.instance is not None and DBPools.instance.databases:
         return DBPools.instance.databases
-    try:
-        return getConfig().databases or {}
-    except Exception as exc:  # no conf/config.json where the host runs
-        raise ConfigurationError(f"cannot read the host's conf/config.json: {exc}") from exc
+    return host_config().databases or {}
 
 
 def host_database(required=False):
@@ -48,6 +57,30 @@ def host_database(required=False):
         raise ConfigurationError(f"config.json 'databases' has no entry {dbname!r} (named by get_module_dbname"
                                  f"({MODULE!r})); add one with driver 'mysql' and kwargs host/port/user/password/db")
     desc = dict(desc)
-    if desc.get("driver") in ("mysql", "aiomysql", "tidb"):
-        desc = {"driver": "mysql", "kwargs": sqlor_adapter.decrypted_kwargs(dict(desc.get("kwargs") or {}))}
+    if desc.get("driver") in MYSQL_DRIVERS:
+        kwargs = dict(desc.get("kwargs") or {})
+        if kwargs.get("password"):
+            kwargs["password"] = decrypt_password(kwargs["password"], dbname)
+        desc = {"driver": "mysql", "kwargs": kwargs}
     return desc
+
+
+def decrypt_password(encoded, dbname):
+    """The plaintext of a config.json database password, decrypted exactly once.
+
+    Ecosystem hosts keep it AES-encoded (``appPublic.aes.aes_encode_b64``) with
+    config.json ``password_key``, as sqlor expects; the plaintext goes to the driver
+    and nowhere else (sqlor is never given a password, see sqlor_adapter.new_sqlor).
+    """
+    key = host_config().password_key
+    if not key:
+        raise ConfigurationError(
+            f"config.json 'databases.{dbname}.kwargs.password' is set but config.json has no 'password_key': "
+            "ecosystem hosts keep the password AES-encoded with that key (appPublic.aes.aes_encode_b64(key, "
+            "password)); add the key")
+    try:
+        return aes_decode_b64(key, encoded)
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise ConfigurationError(
+            f"config.json 'databases.{dbname}.kwargs.password' cannot be decrypted with 'password_key' ({exc}): "
+            "store appPublic.aes.aes_encode_b64(password_key, <the password>) there") from None

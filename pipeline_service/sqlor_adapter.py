@@ -12,6 +12,8 @@ parameter binding and its row conversion — and replace what is broken:
   small driver plugin (found by ``sqlorFactory`` like any other driver);
 * the driver name ``aiomysql`` resolves to a class without ``connect()``, so
   MySQL is always created as driver ``mysql``;
+* ``SQLor.__init__`` decrypts any password it is given (a plaintext one fails), so
+  sqlor is never given one;
 * sqlor re-translates a statement on every call (regexes, a namespace copy and an
   ``eval`` per parameter: about 40% of the engine's CPU time in a profile), so each
   statement is translated by sqlor *once* (per set of optional ``$<name>$`` blocks
@@ -45,20 +47,19 @@ class AiosqliteSqlor(SQLite3or):
 
 
 def new_sqlor(driver, kwargs):
-    """A sqlor dialect object for ``driver`` created through sqlor's own factory."""
-    sor = sqlorFactory(DictObject(driver=driver, kwargs=DictObject(**kwargs)))
+    """A sqlor dialect object for ``driver`` created through sqlor's own factory.
+
+    sqlor is only our dialect (SQL translation, row conversion): it never connects
+    and never sees a password — ``SQLor.__init__`` would "decrypt" whatever password it
+    is given with the host's ``password_key`` (a plaintext one then fails, and a
+    standalone process has no config.json at all).  The connector holds the real
+    connection arguments; hostenv decrypts a host's password exactly once.
+    """
+    safe = {key: value for key, value in kwargs.items() if key != "password"}
+    sor = sqlorFactory(DictObject(driver=driver, kwargs=DictObject(**safe)))
     if type(sor).isMe(driver) is not True:
         raise RuntimeError(f"sqlor resolved driver {driver!r} to {type(sor).__name__}")
     return sor
-
-
-def decrypted_kwargs(kwargs):
-    """MySQL connect kwargs with the password decrypted the ecosystem's way.
-
-    Hosts keep ``config.json`` passwords encrypted; sqlor decrypts them when a
-    dialect object is built, so we let it and read the result back.
-    """
-    return dict(new_sqlor(MYSQL_DRIVER, kwargs).dbdesc)
 
 
 async def bind(sor, conn):

@@ -69,6 +69,19 @@ def scratch_mysql_database(name):
     return f"mysql://{parts['user']}:{parts['password']}@{parts['host']}:{parts['port']}/{name}"
 
 
+def mysql_user(user, password, db):
+    """A non-root MariaDB user (as a real host has) with every right on database ``db``."""
+    require_mysql()
+    conn = mysql_admin()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        for host in ("localhost", "127.0.0.1"):
+            cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
+            cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
+            cur.execute(f"GRANT ALL PRIVILEGES ON {db}.* TO %s@%s", (user, host))
+    conn.close()
+
+
 @pytest.fixture(scope="session")
 def mysql_url():
     require_mysql()

@@ -41,18 +41,33 @@ def test_a_database_name_missing_from_config_is_reported(clean_env, monkeypatch)
         hostenv.host_database(required=True)
 
 
-def test_the_host_entry_is_used_with_its_password_decrypted(clean_env, monkeypatch):
-    from appPublic.aes import aes_encode_b64
+def host_config(monkeypatch, **config):
     from appPublic.dictObject import DictObject
-    import sqlor.sor
-    monkeypatch.setattr(sqlor.sor, "getConfig", lambda: DictObject(password_key="k"))
+    monkeypatch.setattr(hostenv, "host_config", lambda: DictObject(**config))
+
+
+def test_the_host_entry_is_used_with_its_password_decrypted_once(clean_env, monkeypatch):
+    from appPublic.aes import aes_encode_b64
     clean_env.get_module_dbname = lambda module: "pipe" if module == "pipeline_service" else None
-    monkeypatch.setattr(hostenv, "host_databases", lambda: {"pipe": {
-        "driver": "mysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
-                                      "password": aes_encode_b64("k", "pw")}}})
+    databases = {"pipe": {"driver": "aiomysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
+                                                           "password": aes_encode_b64("k", "pw")}}}
+    host_config(monkeypatch, password_key="k", databases=databases)
     desc = hostenv.host_database(required=True)
     assert desc == {"driver": "mysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
                                                   "password": "pw"}}
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"password_key": "k"}, "cannot be decrypted with 'password_key'"),
+    ({}, "has no 'password_key'"),
+])
+def test_a_password_that_cannot_be_decrypted_is_a_clear_configuration_error(clean_env, monkeypatch, config,
+                                                                             message):
+    clean_env.get_module_dbname = lambda module: "pipe"
+    databases = {"pipe": {"driver": "mysql", "kwargs": {"db": "d", "user": "u", "password": "not-encoded"}}}
+    host_config(monkeypatch, databases=databases, **config)
+    with pytest.raises(ConfigurationError, match=message):
+        hostenv.host_database(required=True)
 
 
 def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):

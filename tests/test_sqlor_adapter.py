@@ -49,12 +49,11 @@ def test_the_aiomysql_driver_name_is_refused_not_silently_broken():
     assert isinstance(connector_for({"driver": "aiomysql", "kwargs": {"db": "d"}}), MySQLConnector)
 
 
-def test_encrypted_host_password_is_decrypted_the_ecosystem_way(monkeypatch):
-    from appPublic.aes import aes_encode_b64
-    import sqlor.sor
-    monkeypatch.setattr(sqlor.sor, "getConfig", lambda: DictObject(password_key="k3y"))
-    kwargs = sqlor_adapter.decrypted_kwargs({"host": "h", "db": "d", "password": aes_encode_b64("k3y", "s3cret")})
-    assert kwargs["password"] == "s3cret" and kwargs["db"] == "d"
+def test_sqlor_is_never_given_a_password():
+    # SQLor.__init__ would decrypt it with the host's password_key: a plaintext one
+    # fails, and a standalone process has no config.json at all
+    sor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, {"host": "h", "db": "d", "password": "plain pw"})
+    assert "password" not in sor.dbdesc and sor.dbdesc["db"] == "d"
 
 
 @pytest.mark.parametrize("url, expected", [
