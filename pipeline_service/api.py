@@ -5,11 +5,14 @@ caller gave one, else from the host's configuration (config.json +
 get_module_dbname), else the embedded SQLite file ``pipeline_service.db``.
 """
 from . import hostenv
+from .exceptions import ConfigurationError
 from .handler import register_handler
 from .service import PipelineService
 
 _service = None
 _hosted = False  # set by load_pipeline_service(): then the host must configure the database
+DEFAULT_STOP_TIMEOUT = 30.0
+_stop_timeout = DEFAULT_STOP_TIMEOUT
 
 
 def use_host_configuration():
@@ -18,14 +21,22 @@ def use_host_configuration():
 
 
 def configure(database=None, **options):
-    """Choose the database (and executor options) of the default service.
+    """Choose the database (and options) of the default service.
 
-    Call before the first pipeline_* call, or after ``await shutdown()``.
+    Call before the first pipeline_* call, or after ``await shutdown()``.  Without a
+    database: the host's (config.json, whose ``pipeline_service`` entry may hold the
+    options, e.g. ``{"concurrency": 32, "stop_timeout": 10}``), else the embedded file.
     """
-    global _service
+    global _service, _stop_timeout
     if database is None:
         database = hostenv.host_database(required=_hosted) or hostenv.EMBEDDED_DEFAULT
+        if _hosted:
+            options = {**hostenv.host_options(), **options}
         options.setdefault("create_schema", database == hostenv.EMBEDDED_DEFAULT)
+    timeout = options.pop("stop_timeout", DEFAULT_STOP_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
+        raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
+    _stop_timeout = float(timeout)
     _service = PipelineService(database, **options)
     return _service
 
@@ -34,12 +45,18 @@ def get_service():
     return _service if _service is not None else configure()
 
 
-async def shutdown(timeout=30.0):
-    """Stop the default service's executor gracefully and close its database."""
+def stop_timeout():
+    """Seconds a graceful stop lets running steps finish before handing them back."""
+    return _stop_timeout
+
+
+async def shutdown(timeout=None):
+    """Stop the default service gracefully: running steps get ``timeout`` seconds (default:
+    the configured ``stop_timeout``) to finish, then go back to the queue; the database closes."""
     global _service
     if _service is not None:
         service, _service = _service, None
-        await service.stop(timeout=timeout)
+        await service.stop(timeout=_stop_timeout if timeout is None else timeout)
 
 
 async def pipeline_submit(tenant_id, pipeline_id, owner_id, title=None, params=None):

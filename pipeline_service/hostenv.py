@@ -34,6 +34,14 @@ def host_databases():
     return host_config().databases or {}
 
 
+def host_options():
+    """The module's options from config.json ``pipeline_service`` (a JSON object; may be absent)."""
+    options = host_config().get(MODULE) or {}
+    if not isinstance(options, dict):
+        raise ConfigurationError(f"config.json {MODULE!r} must be an object of options, got {options!r}")
+    return dict(options)
+
+
 def host_database(required=False):
     """The host's database description for this module, or None if there is no host.
 

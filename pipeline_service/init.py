@@ -1,15 +1,26 @@
-"""Host integration: ``load_pipeline_service()`` registers the module into ServerEnv.
+"""Host integration: ``load_pipeline_service()`` registers the module into ServerEnv
+and into the host's lifecycle.
 
 Call it from the host's init function (the one given to ``ahserver.webapp.webapp``).
 It touches no database and does not build ``DBPools`` (ahserver builds it after the
-init function; DBPools is a first-call-wins singleton): the database is looked up
-on the first ``pipeline_*`` call, from ``config.json`` ``databases`` and the host's
-``get_module_dbname('pipeline_service')``. Calling it twice is harmless.
+init function; DBPools is a first-call-wins singleton).  It hooks the server's
+lifecycle the ecosystem's way (ahserver's ``add_cleanupctx``): when the server
+starts, the database is looked up (config.json ``databases`` and the host's
+``get_module_dbname('pipeline_service')``) and the executor starts, so tasks in
+flight go on after a deploy without anyone calling; when the server stops (SIGTERM
+included) the executor stops gracefully and hands its claims back.  Calling it twice
+is harmless.
 """
+import logging
+
+from ahserver.configuredServer import add_cleanupctx
 from ahserver.serverenv import ServerEnv
 
-from . import api
+from . import api, hostlog
 from .endpoints import pipeline_endpoint
+from .exceptions import StorageError
+
+log = logging.getLogger(__name__)
 
 FUNCTIONS = {
     "pipeline_submit": api.pipeline_submit,
@@ -22,12 +33,34 @@ FUNCTIONS = {
     "pipeline_cancel": api.pipeline_cancel,
     "pipeline_register_handler": api.pipeline_register_handler,
 }
+_hooked = False
 
 
 def load_pipeline_service():
+    global _hooked
     env = ServerEnv()
     for name, fn in FUNCTIONS.items():
         env[name] = fn
     env.pipeline_endpoint = pipeline_endpoint  # what the wwwroot/*.dspy files call
     api.use_host_configuration()
+    hostlog.use_host_logger()
+    if not _hooked:
+        add_cleanupctx(engine_lifecycle)
+        _hooked = True
     return env
+
+
+async def engine_lifecycle(app):
+    """aiohttp cleanup context: the engine runs while the server runs."""
+    service = api.get_service()  # a configuration error stops the start-up, with its message
+    try:
+        await service.start()
+        log.info("pipeline_service started on %s (executor %s)", service.storage.describe(), service.executor.owner)
+    except StorageError as exc:  # the database may come back: the executor keeps trying
+        log.error("pipeline_service: %s; the executor starts anyway and keeps trying", exc)
+        service.executor.start()
+    yield
+    log.info("pipeline_service stopping: running steps get %ss, then go back to the queue",
+             api.stop_timeout())
+    await api.shutdown()
+    log.info("pipeline_service stopped")

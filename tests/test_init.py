@@ -26,6 +26,9 @@ def test_load_registers_the_nine_functions_and_twice_is_harmless(clean_env):
     assert {name: clean_env[name] for name in FUNCTIONS} == first
     assert clean_env.pipeline_register_handler is api.pipeline_register_handler
     assert callable(clean_env.pipeline_endpoint)
+    from ahserver import configuredServer
+    from pipeline_service.init import engine_lifecycle
+    assert configuredServer.cleanupctx_coros.count(engine_lifecycle) == 1  # started/stopped with the server
 
 
 def test_a_host_without_get_module_dbname_is_told_what_is_missing(clean_env):
@@ -74,3 +77,26 @@ def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):
     service = api.configure()
     assert service.storage.dialect == "sqlite" and "pipeline_service.db" in service.storage.describe()
     api._service = None
+
+
+def test_package_records_reach_the_host_log_file_with_their_origin_and_traceback(tmp_path):
+    import logging
+    from appPublic.log import MyLogger
+    from pipeline_service.hostlog import HostLogHandler
+    logfile = tmp_path / "host.log"
+    host_logger = MyLogger.klass("the-host", levelname="error", logfile=str(logfile))  # as config.json 'logger'
+    logger = logging.getLogger("pipeline_service.test_hostlog")
+    handler = HostLogHandler(host_logger)
+    logger.addHandler(handler)
+    try:
+        logger.info("below the host's level")
+        try:
+            raise ValueError("the detail behind an internal error")
+        except ValueError:
+            logger.exception("endpoint %r failed", "submit")
+    finally:
+        logger.removeHandler(handler)
+    text = logfile.read_text()
+    assert "below the host's level" not in text
+    assert "[the-host][error][" in text and "test_init.py:" in text  # the record's true origin
+    assert "endpoint 'submit' failed" in text and "ValueError: the detail behind an internal error" in text

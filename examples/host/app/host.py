@@ -5,7 +5,7 @@
 conf/config.json names the database ('databases' -> 'pipeline'); get_module_dbname
 maps the module to it; the module's endpoints are mounted at /pipeline_service/.
 """
-from ahserver.configuredServer import add_cleanupctx, add_startup
+from ahserver.configuredServer import add_startup
 from ahserver.serverenv import ServerEnv
 from ahserver.webapp import webapp
 
@@ -19,15 +19,11 @@ def get_module_dbname(module):
 
 
 async def prepare(app):
-    """At start-up: the tables (never dropped) and the sample pipeline definition."""
-    service = pipeline_service.get_service()  # also starts the executor in the server's loop
+    """At start-up: the tables (never dropped) and the sample pipeline definition.
+    (The engine itself starts and stops with the server: load_pipeline_service hooks it.)"""
+    service = pipeline_service.get_service()
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(PIPELINE_ID, PRODUCTION_LINE, name="article production line")
-
-
-async def graceful_stop(app):
-    yield
-    await pipeline_service.shutdown()
 
 
 def init():
@@ -36,7 +32,6 @@ def init():
     load_pipeline_service()                 # the one line a host needs
     register_demo_handlers(speed=0.05)      # handlers: pipeline_service.register_handler(step_type, fn)
     add_startup(prepare)
-    add_cleanupctx(graceful_stop)
 
 
 if __name__ == "__main__":
