@@ -1,12 +1,25 @@
-"""The HTTP surface for the bricks UI: one function behind every ``wwwroot/*.dspy``.
+"""The HTTP surface: one function behind every ``wwwroot/*.dspy`` and ``wwwroot/api/*.dspy``.
 
-The tenant is the logged-in user's organisation (``get_userorgid()``) and the
-owner the user (``get_user()``), never request parameters: a ``tenant_id`` sent by
-a client is ignored.  Every answer is JSON: ``{"status": "ok", "data": ...}`` or
-``{"status": "error", "code": ..., "message": ...}`` with an HTTP status; a stack
-trace never leaves the server.
+Two forms of answer, for two kinds of caller:
+
+* the **bricks UI** (``/pipeline_service/<op>.dspy``) gets what bricks widgets read:
+  a list as ``{"total", "rows"}`` at the top level, a task or step as its fields at the
+  top level, a change as a ``Message`` widget and every error as an ``Error`` widget,
+  all with HTTP 200 (bricks' ``jsoncall`` does not show a person the body of a 4xx/5xx
+  answer). Beside every ``*_at`` time (UTC ISO-8601, as stored) is ``*_at_local``, the
+  same moment in the host's local time zone, for people to read;
+* **scripts** (``/pipeline_service/api/<op>.dspy``) get ``{"status": "ok", "data": ...}``
+  or ``{"status": "error", "code": ..., "message": ...}`` with an HTTP status.
+
+The tenant is the logged-in user's organisation (``get_userorgid()``) and the owner
+the user (``get_user()``), never request parameters: a ``tenant_id`` sent by a client
+is ignored. Operations that change a task accept POST only (the session cookie is
+SameSite=None: a GET could be forged from another site). A stack trace never leaves
+the server: it goes to the host's log.
 """
+import json
 import logging
+from datetime import datetime
 
 from aiohttp import web
 
@@ -16,7 +29,19 @@ from .exceptions import InvalidInputError, PipelineError
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {"not_found": 404, "invalid_input": 400, "invalid_state": 409, "handler_error": 400,
-               "configuration_error": 500, "storage_error": 503, "error": 500}
+               "not_logged_in": 401, "method_not_allowed": 405, "configuration_error": 500,
+               "storage_error": 503, "error": 500, "internal_error": 500}
+# the title of the Error widget a person sees (bricks translates it through the host's i18n)
+ERROR_TITLES = {"not_found": "未找到", "invalid_input": "参数错误", "handler_error": "参数错误",
+                "invalid_state": "当前状态不允许此操作", "not_logged_in": "请先登录",
+                "method_not_allowed": "请求方式错误", "configuration_error": "配置错误",
+                "storage_error": "数据库暂不可用"}
+DEFAULT_ERROR_TITLE = "服务器内部错误"
+DONE_TITLES = {"submit": "已提交", "modify": "已修改", "pause": "已暂停", "resume": "已恢复", "cancel": "已取消"}
+MUTATIONS = frozenset(DONE_TITLES)
+POPUP = {"timeout": 5, "cwidth": 16, "cheight": 9}  # the size and life of xls2ui's message popups
+LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+NESTED_RECORDS = ("rows", "steps", "step", "versions")  # never input/output/params: those are user data
 
 
 def text(params, name, required=True):
@@ -87,20 +112,68 @@ OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node
               "pause": _pause, "resume": _resume, "cancel": _cancel}
 
 
-def error(status, code, message):
-    return web.json_response({"status": "error", "code": code, "message": message}, status=status)
+def json_answer(body, status=200, headers=None):
+    """JSON as UTF-8 text: Chinese stays readable in the answer (no \\u escapes)."""
+    return web.json_response(body, status=status, headers=headers,
+                             dumps=lambda value: json.dumps(value, ensure_ascii=False))
 
 
-async def pipeline_endpoint(operation, params_kw, get_user, get_userorgid):
-    """Run one operation for the logged-in user; always an aiohttp JSON response."""
+def local_time(iso_text):
+    """A stored UTC ISO-8601 time as the host's local wall-clock time."""
+    moment = datetime.fromisoformat(iso_text.replace("Z", "+00:00"))
+    return moment.astimezone().strftime(LOCAL_TIME_FORMAT)
+
+
+def with_local_times(record):
+    """A copy of an answer record with ``<name>_local`` beside each ``<name>_at`` time."""
+    if isinstance(record, list):
+        return [with_local_times(item) for item in record]
+    if not isinstance(record, dict):
+        return record
+    shown = {}
+    for key, value in record.items():
+        shown[key] = with_local_times(value) if key in NESTED_RECORDS else value
+        if key.endswith("_at"):
+            shown[f"{key}_local"] = local_time(value) if isinstance(value, str) else None
+    return shown
+
+
+def bricks_answer(operation, data):
+    data = with_local_times(data)
+    if operation in MUTATIONS:
+        return {"widgettype": "Message", "options": {
+            "title": DONE_TITLES[operation], "message": data.get("title") or data["id"], "user_data": data, **POPUP}}
+    if operation == "detail":  # the task's fields, and its steps as the rows a DataGrid reads
+        steps = data.pop("steps")
+        return {**data, "total": len(steps), "rows": steps}
+    return data
+
+
+def error_answer(for_api, code, message):
+    if for_api:
+        headers = {"Allow": "POST"} if code == "method_not_allowed" else None
+        return json_answer({"status": "error", "code": code, "message": message},
+                           status=HTTP_STATUS.get(code, 500), headers=headers)
+    return json_answer({"widgettype": "Error", "options": {
+        "title": ERROR_TITLES.get(code, DEFAULT_ERROR_TITLE), "message": message, **POPUP}})
+
+
+async def pipeline_endpoint(operation, request, params_kw, get_user, get_userorgid, for_api=False):
+    """Run one operation for the logged-in user; always an aiohttp JSON response.
+
+    ``for_api``: answer in the scripts' form (status codes) instead of the bricks form."""
     try:
+        if operation in MUTATIONS and request.method != "POST":
+            return error_answer(for_api, "method_not_allowed",
+                                f"{operation} changes a task: send it as a POST request, not {request.method}")
         user, tenant = await get_user(), await get_userorgid()
         if not user or not tenant:
-            return error(401, "not_logged_in", "log in first: pipelines belong to the organisation of a user")
+            return error_answer(for_api, "not_logged_in",
+                                "log in first: pipelines belong to the organisation of a user")
         data = await OPERATIONS[operation](str(tenant), str(user), dict(params_kw or {}))
-        return web.json_response({"status": "ok", "data": data})
+        return json_answer({"status": "ok", "data": data} if for_api else bricks_answer(operation, data))
     except PipelineError as exc:
-        return error(HTTP_STATUS.get(exc.status, 500), exc.status, str(exc))
+        return error_answer(for_api, exc.status, str(exc))
     except Exception:
         log.exception("pipeline endpoint %r failed", operation)
-        return error(500, "internal_error", "internal error; the server log has the details")
+        return error_answer(for_api, "internal_error", "internal error; the server log has the details")

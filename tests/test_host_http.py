@@ -1,63 +1,39 @@
-"""The example host booted with the real ahserver on loopback, against MariaDB, over HTTP."""
+"""The example host booted with the real ahserver on loopback, against MariaDB, over HTTP.
+
+Two faces of the same operations: the bricks UI (``/pipeline_service/<op>.dspy``: the
+shapes bricks widgets read, every answer HTTP 200) and the JSON API for scripts
+(``/pipeline_service/api/<op>.dspy``: ``{"status": ...}`` with HTTP status codes).
+"""
 import asyncio
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import pytest
 
-from conftest import mysql_parts, scratch_mysql_database, scratch_name
+from conftest import scratch_mysql_database, scratch_name
+from hosting import ROOT, Host, write_host
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "host"
-HOST_DB = scratch_name("host")
+HOST_DB = scratch_name("http")
+HOST_TZ = "Asia/Shanghai"  # UTC+8 all year: the host's local time zone, for the *_local fields
+MUTATIONS = ("submit", "modify", "pause", "resume", "cancel")
 pytestmark = pytest.mark.slow
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    """A copy of examples/host with its config pointed at a scratch MariaDB database."""
+    """examples/host's app and pages in a host folder of a production-style config.json
+    (encoded password of a non-root user), on a scratch MariaDB database."""
     scratch_mysql_database(HOST_DB)
-    workdir = tmp_path_factory.mktemp("host")
-    shutil.copytree(EXAMPLE / "app", workdir / "app")
-    (workdir / "wwwroot").mkdir()
+    workdir = write_host(tmp_path_factory.mktemp("host"), EXAMPLE / "app", HOST_DB, HOST_DB, "http test pw")
     for page in ("login.dspy", "logout.dspy"):
         shutil.copy(EXAMPLE / "wwwroot" / page, workdir / "wwwroot" / page)
-    (workdir / "wwwroot" / "pipeline_service").symlink_to(ROOT / "wwwroot")
-    config = json.loads((EXAMPLE / "conf" / "config.json").read_text())
-    parts = mysql_parts()
-    config["databases"]["pipeline"]["kwargs"].update(host=parts["host"], port=parts["port"], user=parts["user"],
-                                                     password=parts["password"], db=HOST_DB)
-    (workdir / "conf").mkdir()
-    (workdir / "conf" / "config.json").write_text(json.dumps(config))
-    port = free_port()
-    log = open(workdir / "host.log", "w")
-    proc = subprocess.Popen([sys.executable, "app/host.py", "-w", str(workdir), "-p", str(port)], cwd=workdir,
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the example host did not start:\n" + (workdir / "host.log").read_text())
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=15)
+    server = Host(workdir, env={"TZ": HOST_TZ}).wait_listening()
+    yield server
+    server.terminate()
 
 
 class User:
@@ -70,18 +46,29 @@ class User:
             self.cookie = r.cookies["AIOHTTP_SESSION"].value
         return self
 
-    async def call(self, op, method="GET", **params):
+    async def raw(self, op, method, api, params):
         headers = {"Cookie": f"AIOHTTP_SESSION={self.cookie}"} if self.cookie else {}
-        url = f"{self.base}/pipeline_service/{op}.dspy"
+        url = f"{self.base}/pipeline_service/{'api/' if api else ''}{op}.dspy"
         kwargs = {"params": params} if method == "GET" else {"data": params}
         async with self.session.request(method, url, headers=headers, **kwargs) as r:
-            return r.status, await r.json(content_type=None)
+            return r.status, r.headers, await r.text()
+
+    async def call(self, op, method="GET", **params):
+        """The JSON API: (HTTP status, answer)."""
+        status, _, body = await self.raw(op, method, True, params)
+        return status, json.loads(body)
+
+    async def ui(self, op, method="GET", **params):
+        """The bricks UI: the answer (always HTTP 200)."""
+        status, _, body = await self.raw(op, method, False, params)
+        assert status == 200, body
+        return json.loads(body)
 
 
 @pytest.fixture
 async def http(host):
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield lambda: User(host, session)
+        yield lambda: User(host.url, session)
 
 
 async def wait_done(user, task_id, timeout=30):
@@ -93,6 +80,17 @@ async def wait_done(user, task_id, timeout=30):
             return body["data"]
         assert time.monotonic() < deadline, "the task did not finish over HTTP"
         await asyncio.sleep(0.1)
+
+
+def error_widget(body):
+    """(title, message) of a bricks Error widget answer."""
+    assert body["widgettype"] == "Error" and set(body["options"]) >= {"title", "message"}, body
+    return body["options"]["title"], body["options"]["message"]
+
+
+def shanghai(iso_utc):
+    moment = datetime.fromisoformat(iso_utc.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return (moment + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def test_pipeline_end_to_end_over_http_with_tenant_isolation(http):
@@ -110,9 +108,10 @@ async def test_pipeline_end_to_end_over_http_with_tenant_isolation(http):
     status, listing = await alice.call("list")
     assert listing["data"]["total"] >= 1
     # org B: not found for org A's task, even with A's ids and a forged tenant parameter
-    for op, extra in (("detail", {}), ("node", {"step_name": "review"}), ("cancel", {}), ("pause", {}),
-                      ("detail", {"tenant_id": "org-A"}), ("node", {"step_name": "review", "tenant_id": "org-A"})):
-        status, body = await bob.call(op, task_id=task["id"], **extra)
+    for op, method, extra in (("detail", "GET", {}), ("node", "GET", {"step_name": "review"}),
+                              ("cancel", "POST", {}), ("pause", "POST", {}), ("detail", "GET", {"tenant_id": "org-A"}),
+                              ("node", "GET", {"step_name": "review", "tenant_id": "org-A"})):
+        status, body = await bob.call(op, method, task_id=task["id"], **extra)
         assert status == 404 and body == {"status": "error", "code": "not_found",
                                           "message": f"task {task['id']!r} does not exist"}, (op, body)
     status, body = await bob.call("list", tenant_id="org-A")
@@ -128,11 +127,75 @@ async def test_pipeline_end_to_end_over_http_with_tenant_isolation(http):
     assert "green tea" in node["data"]["output"]["article"] and node["data"]["version"] == 2
 
 
+async def test_the_bricks_ui_gets_the_shapes_bricks_widgets_read(http):
+    dora = await http().login("dora", "org-D")
+    done = await dora.ui("submit", "POST", pipeline_id="demo-article", title="绿茶文章",
+                         params=json.dumps({"topic": "绿茶"}))
+    assert done["widgettype"] == "Message" and done["options"]["title"] == "已提交"
+    assert done["options"]["message"] == "绿茶文章"
+    task = done["options"]["user_data"]
+    assert task["tenant_id"] == "org-D" and task["title"] == "绿茶文章"
+    await wait_done(dora, task["id"])
+    listing = await dora.ui("list", page="1", rows="10")
+    assert listing["total"] == 1 and [r["id"] for r in listing["rows"]] == [task["id"]]  # at the top level
+    detail = await dora.ui("detail", task_id=task["id"])
+    assert detail["id"] == task["id"] and detail["status"] == "succeeded"
+    assert detail["total"] == 6 and [s["step_name"] for s in detail["rows"]][0] == "outline"
+    node = await dora.ui("node", task_id=task["id"], step_name="outline")
+    assert node["output"]["topic"] == "绿茶" and node["step"]["status"] == "succeeded"
+    paused = await dora.ui("pause", "POST", task_id=task["id"])  # a finished task cannot be paused
+    assert error_widget(paused)[0] == "当前状态不允许此操作"
+
+
+async def test_the_bricks_ui_shows_times_in_the_hosts_time_zone_and_keeps_utc(http):
+    erin = await http().login("erin", "org-E")
+    task = (await erin.ui("submit", "POST", pipeline_id="demo-article"))["options"]["user_data"]
+    await wait_done(erin, task["id"])
+    row = (await erin.ui("list"))["rows"][0]
+    assert row["created_at"].endswith("Z")  # the stored value, UTC
+    assert row["created_at_local"] == shanghai(row["created_at"])
+    assert row["finished_at_local"] == shanghai(row["finished_at"])
+    detail = await erin.ui("detail", task_id=task["id"])
+    step = detail["rows"][0]
+    assert step["started_at_local"] == shanghai(step["started_at"])
+    node = await erin.ui("node", task_id=task["id"], step_name="outline")
+    assert node["versions"][0]["created_at_local"] == shanghai(node["versions"][0]["created_at"])
+    assert "created_at_local" not in node["output"]  # a step's own data is never touched
+
+
+async def test_answers_are_utf8_json_not_escaped(http):
+    fay = await http().login("fay", "org-F")
+    for api in (True, False):
+        status, headers, body = await fay.raw("submit", "POST", api, {"pipeline_id": "demo-article",
+                                                                       "title": "乌龙茶"})
+        assert status == 200 and "乌龙茶" in body and "\\u" not in body, body
+        assert headers["Content-Type"].startswith("application/json")
+
+
 async def test_logged_out_requests_are_refused(http):
     anonymous = http()
-    for op in ("list", "submit", "detail"):
-        status, body = await anonymous.call(op, task_id="x")
+    for op, method in (("list", "GET"), ("submit", "POST"), ("detail", "GET")):
+        status, body = await anonymous.call(op, method, task_id="x")
         assert status == 401 and body["status"] == "error" and body["code"] == "not_logged_in"
+        title, message = error_widget(await anonymous.ui(op, method, task_id="x"))
+        assert title == "请先登录" and "log in first" in message
+
+
+async def test_changes_accept_post_only(http):
+    gus = await http().login("gus", "org-G")
+    status, body = await gus.call("submit", "POST", pipeline_id="demo-article")
+    task = body["data"]
+    await wait_done(gus, task["id"])
+    for op in MUTATIONS:
+        params = {"task_id": task["id"], "pipeline_id": "demo-article", "updates": "{}"}
+        status, headers, text = await gus.raw(op, "GET", True, params)
+        assert status == 405 and headers["Allow"] == "POST", (op, text)
+        assert json.loads(text) == {"status": "error", "code": "method_not_allowed",
+                                    "message": f"{op} changes a task: send it as a POST request, not GET"}
+        title, message = error_widget(await gus.ui(op, "GET", **params))
+        assert title == "请求方式错误" and "POST" in message
+    status, listing = await gus.call("list")  # nothing was submitted, cancelled or re-run by a GET
+    assert [(r["id"], r["status"]) for r in listing["data"]["rows"]] == [(task["id"], "succeeded")]
 
 
 @pytest.mark.parametrize("op, params, message", [
@@ -145,8 +208,10 @@ async def test_logged_out_requests_are_refused(http):
     ("detail", {}, "parameter 'task_id' is required"),
     ("modify", {"task_id": "x", "updates": "[]"}, "must be a JSON object"),
 ])
-async def test_bad_parameters_give_a_json_error(http, op, params, message):
+async def test_bad_parameters_give_a_json_error_and_an_error_widget(http, op, params, message):
     carol = await http().login("carol", "org-C")
     status, body = await carol.call(op, "POST", **params)
     assert status in (400, 404) and body["status"] == "error" and message in body["message"], body
     assert "Traceback" not in json.dumps(body)
+    title, shown = error_widget(await carol.ui(op, "POST", **params))
+    assert title in ("参数错误", "未找到") and message in shown

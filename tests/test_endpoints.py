@@ -1,0 +1,50 @@
+"""The endpoint function in-process: what no HTTP client can provoke (an internal error)."""
+import json
+import logging
+
+from aiohttp.test_utils import make_mocked_request
+from appPublic.log import MyLogger
+
+from pipeline_service.endpoints import local_time, pipeline_endpoint
+from pipeline_service.hostlog import HostLogHandler
+
+
+async def failing_user():
+    raise RuntimeError("the session store is gone")
+
+
+async def org():
+    return "org-1"
+
+
+async def test_an_internal_error_answers_both_forms_and_its_traceback_is_in_the_host_log(tmp_path):
+    logfile = tmp_path / "host.log"
+    handler = HostLogHandler(MyLogger.klass("the-host", levelname="info", logfile=str(logfile)))
+    package = logging.getLogger("pipeline_service")
+    package.addHandler(handler)
+    try:
+        request = make_mocked_request("GET", "/pipeline_service/list.dspy")
+        for_api = await pipeline_endpoint("list", request, {}, failing_user, org, for_api=True)
+        for_ui = await pipeline_endpoint("list", request, {}, failing_user, org)
+    finally:
+        package.removeHandler(handler)
+    assert for_api.status == 500 and json.loads(for_api.text) == {
+        "status": "error", "code": "internal_error", "message": "internal error; the server log has the details"}
+    assert for_ui.status == 200 and json.loads(for_ui.text) == {"widgettype": "Error", "options": {
+        "title": "服务器内部错误", "message": "internal error; the server log has the details",
+        "timeout": 5, "cwidth": 16, "cheight": 9}}
+    logged = logfile.read_text()
+    assert "pipeline endpoint 'list' failed" in logged and "RuntimeError: the session store is gone" in logged
+    assert "Traceback" in logged and "Traceback" not in for_api.text + for_ui.text
+
+
+def test_local_time_is_the_hosts_wall_clock(monkeypatch):
+    import time
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert local_time("2024-01-15T12:00:00.000Z") == "2024-01-15 07:00:00"  # EST, UTC-5
+        assert local_time("2024-07-15T12:00:00.000Z") == "2024-07-15 08:00:00"  # EDT, UTC-4
+    finally:
+        monkeypatch.undo()
+        time.tzset()
