@@ -2,6 +2,7 @@
 
     demo                 run a production line for several tenants, live (no set-up needed)
     create-schema        create the missing tables (never drops anything)
+    load-codes           write init/data.json's code labels into the host's appcodes tables
     list / detail / node             read a tenant's tasks
     pause / resume / cancel / retry  operate on a tenant's task
 
@@ -43,6 +44,8 @@ def parser():
     demo.add_argument("--quick", action="store_true", help="handlers take 1/100 of their time (for tests)")
     schema = command("create-schema", "create the missing tables", tenant=False, task=False)
     schema.add_argument("--with-reference", action="store_true", help="also pipelines and pipeline_steps")
+    command("load-codes", "write the code labels (init/data.json) into the host's appcodes tables",
+            tenant=False, task=False)
     lst = command("list", "list a tenant's tasks, newest first", task=False)
     lst.add_argument("--pipeline")
     lst.add_argument("--status")
@@ -64,6 +67,9 @@ async def run(args):
         from .demo import run_demo
         details = await run_demo(args.db, speed=0.01 if args.quick else 1.0, console=console)
         return {"tasks": len(details), "statuses": sorted({d["status"] for d in details})}
+    if args.command == "load-codes":
+        from .appcodes import load_codes
+        return await load_codes(args.db)
     if args.command == "create-schema":
         storage = Storage.from_description(args.db)
         try:

@@ -17,8 +17,8 @@ import pymysql
 from . import sqlor_adapter
 from .exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
 
-SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema --db ...` "
-               "or `await storage.create_missing_tables()`")
+SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema --with-reference --db ...` "
+               "or `await storage.create_missing_tables(include_reference=True)`")
 
 # MySQL client/server error codes that mean "the server is not there (any more)".
 MYSQL_UNREACHABLE = {2003, 2005, 2006, 2013, 2055}

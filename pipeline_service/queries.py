@@ -179,6 +179,12 @@ STATEMENTS = {
     "list_artifact_versions": """SELECT kind, version, source, lineage, created_at FROM pipeline_artifacts
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
         ORDER BY kind, version""",
+
+    # --- the host's code labels (appbase's appcodes tables), written by appcodes.load_codes ---
+    "delete_appcodes_kv": "DELETE FROM appcodes_kv WHERE parentid IN (${ids}$)",
+    "delete_appcodes": "DELETE FROM appcodes WHERE id IN (${ids}$)",
+    "insert_appcode": "INSERT INTO appcodes (id, name, hierarchy_flg) VALUES (${id}$, ${name}$, ${hierarchy_flg}$)",
+    "insert_appcode_kv": "INSERT INTO appcodes_kv (id, parentid, k, v) VALUES (${id}$, ${parentid}$, ${k}$, ${v}$)",
 }
 
 

@@ -6,6 +6,13 @@ set_role_perm.py (and py3/ with its Python). Every endpoint needs a logged-in us
 the tenant is always the user's organisation, so no path is open to anyone else.
 
     python scripts/load_path.py --host-root /path/to/host [--dry-run]
+    python -m pipeline_service.scripts.load_path --host-root ...   (from an installed wheel)
+
+rbac (check_roles_path in rbac/userperm.py) grants a registered path when it equals
+the requested one, or when it ends with ``%`` or ``**`` and the request starts with
+what comes before; a wildcard anywhere else is a literal character (``/x/%.dspy``
+matches nothing). Every page is therefore listed, as rbac's own load_path.py does:
+when a page is added to wwwroot/, add it here (a test compares the two).
 """
 import argparse
 import os
@@ -13,7 +20,9 @@ import subprocess
 import sys
 
 MOD = "pipeline_service"
-PATHS_LOGINED = [f"/{MOD}", f"/{MOD}/%.dspy"]
+OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel")
+PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI
+                 + [f"/{MOD}/api/{op}.dspy" for op in OPERATIONS])   # the JSON API for scripts
 PATHS = [("logined", path) for path in PATHS_LOGINED]
 
 
