@@ -1,8 +1,9 @@
 """Human control of a task: pause, resume, cancel, and modify with a cascade re-run.
 
-Each operation locks the task's step rows (like every state change), checks the
-transition against the tables in ``state.py`` and writes in one transaction.
-Mixed into ``Manager``, whose shared helpers (``_lock_states``, ``_advance``) it uses.
+Each operation locks the task's row, then its step rows (like every state change, see
+``queries.STEP_STATES``), checks the transition against the tables in ``state.py`` and
+writes in one transaction.  Mixed into ``Manager``, whose shared helpers
+(``_lock_states``, ``_advance``, ``_settle``) it uses.
 """
 from . import state
 from .artifacts import Writes
@@ -11,13 +12,19 @@ from .ids import now_ms
 from .views import task_summary
 
 
+def busy(step):
+    """Running, or ready and perhaps being claimed right now (the states are read without
+    locking the step rows): its handler may have to be stopped."""
+    return step["status"] == "running" or (step["status"] == "pending" and step["ready_at"] is not None)
+
+
 class ControlOperations:
     async def _control(self, tenant_id, task_id, change):
-        """Run ``change(writes, states, task_status)`` with the task's step rows locked;
+        """Run ``change(writes, states, task_status)`` with the task's row and step rows locked;
         returns (its result, the task summary after it)."""
         async def run(tx):
             key = (tenant_id, task_id)
-            states, task_status = (await self._lock_states(tx, [key])).get(key, ({}, None))
+            states, task_status = (await self._lock_states(tx, {key: None})).get(key, ({}, None))
             if task_status is None:
                 raise NotFoundError(f"task {task_id!r} does not exist")
             writes = Writes(self, tx, now_ms())
@@ -25,6 +32,13 @@ class ControlOperations:
             writes.flush()
             return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
         return await self.storage.atomic(run)
+
+    async def _go_on(self, writes, tenant_id, task_id, states, status):
+        """Make ready what can run now in a task that runs (or has not started); end it if
+        nothing can (every step succeeded, or a failure blocks the rest)."""
+        if not await self._advance(writes, tenant_id, task_id, states, None):
+            writes.flush()
+            await self._settle(writes.tx, {(tenant_id, task_id): status}, writes.now)
 
     async def pause(self, tenant_id, task_id):
         async def change(writes, states, status):
@@ -34,7 +48,8 @@ class ControlOperations:
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "paused")
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="paused",
                      error=None, finished_at=None, now=now, from_status=status)
-            tx.defer("hold_ready_steps", tenant_id=tenant_id, task_id=task_id, now=now)
+            tx.defer("hold_ready_steps", tenant_id=tenant_id, now=now,
+                     ids=[s["id"] for s in states.values() if s["status"] == "pending" and s["ready_at"] is not None])
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def resume(self, tenant_id, task_id):
@@ -47,18 +62,19 @@ class ControlOperations:
                 raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                      error=None, finished_at=None, now=now, from_status="paused")
-            await self._advance(writes, tenant_id, task_id, states, None)
+            await self._go_on(writes, tenant_id, task_id, states, "running")
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def cancel(self, tenant_id, task_id):
-        """Cancel the task; returns (summary, ids of the steps that were running)."""
+        """Cancel the task; returns (summary, ids of the steps that were running, or being claimed)."""
         async def change(writes, states, status):
             tx, now = writes.tx, writes.now
             if status == "cancelled":
                 return []
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
-            running = [s["id"] for s in states.values() if s["status"] == "running"]
-            tx.defer("cancel_unfinished_steps", tenant_id=tenant_id, task_id=task_id, now=now)
+            running = [s["id"] for s in states.values() if busy(s)]
+            tx.defer("cancel_unfinished_steps", tenant_id=tenant_id, now=now, ids=[
+                s["id"] for s in states.values() if s["status"] in ("pending", "running", "skipped")])
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
                      error=None, finished_at=now, now=now, from_status=status)
             self.forget(tenant_id, task_id)
@@ -69,7 +85,7 @@ class ControlOperations:
     async def modify(self, tenant_id, task_id, updates, rerun_from):
         """Apply human edits as new artifact versions and re-run the affected steps.
 
-        Returns (summary with ``rerun``, ids of affected steps that were running).
+        Returns (summary with ``rerun``, ids of affected steps that were running, or being claimed).
         """
         async def change(writes, states, status):
             tx, now = writes.tx, writes.now
@@ -77,32 +93,36 @@ class ControlOperations:
                 raise InvalidStateError(f"task {task_id!r} is cancelled: a cancelled task cannot be modified")
             plan = await self.plan(tx, tenant_id, task_id)
             cascade = state.cascade_plan(plan.dag, updates, rerun_from)
-            interrupted = [states[n]["id"] for n in cascade.interrupted if states[n]["status"] == "running"]
+            interrupted = [states[n]["id"] for n in cascade.interrupted if busy(states[n])]
             for name in cascade.edited_outputs:
                 version = (states[name]["output_version"] or 0) + 1
                 writes.artifact(tenant_id, task_id, name, "output", version, updates[name]["output"], "manual",
                                 {"input_version": states[name]["input_version"]})
-                tx.defer("set_manual_output", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                         output_version=version, now=now)
+                tx.defer("set_manual_output", id=states[name]["id"], tenant_id=tenant_id, output_version=version,
+                         now=now)
                 states[name].update(status="succeeded", output_version=version, ready_at=None)
-            for name in cascade.rerun:
-                tx.defer("reset_step", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                         input_stale=0 if name in cascade.edited_inputs else 1, now=now)
-                states[name].update(status="pending", ready_at=None, input_stale=name not in cascade.edited_inputs)
+            edited_inputs = set(cascade.edited_inputs)
+            for stale in (0, 1):  # an edited input is used as is; every other re-run input is rebuilt
+                names = [n for n in cascade.rerun if (n not in edited_inputs) == stale]
+                tx.defer("reset_steps", ids=[states[n]["id"] for n in names], tenant_id=tenant_id,
+                         input_stale=stale, now=now)
+                for name in names:
+                    states[name].update(status="pending", ready_at=None, input_stale=stale)
             for name in cascade.edited_inputs:
                 version = (states[name]["input_version"] or 0) + 1
                 lineage = {d: states[d]["output_version"] for d in plan.dag.steps[name].depends_on}
                 writes.artifact(tenant_id, task_id, name, "input", version, updates[name]["input"], "manual",
                                 lineage)
-                tx.defer("set_manual_input", tenant_id=tenant_id, task_id=task_id, step_name=name,
-                         input_version=version, now=now)
+                tx.defer("set_manual_input", id=states[name]["id"], tenant_id=tenant_id, input_version=version,
+                         now=now)
                 states[name].update(input_version=version, input_stale=0)
-            if status in ("succeeded", "failed"):
+            # a task not started yet starts with an edited output: a person did a step
+            if status in ("succeeded", "failed") or (status == "pending" and cascade.edited_outputs):
                 tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                          error=None, finished_at=None, now=now, from_status=status)
                 status = "running"
-            if status == "running":
-                await self._advance(writes, tenant_id, task_id, states, None)
+            if status in ("running", "pending"):  # pending: its reset roots are made ready again
+                await self._go_on(writes, tenant_id, task_id, states, status)
             return cascade.rerun, interrupted
         (rerun, interrupted), summary = await self._control(tenant_id, task_id, change)
         summary["rerun"] = list(rerun)

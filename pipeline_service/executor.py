@@ -143,19 +143,20 @@ class Executor:
             self._wakeup.clear()
 
     async def _poll(self):
-        """One probe; recovers expired leases; True if a step is ready."""
-        probe = (await self.manager.storage.probe("probe"))[0]
+        """One probe; recovers expired leases; True if a step this process can run is ready
+        (ready steps of other step types start no claim: idle stays one query per poll)."""
         now = now_ms()
+        probe = (await self.manager.storage.probe("probe", now=now, step_types=registered_step_types()))[0]
         if probe["next_expiry"] is not None and probe["next_expiry"] < now:
             recovered = await self.manager.recover_expired(now, self.max_crashes)
             if recovered:
                 log.warning("pipeline executor %s: took back %d step(s) whose worker's lease expired",
                             self.owner, recovered)
                 return True
-        next_ready = probe["next_ready"]
-        if next_ready is not None and next_ready > now and (next_ready - now) / 1000 < self.poll_interval:
+        next_ready = probe["next_ready"]  # a step of ours due later (a retry delay)
+        if next_ready is not None and (next_ready - now) / 1000 < self.poll_interval:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
-        return next_ready is not None and next_ready <= now
+        return bool(probe["runnable"])
 
     async def _claim(self):
         """Claim while there are free slots and ready steps."""

@@ -22,16 +22,19 @@ DEFINITION_CACHE_SIZE = 256
 # a pipeline definition is read by a submit at most once per this many seconds (per
 # process): an edit made in pipeline_core reaches new tasks within it (see README)
 DEFINITION_TTL_SECONDS = 1.0
-TENANTS_PER_CLAIM = 32   # tenants served per claim round (the longest-waiting first)
+TENANTS_PER_CLAIM = 32   # tenants with ready steps read per refresh (a page, in tenant id order)
 TENANT_REFRESH_MS = 50   # how stale the list of tenants with ready steps may be
+TENANT_MEMORY = 65536    # tenants whose last claim round is remembered (to serve the others first)
+BLOCKER_MEMORY = 65536   # waiting steps whose unfinished dependency is remembered (see _dependencies_succeeded)
 
 
 @dataclass(frozen=True)
 class TaskPlan:
-    """What never changes in a task after submit: its DAG and its params."""
+    """What never changes in a task after submit: its DAG, its params and its step row ids."""
 
     dag: state.Dag
     params: dict
+    ids: dict  # step name -> step row id
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Manager(ControlOperations):
         self._definitions = TTLCache(DEFINITION_CACHE_SIZE, DEFINITION_TTL_SECONDS)  # pipeline id -> Dag
         self._ready_tenants = set()    # tenants believed to have ready steps (see claim_ready)
         self._tenants_checked_at = 0
+        self._tenant_cursor = ""       # the last tenant of the last page read (see _tenants_with_ready_steps)
+        self._served = LRUCache(TENANT_MEMORY)  # tenant -> claim round it was last served in
+        self._rounds = 0
+        self._blockers = LRUCache(BLOCKER_MEMORY)  # (tenant, task, step) -> index of a dependency not succeeded
 
     # ---- pipelines -------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
@@ -113,18 +120,19 @@ class Manager(ControlOperations):
                     f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
             tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                      owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
-            roots = dag.roots()  # ready at once, with their inputs
+            roots = set(dag.roots())  # ready at once, with their inputs
+            ids = {name: new_id() for name in dag.order}
             writes = Writes(self, tx, now)
             for name in roots:
                 writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
             writes.flush()
             tx.defer_many("insert_step", [dict(
-                id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=name,
+                id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
                 step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
                 config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
                 input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
                 for name in dag.order])
-            self._remember(tenant_id, task_id, TaskPlan(dag, params))
+            self._remember(tenant_id, task_id, TaskPlan(dag, params, ids))
             tx.on_commit(lambda: self._ready_tenants.add(tenant_id))
             return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                         status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
@@ -212,7 +220,8 @@ class Manager(ControlOperations):
         if plan is None:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             task = await tx.fetch_one("task_state", tenant_id=tenant_id, task_id=task_id)
-            plan = TaskPlan(state.Dag.from_rows(rows, f"task {task_id!r}"), from_json(task["params"]))
+            plan = TaskPlan(state.Dag.from_rows(rows, f"task {task_id!r}"), from_json(task["params"]),
+                            {r["step_name"]: r["id"] for r in rows})
             self._remember(tenant_id, task_id, plan)
         return plan
 
@@ -223,11 +232,11 @@ class Manager(ControlOperations):
     async def claim_ready(self, owner, free, lease_ms, step_types, running_per_tenant, tenant_limit=None):
         """Claim up to ``free`` ready steps of ``step_types``, spread fairly over tenants.
 
-        Tenants with ready steps are served round-robin: the one with the fewest steps
-        running here first (then the longest waiting), each to an equal share of the
-        free slots, never past ``tenant_limit`` running here; slots a tenant cannot
+        Tenants with ready steps are served in turn: the one with the fewest steps
+        running here first, then the one served longest ago, each to an equal share of
+        the free slots, never past ``tenant_limit`` running here; slots a tenant cannot
         use go to the others in a second pass.  Claiming a root step marks its task
-        started.
+        started (just after the claim, see _mark_started).
         """
         def room(tenant):
             limit = free if tenant_limit is None else tenant_limit - running_per_tenant.get(tenant, 0)
@@ -235,39 +244,59 @@ class Manager(ControlOperations):
 
         async def claim(tx):
             now = now_ms()
+            self._rounds += 1
             tenants = sorted(await self._tenants_with_ready_steps(tx, now),
-                             key=lambda t: running_per_tenant.get(t, 0))
+                             key=lambda t: (running_per_tenant.get(t, 0), self._served.get(t, 0)))
             left = {t: room(t) for t in tenants}
             claimed, full, empty = [], [], []
             for i, tenant in enumerate(tenants):  # pass 1: equal shares
                 share = min(left[tenant], -(-(free - len(claimed)) // (len(tenants) - i)))
+                if share <= 0:
+                    continue
                 got = await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
+                self._served[tenant] = self._rounds
                 claimed += got
                 left[tenant] -= len(got)
-                if got and len(got) == share:
-                    full.append(tenant)
-                elif share > 0 and len(got) < share:
-                    empty.append(tenant)  # it has no more ready steps (that this process can run)
+                (full if len(got) == share else empty).append(tenant)  # empty: no more it can run here
             for tenant in full:  # pass 2: what others left
                 share = min(left[tenant], free - len(claimed))
                 if share > 0:
                     claimed += await self._claim_for(tx, tenant, share, owner, lease_ms, step_types, now)
             self._ready_tenants.difference_update(empty)
-            roots = [r for r in claimed if not state.parse_depends_on(r["depends_on"])]
-            if roots:
-                tx.defer("mark_tasks_started", tenant_ids=sorted({r["tenant_id"] for r in roots}),
-                         task_ids=sorted({r["task_id"] for r in roots}), now=now)
-            return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
-                          int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
-        return await self.storage.atomic(claim)
+            return claimed, now
+        claimed, now = await self.storage.atomic(claim)
+        roots = {(r["tenant_id"], r["task_id"]) for r in claimed if not state.parse_depends_on(r["depends_on"])}
+        if roots:
+            await self._mark_started(roots, now)
+        return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
+                      int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
+
+    async def _mark_started(self, keys, now):
+        """Mark the tasks ``{(tenant_id, task_id)}`` started (the first claim of a root step).
+
+        A transaction of its own, after the claim's: a claim holds step rows and must
+        never wait for a task row, which a state change holds while it waits for step
+        rows (a deadlock).  The handlers start only after this, so a step never ends
+        before its task is `running`; a crash in between leaves the step to recovery.
+        """
+        async def write(tx):
+            tx.defer("mark_tasks_started", tenant_ids=sorted({k[0] for k in keys}),
+                     task_ids=sorted({k[1] for k in keys}), now=now)
+        await self.storage.atomic(write)
 
     async def _tenants_with_ready_steps(self, tx, now):
-        """Tenants that have ready steps: asked of the database at most every
-        TENANT_REFRESH_MS (the scan grows with the backlog); in between, the tenants
-        known to have had some, plus those that submitted here."""
+        """Tenants believed to have ready steps: those that submitted here or had steps made
+        ready here, and, read at most every TENANT_REFRESH_MS, the next page of the tenants
+        with ready steps in the database (TENANTS_PER_CLAIM of them in tenant id order after
+        the last page, from the first again after the last one): every tenant with ready
+        steps is found within ceil(tenants / TENANTS_PER_CLAIM) refreshes, however many
+        there are and however large their backlogs.  A tenant leaves the list when a
+        claim finds nothing of it to run."""
         if now - self._tenants_checked_at >= TENANT_REFRESH_MS:
-            rows = await tx.fetch_all("tenants_with_ready_steps", now=now, limit=TENANTS_PER_CLAIM)
-            self._ready_tenants = {r["tenant_id"] for r in rows}
+            rows = await tx.fetch_all("tenants_with_ready_steps", after=self._tenant_cursor, now=now,
+                                      limit=TENANTS_PER_CLAIM)
+            self._tenant_cursor = rows[-1]["tenant_id"] if len(rows) == TENANTS_PER_CLAIM else ""
+            self._ready_tenants.update(r["tenant_id"] for r in rows)
             self._tenants_checked_at = now
         return list(self._ready_tenants)
 
@@ -296,7 +325,7 @@ class Manager(ControlOperations):
         for row in await self.storage.probe("expired_steps", now=now, limit=limit):
             async def recover(tx, row=row):
                 key = (row["tenant_id"], row["task_id"])
-                states, task_status = (await self._lock_states(tx, [key])).get(key, ({}, None))
+                states, task_status = (await self._lock_states(tx, {key: [row["step_name"]]})).get(key, ({}, None))
                 step = states.get(row["step_name"])
                 if step is None or step["status"] != "running":
                     return 0
@@ -305,11 +334,8 @@ class Manager(ControlOperations):
                              f"mid-step); not run again")
                     if await tx.execute("fail_lost_step", id=row["id"], error=error, now=now) != 1:
                         return 0
-                    step.update(status="failed", error=error)
                     if task_status in ("pending", "running"):  # pending: it died before the task started
-                        writes = Writes(self, tx, now)
-                        await self._advance(writes, *key, states, [], task_status)
-                        writes.flush()
+                        await self._settle(tx, {key: task_status}, now)
                     return 1
                 ready_at = now if task_status in ("pending", "running") else None
                 return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
@@ -343,7 +369,7 @@ class Manager(ControlOperations):
         """
         async def write(tx):
             now = now_ms()
-            locked = await self._lock_states(tx, sorted({(o.claim.tenant_id, o.claim.task_id) for o in outcomes}))
+            locked = await self._lock_states(tx, await self._touched(tx, outcomes))
             writes = Writes(self, tx, now)
             recorded, succeeded, changed = [], [], {}
             for o in outcomes:
@@ -373,26 +399,58 @@ class Manager(ControlOperations):
                     changed.setdefault(key, [])
             if succeeded:  # checked running on the locked rows above
                 tx.defer("succeed_steps", ids=succeeded, now=now)
+            unsettled = {}  # running tasks in which nothing was made ready: they may have ended
             for key, finished in changed.items():
                 states, task_status = locked[key]
-                if task_status == "running":
-                    await self._advance(writes, *key, states, finished)
+                if task_status == "running" and not await self._advance(writes, *key, states, finished):
+                    unsettled[key] = task_status
             writes.flush()
+            await self._settle(tx, unsettled, now)
             return recorded
         return await self.storage.atomic(write)
 
     # ---- the shared steps of every state change -------------------------------------
-    async def _lock_states(self, tx, keys):
-        """Lock the step rows of the tasks ``[(tenant_id, task_id), ...]``; for each task,
-        ``(states by step name, task status)`` as last committed."""
-        rows = await tx.fetch_all("lock_step_states", tenant_ids=sorted({k[0] for k in keys}),
-                                  task_ids=sorted({k[1] for k in keys}))
+    async def _lock_states(self, tx, wanted):
+        """Lock the task rows of ``wanted`` ({(tenant_id, task_id): step names, or None for all
+        the task's steps}) in id order (see queries.STEP_STATES), then read those steps;
+        for each task found, ``(states by step name, task status)`` as last committed."""
+        tx.defer("lock_tasks", task_ids=sorted({k[1] for k in wanted}), tenant_ids=sorted({k[0] for k in wanted}))
+        rows, ids = [], []
+        for key, names in wanted.items():
+            if names is None:
+                rows += await tx.fetch_all("task_step_states", tenant_id=key[0], task_id=key[1])
+            else:
+                ids += [(await self.plan(tx, *key)).ids[n] for n in names]
+        if ids:
+            rows += await tx.fetch_all("step_states", ids=ids, tenant_ids=sorted({k[0] for k in wanted}))
         locked = {}
         for r in rows:
             key = (r["tenant_id"], r["task_id"])
-            if key in keys:
+            if key in wanted:
                 locked.setdefault(key, ({}, r["task_status"]))[0][r["step_name"]] = r
         return locked
+
+    async def _touched(self, tx, outcomes):
+        """The steps a finish of ``outcomes`` reads, by task: the finished steps, the successors
+        of those that succeeded, and of each successor the dependency that held it back when
+        last looked at (see _dependencies_succeeded) — never all the steps of a task."""
+        touched = {}
+        for o in outcomes:
+            key = (o.claim.tenant_id, o.claim.task_id)
+            names = touched.setdefault(key, set())
+            names.add(o.claim.step_name)
+            if o.output is not None:
+                dag = (await self.plan(tx, *key)).dag
+                for succ in dag.successors[o.claim.step_name]:
+                    deps = dag.steps[succ].depends_on
+                    names.update((succ, deps[self._blockers.get((*key, succ), 0) % len(deps)]))
+        return touched
+
+    async def _read_states(self, tx, key, plan, names, states):
+        """Add the states of steps ``names`` of task ``key`` to ``states`` (its task is locked)."""
+        if names:
+            for r in await tx.fetch_all("step_states", ids=[plan.ids[n] for n in names], tenant_ids=[key[0]]):
+                states[r["step_name"]] = r
 
     def _artifact_row(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage, now):
         # cached once committed (a rolled-back version number may be stored later by another run)
@@ -400,18 +458,40 @@ class Manager(ControlOperations):
         return dict(id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name, kind=kind,
                     version=version, content=to_json(content), source=source, lineage=to_json(lineage), now=now)
 
-    async def _advance(self, writes, tenant_id, task_id, states, finished, task_status="running"):
-        """In a running task: make ready every waiting step whose dependencies all succeeded
-        (successors of ``finished``, or all steps when ``finished`` is None); then settle."""
+    async def _advance(self, writes, tenant_id, task_id, states, finished):
+        """Make ready every waiting step whose dependencies all succeeded: the successors of
+        ``finished`` (their states read), or all steps when ``finished`` is None (all states
+        read); True if it made one ready (then the task can go on: no need to settle it)."""
         plan = await self.plan(writes.tx, tenant_id, task_id)
         dag = plan.dag
         candidates = dag.order if finished is None else [s for f in finished for s in dag.successors[f]]
+        made = False
         for name in dict.fromkeys(candidates):
             row = states[name]
-            if row["status"] == "pending" and row["ready_at"] is None and all(
-                    states[d]["status"] == "succeeded" for d in dag.steps[name].depends_on):
+            if row["status"] == "pending" and row["ready_at"] is None and await self._dependencies_succeeded(
+                    writes.tx, (tenant_id, task_id), plan, name, states):
                 await self._make_ready(writes, tenant_id, task_id, plan, name, states)
-        self._settle(writes.tx, tenant_id, task_id, dag, states, writes.now, task_status)
+                made = True
+        return made
+
+    async def _dependencies_succeeded(self, tx, key, plan, name, states):
+        """Whether every dependency of step ``name`` has succeeded (reading the states missing
+        from ``states``).  The dependencies are looked at from the one found unfinished last
+        time (``_blockers``, per process), in chunks that double: in a fan-in of n steps a
+        finish reads O(1) rows, all of them n in all (not n²)."""
+        deps = plan.dag.steps[name].depends_on
+        memo = (*key, name)
+        start, looked, chunk = self._blockers.get(memo, 0), 0, 1
+        while looked < len(deps):
+            part = [deps[(start + i) % len(deps)] for i in range(looked, min(looked + chunk, len(deps)))]
+            await self._read_states(tx, key, plan, [d for d in part if d not in states], states)
+            for i, dep in enumerate(part, start=looked):
+                if states[dep]["status"] != "succeeded":
+                    self._blockers[memo] = (start + i) % len(deps)
+                    return False
+            looked, chunk = looked + len(part), chunk * 2
+        self._blockers.pop(memo, None)
+        return True
 
     async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
         """Make a step ready with its input: the current one, or a new version built from the
@@ -432,20 +512,29 @@ class Manager(ControlOperations):
     def _cache(self, kind, key, content):
         (self._inputs if kind == "input" else self._outputs)[key] = content
 
-    def _settle(self, tx, tenant_id, task_id, dag, states, now, task_status="running"):
-        """End a running task when nothing more can run: succeeded, or failed with its errors."""
-        ids = dict(tenant_id=tenant_id, task_id=task_id)
-        if all(s["status"] == "succeeded" for s in states.values()):
-            tx.defer("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
-                     from_status=task_status, **ids)
-            self.forget(tenant_id, task_id)
+    async def _settle(self, tx, statuses, now):
+        """End the tasks of ``statuses`` ({(tenant_id, task_id): status}) that can make no more
+        progress (no step running or ready): succeeded, or failed with the errors of their
+        failed steps.  By counters (task_progress: a few index look-ups per task, after this
+        transaction's writes), not by reading every step."""
+        if not statuses:
             return
-        can_progress = any(s["status"] == "running" or (s["status"] == "pending" and s["ready_at"] is not None)
-                           for s in states.values())
-        failed = [n for n in dag.order if states[n]["status"] == "failed"]
-        if failed and not can_progress:
-            tx.defer("skip_waiting_steps", now=now, **ids)
-            error = "; ".join(f"step {n!r} failed: {states[n]['error']}" for n in failed)
-            tx.defer("set_task_status", status="failed", error=error, finished_at=now, now=now,
-                     from_status=task_status, **ids)
-            self.forget(tenant_id, task_id)
+        for r in await tx.fetch_all("task_progress", task_ids=sorted({k[1] for k in statuses}),
+                                    tenant_ids=sorted({k[0] for k in statuses})):
+            key = (r["tenant_id"], r["task_id"])
+            if key not in statuses or r["has_running"] or r["has_ready"]:
+                continue
+            ids = dict(tenant_id=key[0], task_id=key[1])
+            if not r["has_unsucceeded"]:
+                tx.defer("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
+                         from_status=statuses[key], **ids)
+            elif r["has_failed"]:
+                position = (await self.plan(tx, *key)).dag.position
+                failed = sorted(await tx.fetch_all("failed_steps", **ids), key=lambda f: position[f["step_name"]])
+                error = "; ".join(f"step {f['step_name']!r} failed: {f['error']}" for f in failed)
+                tx.defer("skip_waiting_steps", now=now, **ids)
+                tx.defer("set_task_status", status="failed", error=error, finished_at=now, now=now,
+                         from_status=statuses[key], **ids)
+            else:
+                continue
+            self.forget(*key)

@@ -22,15 +22,19 @@ PROGRESS = """
      AND s.status = 'running') AS n_running,
   (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
      AND s.status = 'failed') AS n_failed"""
-# the per-task serialisation point of every state change: whoever changes the step
-# states of tasks holds the row locks of all their steps (SQLite serialises whole
-# transactions instead); READ COMMITTED makes the read see the latest commits.
-# Task ids are unique, so the two IN lists select exactly the tasks asked for.
+# The per-task serialisation point of every state change is the task's row: whoever
+# changes the steps of tasks first locks their task rows (`lock_tasks`), by primary key
+# in id order, so two transactions never wait for each other's tasks in a cycle; then
+# it reads the step rows it needs (READ COMMITTED: the latest commits).  Step rows
+# change only under that lock, except a claim (pending -> running), which locks its
+# rows with SKIP LOCKED and so never waits.  SQLite serialises whole transactions.
 STEP_STATES = """SELECT s.id, s.tenant_id, s.task_id, s.step_name, s.status, s.ready_at, s.attempt, s.owner,
     s.crash_count, s.input_version, s.input_stale, s.output_version, s.error,
     (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = s.tenant_id AND t.id = s.task_id) AS task_status
-    FROM pipeline_task_steps s WHERE s.tenant_id IN (${tenant_ids}$) AND s.task_id IN (${task_ids}$)
-    ORDER BY s.tenant_id, s.task_id, s.step_name"""
+    FROM pipeline_task_steps s"""
+# whether each task can still make progress, and how it ended if not: each EXISTS is
+# one lookup in the `task_status` index (tenant_id, task_id, status, ready_at)
+STEP_EXISTS = "EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id AND "
 LIST_FILTER = """
   WHERE t.tenant_id = ${tenant_id}$
   $<pipeline_id>$ AND t.pipeline_id = ${pipeline_id}$ $</pipeline_id>$
@@ -64,9 +68,27 @@ STATEMENTS = {
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$""",
     # the first claim of a root step marks its task started (a task paused before it
     # started is already `running` again when resumed, hence the CASE)
-    "mark_tasks_started": """UPDATE pipeline_tasks SET status = CASE WHEN status = 'pending' THEN 'running'
-        ELSE status END, started_at = ${now}$, updated_at = ${now}$
-        WHERE tenant_id IN (${tenant_ids}$) AND id IN (${task_ids}$) AND started_at IS NULL""",
+    # (by primary key, in id order: see lock_tasks)
+    "mark_tasks_started": {
+        "mysql": """UPDATE pipeline_tasks FORCE INDEX (PRIMARY) SET status = CASE WHEN status = 'pending'
+            THEN 'running' ELSE status END, started_at = ${now}$, updated_at = ${now}$
+            WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) AND started_at IS NULL ORDER BY id""",
+        "sqlite": """UPDATE pipeline_tasks SET status = CASE WHEN status = 'pending' THEN 'running'
+            ELSE status END, started_at = ${now}$, updated_at = ${now}$
+            WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) AND started_at IS NULL""",
+    },
+    # task ids are unique: the two IN lists select exactly the tasks asked for
+    "lock_tasks": {
+        "mysql": """SELECT id FROM pipeline_tasks FORCE INDEX (PRIMARY)
+            WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) ORDER BY id FOR UPDATE""",
+        "sqlite": "SELECT id FROM pipeline_tasks WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$)",
+    },
+    "task_progress": f"""SELECT t.tenant_id, t.id AS task_id,
+        {STEP_EXISTS} s.status = 'running') AS has_running,
+        {STEP_EXISTS} s.status = 'pending' AND s.ready_at IS NOT NULL) AS has_ready,
+        {STEP_EXISTS} s.status = 'failed') AS has_failed,
+        {STEP_EXISTS} s.status IN ('pending', 'running', 'failed', 'cancelled', 'skipped')) AS has_unsucceeded
+        FROM pipeline_tasks t WHERE t.id IN (${{task_ids}}$) AND t.tenant_id IN (${{tenant_ids}}$)""",
     "set_task_status": """UPDATE pipeline_tasks SET status = ${status}$, error = ${error}$,
         finished_at = ${finished_at}$, updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}$""",
@@ -79,24 +101,33 @@ STATEMENTS = {
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$""",
     "get_step": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$ AND step_name = ${{step_name}}$""",
-    # the per-task serialisation point of the executor: whoever changes the step
-    # states of a task holds the row locks of all its steps (SQLite serialises
-    # whole transactions instead); READ COMMITTED makes the read see the latest
-    "lock_step_states": {
-        "mysql": f"""{STEP_STATES} FOR UPDATE""",
-        "sqlite": STEP_STATES,
-    },
+    # the states a state change needs, read under its task locks (see STEP_STATES):
+    # some steps by id (a finish: linear in what it touches, not in the task's size) ...
+    "step_states": f"{STEP_STATES} WHERE s.id IN (${{ids}}$) AND s.tenant_id IN (${{tenant_ids}}$)",
+    # ... or all steps of one task (human control; not a locking read: see human control below)
+    "task_step_states": f"{STEP_STATES} WHERE s.tenant_id = ${{tenant_id}}$ AND s.task_id = ${{task_id}}$",
+    "failed_steps": """SELECT step_name, error FROM pipeline_task_steps
+        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'failed'""",
     # --- the executor's cross-tenant statements ---
-    # one look per poll: is anything ready, or a lease expired? (index-only: `ready`, `lease`)
-    "probe": """SELECT
-        (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = 'pending' AND ready_at IS NOT NULL)
-          AS next_ready,
-        (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = 'running') AS next_expiry""",
-    # tenants with ready steps of the types this process can run, oldest first (fair dispatch)
-    # (index-only on `ready` (status, tenant_id, ready_at); step types are filtered per tenant)
+    # one look per poll: is a step of the types this process can run ready now (`runnable`),
+    # or when is the next one due (a retry delay); has a lease expired?  Only the step types
+    # of this process count: ready steps nobody here can run must not start a claim each poll
+    # (the pending entries of `ready` (status, tenant_id, ready_at), a row read only for a
+    # step due, EXISTS stops at the first match; `lease`.  MariaDB would rather scan the
+    # table when the pending steps are a third of it, so the index is named there.)
+    "probe": {dialect: f"""SELECT
+        EXISTS (SELECT 1 FROM pipeline_task_steps {hint} WHERE status = 'pending' AND ready_at <= ${{now}}$
+          AND step_type IN (${{step_types}}$)) AS runnable,
+        (SELECT MIN(ready_at) FROM pipeline_task_steps {hint} WHERE status = 'pending' AND ready_at > ${{now}}$
+          AND step_type IN (${{step_types}}$)) AS next_ready,
+        (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = 'running') AS next_expiry"""
+        for dialect, hint in (("mysql", "FORCE INDEX (pipeline_task_steps_ready)"), ("sqlite", ""))},
+    # a page of the tenants with ready steps, in tenant id order from the one after ${after}$:
+    # a process serves every tenant in turn however many there are (fair dispatch); it reads
+    # the `ready` (status, tenant_id, ready_at) entries of the page's tenants only
     "tenants_with_ready_steps": """SELECT tenant_id, MIN(ready_at) AS oldest FROM pipeline_task_steps
-        WHERE status = 'pending' AND ready_at <= ${now}$
-        GROUP BY tenant_id ORDER BY oldest LIMIT ${limit}$""",
+        WHERE status = 'pending' AND tenant_id > ${after}$ AND ready_at <= ${now}$
+        GROUP BY tenant_id ORDER BY tenant_id LIMIT ${limit}$""",
     # the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with
     # joins), served by its own index, `ready` (status, tenant_id, ready_at)
     "select_ready_steps": {
@@ -150,22 +181,26 @@ STATEMENTS = {
     "skip_waiting_steps": """UPDATE pipeline_task_steps SET status = 'skipped', updated_at = ${now}$
         WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending'""",
     # --- human control ---
+    # Step rows are changed by primary key (ids read under the task lock), never through a
+    # locking scan of a secondary index: that would lock index entries a claim under way
+    # must update while waiting for the claim's rows (a deadlock).  A row a claim takes
+    # meanwhile is waited for, then checked again by the WHERE.
     "hold_ready_steps": """UPDATE pipeline_task_steps SET ready_at = NULL, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = 'pending' AND ready_at IS NOT NULL""",
+        WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status = 'pending' AND ready_at IS NOT NULL""",
     "cancel_unfinished_steps": """UPDATE pipeline_task_steps SET status = 'cancelled', ready_at = NULL, owner = NULL,
         lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status IN ('pending', 'running', 'skipped')""",
+        WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ('pending', 'running', 'skipped')""",
     # a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
-    "reset_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = NULL, error = NULL, owner = NULL,
+    "reset_steps": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = NULL, error = NULL, owner = NULL,
         lease_expires_at = NULL, attempt_base = attempt, input_stale = ${input_stale}$, finished_at = NULL,
         updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$""",
+        WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$""",
     "set_manual_output": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
         error = NULL, ready_at = NULL, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$""",
+        WHERE id = ${id}$ AND tenant_id = ${tenant_id}$""",
     "set_manual_input": """UPDATE pipeline_task_steps SET input_version = ${input_version}$, input_stale = 0,
         updated_at = ${now}$
-        WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$""",
+        WHERE id = ${id}$ AND tenant_id = ${tenant_id}$""",
 
     # --- artifacts (insert and read only: an artifact row is never updated or deleted) ---
     # A step row's input_version / output_version is always the newest version of

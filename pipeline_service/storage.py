@@ -159,15 +159,20 @@ class Storage:
             return await Transaction(sor, self.connector).fetch_all(name, **params)
 
     async def atomic(self, fn, attempts=5):
-        """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock victim."""
+        """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock
+        victim (or a lock wait timed out); a StorageError once ``attempts`` all were."""
         for attempt in range(1, attempts + 1):
             try:
                 async with self.transaction() as tx:
                     return await fn(tx)
             except Exception as exc:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
-                if attempt == attempts or not self.connector.retryable(cause):
+                if not self.connector.retryable(cause):
                     raise
+                if attempt == attempts:  # never the driver's own exception (see exceptions.py)
+                    raise StorageError(f"{self.describe()} gave up a transaction after {attempts} attempts, "
+                                       f"each ended by a lock conflict ({cause}); nothing of it was written, "
+                                       f"try again") from exc
                 log.info("transaction conflict on %s, running it again (%s)", self.describe(), cause)
                 await asyncio.sleep(0.005 * attempt)
 

@@ -305,3 +305,28 @@ async def test_resume_of_a_finished_task_is_refused(service, tenant, pipeline_id
         await service.resume(tenant, task["id"])
     with pytest.raises(InvalidStateError, match="succeeded"):
         await service.pause(tenant, task["id"])
+
+
+@pytest.mark.parametrize("updates, rerun_from, runs", [
+    ({}, "a", {"a": 1, "b": 1, "c": 1}),                              # retry from the root
+    ({"a": {"output": {"value": "typed"}}}, None, {"a": 0, "b": 1, "c": 1}),
+    ({"a": {"input": {"params": {"p": 2}, "upstream": {}}}}, None, {"a": 1, "b": 1, "c": 1}),
+])
+async def test_modify_of_a_task_not_started_yet_runs_it(service, tenant, pipeline_id, step_type, updates,
+                                                       rerun_from, runs):
+    line = Line(step_type)
+    await linear(service, pipeline_id, step_type, "abc")
+    await service.executor.stop()  # nothing claims: the task stays pending
+    service.autostart = False
+    task = await service.submit(tenant, pipeline_id, "o", "not started", {"p": 1})
+    result = await service.modify(tenant, task["id"], updates, rerun_from)
+    assert result["status"] == ("running" if "output" in updates.get("a", {}) else "pending")
+    await service.start()
+    detail = await service.wait(tenant, task["id"], timeout=10)
+    assert detail["status"] == "succeeded", detail
+    assert {s: line.count(s) for s in "abc"} == runs
+    b_input = next(c for c in line.calls if c["step"] == "b")["input"]
+    if "output" in updates.get("a", {}):
+        assert b_input["upstream"]["a"] == {"value": "typed"}
+    if "input" in updates.get("a", {}):
+        assert next(c for c in line.calls if c["step"] == "a")["input"] == updates["a"]["input"]

@@ -3,6 +3,7 @@ import asyncio
 import time
 
 from pipeline_service import PipelineService, register_handler
+from pipeline_service.manager import TENANTS_PER_CLAIM
 
 
 async def test_a_backlog_of_one_tenant_does_not_starve_another(database, tenant, pipeline_id, step_type):
@@ -51,3 +52,41 @@ async def test_per_tenant_limit_caps_one_tenant_not_the_others(database, tenant,
     assert (await service.wait(tenant + "-B", b["id"]))["status"] == "succeeded"
     await service.stop()
     assert peak[tenant + "-A"] == 2 and peak[tenant + "-B"] == 2
+
+
+async def test_a_new_tenant_is_served_behind_many_busy_tenants(database, tenant, pipeline_id, step_type):
+    """More tenants with backlogs than a claim round reads at once (manager.TENANTS_PER_CLAIM):
+    a tenant that arrives last is still served within a bound, long before the backlogs drain."""
+    started = {}
+
+    async def work(tenant_id, task_id, step_name, input_data, config):
+        started.setdefault(tenant_id, time.monotonic())
+        await asyncio.sleep(0.05)
+        return {}
+    register_handler(step_type, work)
+    service = PipelineService(database, concurrency=8, poll_interval=0.2)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    busy = [f"{tenant}-{i:02d}" for i in range(TENANTS_PER_CLAIM + 8)]
+    for round_ in range(30):  # 40 tenants, 30 tasks each: 1,200 steps, ~7.5 s of work on 8 slots
+        for name in busy:
+            await service.submit(name, pipeline_id, "o", f"{name}/{round_}", {})
+    await until(lambda: len(started) >= 8, timeout=10)  # all slots busy
+    newcomer = tenant + "-new"
+    submitted = time.monotonic()
+    await service.submit(newcomer, pipeline_id, "o", "first", {})
+    try:
+        await until(lambda: newcomer in started, timeout=10)
+        waited = started[newcomer] - submitted
+        left = (await service.list(busy[0], status="pending", rows=1))["total"]
+    finally:
+        await service.stop(timeout=5)
+    assert waited < 0.5, f"the new tenant's first step waited {waited:.2f}s behind {len(busy)} busy tenants"
+    assert left > 0, "the backlogs were drained first: the test proves nothing"
+
+
+async def until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)

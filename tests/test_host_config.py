@@ -80,12 +80,12 @@ async def test_a_failing_session_never_leaks_a_connection(mysql_schema, monkeypa
     monkeypatch.setattr(sqlor_adapter, failing, fail if failing == "new_sqlor" else fail_async)
 
     async def read(tx):
-        return await tx.fetch_all("probe")
+        return await tx.fetch_all("probe", now=0, step_types=[])
     for _ in range(failures):  # far more than the pool's 20 connections
         with pytest.raises(RuntimeError, match="binding failed"):
             await asyncio.wait_for(storage.atomic(read), timeout=5)
     monkeypatch.setattr(sqlor_adapter, failing, real)
     pool = storage.connector._pool
     assert pool.freesize == pool.size  # every connection is back
-    assert (await asyncio.wait_for(storage.atomic(read), timeout=5))[0].keys() == {"next_ready", "next_expiry"}
+    assert (await asyncio.wait_for(storage.atomic(read), timeout=5))[0].keys() == {"runnable", "next_ready", "next_expiry"}
     await asyncio.wait_for(storage.close(), timeout=5)  # and closing is prompt
