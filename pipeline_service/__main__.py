@@ -12,12 +12,14 @@ Operator commands change the database only: the host processes run the steps.
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from rich.console import Console
 from rich.table import Table
 
-from .exceptions import PipelineError
+from .connectors import parse_url
+from .exceptions import PipelineError, SchemaMissingError
 from .hostenv import EMBEDDED_DEFAULT
 from .service import PipelineService
 from .storage import Storage
@@ -76,6 +78,7 @@ async def run(args):
             return {"created_or_present": await storage.create_missing_tables(args.with_reference)}
         finally:
             await storage.close()
+    require_existing(args.db)
     service = PipelineService(args.db, autostart=False, require_handlers=False)
     try:
         if args.command == "list":
@@ -90,6 +93,16 @@ async def run(args):
         return await getattr(service, args.command)(args.tenant, args.task_id)
     finally:
         await service.storage.close()
+
+
+def require_existing(db):
+    """Operator commands work on an existing database: opening a SQLite path creates the file,
+    and a failed command (a typo in --db, the wrong directory) must not leave one behind."""
+    description = parse_url(db)
+    path = description["kwargs"].get("path")
+    if description["driver"] == "sqlite" and not os.path.exists(path):
+        raise SchemaMissingError(f"there is no SQLite database at {path!r}: create it with "
+                                 f"`python -m pipeline_service create-schema --with-reference --db {db}`")
 
 
 def show(command, result):
@@ -125,8 +138,8 @@ def main(argv=None):
     except PipelineError as exc:
         console.print(f"[red]error[/red] ({exc.status}): {exc}", highlight=False)
         return 2 if exc.status == "not_found" else 1
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=1))
+    if args.json:  # strict JSON: nothing stored can hold NaN or Infinity (they are refused on input)
+        print(json.dumps(result, ensure_ascii=False, allow_nan=False, indent=1))
     elif args.command not in ("demo",):
         show(args.command, result)
     return 0

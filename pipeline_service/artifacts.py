@@ -1,31 +1,105 @@
 """JSON in and out (artifact contents, configs, parameters), and the writes a state change gathers.
 
+Every JSON object that enters the package (params, modify updates, step configs,
+handler results) passes ``check_json_object``: a dict of strings, numbers,
+booleans, nulls, lists and dicts, no NaN or Infinity (not JSON), no lone
+surrogate (not UTF-8), at most ``MAX_JSON_DEPTH`` levels deep (deeper input made
+``json`` hit Python's recursion limit) and at most ``MAX_JSON_BYTES`` as UTF-8 JSON.
+
 ``Writes`` collects the artifacts a transaction stores and the steps it makes
 ready, then writes them together: one multi-row INSERT, one UPDATE per input version.
 """
 import json
+import math
 
 from .exceptions import InvalidInputError
 
+MAX_JSON_DEPTH = 64
+# params, one edit, one step config, one handler result. A submit writes params once per
+# root step and once for the task, in one round trip: a few such writes must fit the
+# MySQL server's max_allowed_packet (16 MiB by default).
+MAX_JSON_BYTES = 4 * 1024 * 1024
+# the params one submit writes (the task row, and the input of every first step) at most:
+# they go in one round trip, which must stay under that 16 MiB with room for the rest
+MAX_SUBMIT_BYTES = 12 * 1024 * 1024
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = (str, int, type(None))  # bool is an int; floats are checked for NaN/Infinity
+
 
 def to_json(value):
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Strict JSON text (NaN and Infinity raise ValueError: they are not JSON)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def from_json(text):
     return None if text is None else json.loads(text)
 
 
+def check_json_object(value, what, max_depth=MAX_JSON_DEPTH, max_bytes=MAX_JSON_BYTES):
+    """``value`` if it is a JSON object the tables can store, else an InvalidInputError naming ``what``."""
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
+    _check_tree(value, what, max_depth)
+    try:
+        size = len(to_json(value).encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} contains a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot "
+                                "store") from None
+    except ValueError as exc:  # e.g. an integer past Python's limit for converting it to text
+        raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from None
+    if size > max_bytes:
+        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes")
+    return value
+
+
+def _check_tree(value, what, max_depth):
+    """Walk the containers without recursion (a deep input would exhaust Python's stack)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise InvalidInputError(f"{what} is nested more than {max_depth} levels deep")
+        is_dict = isinstance(node, dict)
+        for key, item in (node.items() if is_dict else enumerate(node)):
+            if is_dict and not isinstance(key, str):
+                raise InvalidInputError(f"{what}: every key of a JSON object is a string, got "
+                                        f"{type(key).__name__}")
+            if isinstance(item, _CONTAINERS):
+                stack.append((item, depth + 1))
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    raise InvalidInputError(f"{what}: {item!r} at {_where(key)} is not a JSON number")
+            elif not isinstance(item, _SCALARS):
+                raise InvalidInputError(f"{what}: the {type(item).__name__} at {_where(key)} is not "
+                                        "JSON-serialisable (use dicts, lists, strings, numbers, booleans and None)")
+
+
+def check_copies(text, copies, what, limit=MAX_SUBMIT_BYTES):
+    """Refuse JSON ``text`` that one transaction would write ``copies`` times past ``limit`` bytes."""
+    size = len(text.encode("utf-8")) * copies
+    if size > limit:
+        raise InvalidInputError(f"{what} would be stored {copies} times by one write (the task and each first "
+                                f"step's input): {size:,} bytes in all; the limit is {limit:,} bytes")
+
+
+def _where(key):
+    return f"index {key}" if isinstance(key, int) else f"key {ascii(key)[:60]}"
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json_object(value, what):
-    """A JSON object given as a dict or as JSON text; otherwise an InvalidInputError naming ``what``."""
+    """A JSON object given as a dict or as JSON text, checked by ``check_json_object``."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = json.loads(value, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
+        except RecursionError:
+            raise InvalidInputError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    return check_json_object(value, what)
 
 
 class Writes:

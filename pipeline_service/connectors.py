@@ -24,6 +24,10 @@ SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema
 MYSQL_UNREACHABLE = {2003, 2005, 2006, 2013, 2055}
 MYSQL_NO_TABLE = 1146
 MYSQL_DEADLOCK = {1205, 1213}  # lock wait timeout, deadlock: the transaction may simply be run again
+# a write the server refuses for its size or text (the package's input checks keep these out;
+# a host's smaller max_allowed_packet can still meet one)
+MYSQL_REFUSED_WRITE = {1153: "larger than the server's max_allowed_packet", 1406: "too long for its column",
+                       1366: "text the column cannot store"}
 
 
 class MySQLConnector:
@@ -126,6 +130,8 @@ class MySQLConnector:
                 return SchemaMissingError(f"{exc.args[1]} in {self.describe()}: {SCHEMA_HINT}")
             if code in MYSQL_UNREACHABLE:
                 return DatabaseUnavailableError(f"lost {self.describe()}: {exc}")
+            if code in MYSQL_REFUSED_WRITE:
+                return StorageError(f"{self.describe()} refused a write {MYSQL_REFUSED_WRITE[code]}: {exc}")
         return None
 
 
@@ -206,6 +212,8 @@ class SQLiteConnector:
     def translate_error(self, exc):
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
             return SchemaMissingError(f"{exc} in {self.describe()}: {SCHEMA_HINT}")
+        if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file, still locked
+            return StorageError(f"{self.describe()} could not be written or read: {exc}")
         return None
 
 
@@ -233,14 +241,21 @@ def connector_for(description):
 
 def parse_url(url):
     from urllib.parse import urlsplit, unquote
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise StorageError(f"a database URL that cannot be parsed: {exc}") from None
     if parts.scheme == "sqlite":
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
             raise StorageError(f"a SQLite URL is sqlite:///relative.db or sqlite:////abs/path.db, not {url!r}")
         return {"driver": "sqlite", "kwargs": {"path": url[len("sqlite:///"):]}}
     if parts.scheme in ("mysql", "mariadb"):
-        kwargs = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
+        try:
+            port = parts.port or 3306
+        except ValueError as exc:  # not a number, or outside 0-65535 (the URL may hold a password: not shown)
+            raise StorageError(f"the database URL for host {parts.hostname!r} has no valid port: {exc}") from None
+        kwargs = {"host": parts.hostname or "127.0.0.1", "port": port,
                   "user": unquote(parts.username or "root"), "password": unquote(parts.password or ""),
                   "db": parts.path.lstrip("/")}
         return {"driver": "mysql", "kwargs": kwargs}

@@ -113,9 +113,10 @@ OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node
 
 
 def json_answer(body, status=200, headers=None):
-    """JSON as UTF-8 text: Chinese stays readable in the answer (no \\u escapes)."""
+    """JSON as UTF-8 text: Chinese stays readable in the answer (no \\u escapes); strict JSON
+    (no NaN or Infinity, which are refused on input anyway)."""
     return web.json_response(body, status=status, headers=headers,
-                             dumps=lambda value: json.dumps(value, ensure_ascii=False))
+                             dumps=lambda value: json.dumps(value, ensure_ascii=False, allow_nan=False))
 
 
 def local_time(iso_text):

@@ -23,6 +23,7 @@ from collections import Counter
 from .handler import call_handler, get_handler, registered_step_types
 from .ids import new_id, now_ms
 from .manager import Outcome
+from .state import check_seconds, check_whole
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
 # transactions recording outcomes at once: while one waits for its commit, the next
@@ -30,15 +31,25 @@ MAX_BATCH = 256  # outcomes recorded per transaction at most
 RECORDERS = 2
 
 log = logging.getLogger(__name__)
+MAX_CONCURRENCY = 10_000
+MIN_POLL_SECONDS = 0.01  # below it the idle loop would spin (0 polled at 85% CPU)
+MIN_LEASE_SECONDS = 1.0  # the heartbeat renews every third of it
+
+
+def check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes):
+    """The executor's options, or an InvalidInputError naming the bad one (before anything runs)."""
+    check_whole(concurrency, "concurrency", 1, MAX_CONCURRENCY)
+    if tenant_concurrency is not None:
+        check_whole(tenant_concurrency, "tenant_concurrency", 1, MAX_CONCURRENCY)
+    check_seconds(poll_interval, "poll_interval", MIN_POLL_SECONDS, 3600.0)
+    check_seconds(lease_seconds, "lease_seconds", MIN_LEASE_SECONDS, 86_400.0)
+    check_whole(max_crashes, "max_crashes", 1, 1000)
 
 
 class Executor:
     def __init__(self, manager, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
                  max_crashes=3):
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError("concurrency must be a whole number >= 1")
-        if tenant_concurrency is not None and (not isinstance(tenant_concurrency, int) or tenant_concurrency < 1):
-            raise ValueError("tenant_concurrency must be None or a whole number >= 1")
+        check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes)
         self.manager = manager
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cachetools import LRUCache, TTLCache
 
 from . import state
-from .artifacts import Writes, from_json, to_json
+from .artifacts import Writes, check_copies, from_json, to_json
 from .control import ControlOperations
 from .exceptions import HandlerError, InvalidInputError, NotFoundError
 from .handler import get_handler
@@ -83,23 +83,18 @@ class Manager(ControlOperations):
 
     # ---- pipelines -------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
-        """Create or replace a pipeline definition (rows of pipelines / pipeline_steps)."""
-        if not isinstance(pipeline_id, str) or not pipeline_id or len(pipeline_id) > 32:
-            raise InvalidInputError("pipeline_id must be a non-empty string of at most 32 characters")
-        if not isinstance(steps, (list, tuple)) or not all(isinstance(s, dict) for s in steps):
-            raise InvalidInputError("steps must be a list of dicts with step_name, step_type, depends_on, config")
-        rows = []
-        for seq, spec in enumerate(steps, start=1):
-            name_ = spec.get("step_name")
-            if not isinstance(spec.get("step_type"), str) or not spec.get("step_type"):
-                raise InvalidInputError(f"step {name_!r} needs a step_type")
-            rows.append(dict(id=new_id(), pipeline_id=pipeline_id, step_name=name_, step_type=spec["step_type"],
-                             depends_on=to_json(list(state.parse_depends_on(spec.get("depends_on"), name_))),
-                             config=to_json(state.parse_config(spec.get("config"), name_)),
-                             seq=int(spec.get("seq", seq))))
-        state.Dag.from_rows(rows, f"pipeline {pipeline_id!r}")
+        """Create or replace a pipeline definition (rows of pipelines / pipeline_steps);
+        ``steps`` are checked rows (``state.definition_rows``)."""
+        rows = [dict(row, id=new_id(), pipeline_id=pipeline_id) for row in steps]
 
         async def write(tx):
+            # pipelines may be pipeline_core's table with a case-insensitive collation:
+            # never let 'ORG1' replace 'org1' there
+            found = {r["pipeline"] for r in await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)}
+            if found - {pipeline_id}:
+                raise InvalidInputError(f"pipeline {pipeline_id!r} collides with pipeline {min(found)!r} in the "
+                                        "database (pipelines.id is not compared exactly: run create-schema "
+                                        "--with-reference to give it a binary collation)")
             tx.defer("delete_pipeline_steps", pipeline_id=pipeline_id)
             tx.defer("delete_pipeline", pipeline_id=pipeline_id)
             tx.defer("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
@@ -121,6 +116,7 @@ class Manager(ControlOperations):
             tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                      owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
             roots = set(dag.roots())  # ready at once, with their inputs
+            check_copies(to_json(params), len(roots) + 1, "params")
             ids = {name: new_id() for name in dag.order}
             writes = Writes(self, tx, now)
             for name in roots:
@@ -143,7 +139,8 @@ class Manager(ControlOperations):
         """The DAG of a pipeline as defined (cached for DEFINITION_TTL_SECONDS)."""
         dag = self._definitions.get(pipeline_id)
         if dag is None:
-            rows = await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
+            rows = [r for r in await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
+                    if r["pipeline"] == pipeline_id]  # exactly this id, whatever the table's collation
             if not rows:
                 raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
             dag = state.Dag.from_rows([r for r in rows if r["step_name"] is not None], f"pipeline {pipeline_id!r}")

@@ -4,6 +4,13 @@
 ``drop table if exists``).  This module renders the *non-destructive* form —
 ``CREATE TABLE IF NOT EXISTS`` plus ``CREATE INDEX IF NOT EXISTS`` — for MySQL
 and SQLite from the same models, so a host can create missing tables safely.
+
+Id columns carry ``"collation": "utf8mb4_bin"`` in the models: they compare
+exactly (``ACME`` is not ``acme``).  The ecosystem's MySQL template has no
+per-column collation (it ignores the key and gives every column
+``utf8mb4_unicode_ci``), so after loading json2ddl's DDL, ``create-schema``
+(``create_missing_tables``) upgrades those columns in place (``upgrade_statement``).
+SQLite compares text exactly by default (BINARY).
 """
 import json
 from pathlib import Path
@@ -35,10 +42,13 @@ def load_model(table):
         return json.load(fh)
 
 
+DEFAULT_COLLATION = "utf8mb4_unicode_ci"
+
+
 def _column(field, types, dialect):
     col_type = types[field["type"]].format(length=field.get("length") or 255)
     not_null = " NOT NULL" if field.get("nullable") == "no" else ""
-    charset = " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" if (
+    charset = f" CHARACTER SET utf8mb4 COLLATE {field.get('collation', DEFAULT_COLLATION)}" if (
         dialect == "mysql" and field["type"] in ("str", "char", "text")) else ""
     return f"  {field['name']} {col_type}{charset}{not_null}"
 
@@ -64,3 +74,33 @@ def create_statements(table, dialect):
 
 def column_names(table):
     return [f["name"] for f in load_model(table)["fields"]]
+
+
+def exact_columns(table):
+    """{column: collation} of the columns the model wants compared exactly (binary collation)."""
+    return {f["name"]: f["collation"] for f in load_model(table)["fields"] if "collation" in f}
+
+
+# the columns of one table as MySQL has them (run with ${table}$ bound)
+MYSQL_COLUMNS = """SELECT column_name AS name, column_type AS type, is_nullable AS nullable,
+    collation_name AS collation, column_comment AS comment FROM information_schema.columns
+    WHERE table_schema = DATABASE() AND table_name = ${table}$"""
+
+
+def upgrade_statement(table, columns):
+    """``ALTER TABLE ... MODIFY`` giving the exact-compare columns their collation, or None if
+    they have it.  ``columns``: rows of MYSQL_COLUMNS.  Each column keeps its own type,
+    length, nullability and comment (only the collation changes, so no value is cut); a
+    binary collation tells apart all values the old one did, so unique keys still hold."""
+    wanted = exact_columns(table)
+    changes = []
+    for column in columns:
+        collation = wanted.get(column["name"].lower())
+        if collation is None or column["collation"] == collation:
+            continue
+        not_null = " NOT NULL" if column["nullable"] == "NO" else " NULL"
+        comment = " COMMENT '{}'".format(column["comment"].replace("\\", "\\\\").replace("'", "''")) \
+            if column["comment"] else ""
+        changes.append(f"MODIFY {column['name']} {column['type']} CHARACTER SET utf8mb4 COLLATE {collation}"
+                       f"{not_null}{comment}")
+    return f"ALTER TABLE {table} " + ", ".join(changes) if changes else None

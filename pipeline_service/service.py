@@ -5,53 +5,40 @@ write on bad input), scope everything by tenant, and start the executor by
 themselves the first time they are called inside a running event loop.
 """
 import asyncio
-import json
 import logging
 
+from . import state
+from .artifacts import check_json_object
 from .executor import Executor
 from .exceptions import InvalidInputError
+from .ids import MAX_TITLE, check_id, check_name, check_text
 from .manager import Manager
-from .state import TASK_STATUSES
+from .state import MAX_INT, TASK_STATUSES, check_updates, check_whole
 from .storage import Storage
 
 log = logging.getLogger(__name__)
-MAX_ID = 32
 MAX_ROWS = 500
-
-
-def require_id(value, what):
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
-    if len(value) > MAX_ID:
-        raise InvalidInputError(f"{what} must be at most {MAX_ID} characters, got {len(value)}")
-    return value
+MAX_PAGE = 1_000_000  # far past any real listing; keeps the OFFSET well inside the integer types
+MAX_DESCRIPTION = 65_535  # characters of a pipeline's description
 
 
 def require_task(tenant_id, task_id):
-    require_id(tenant_id, "tenant_id")
-    require_id(task_id, "task_id")
+    check_id(tenant_id, "tenant_id")
+    check_id(task_id, "task_id")
 
 
-def require_json_object(value, what):
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from None
-    return value
-
-
-def require_positive_int(value, what, maximum=None):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
-        limit = f" and at most {maximum}" if maximum else ""
-        raise InvalidInputError(f"{what} must be a whole number >= 1{limit}, got {value!r}")
+def require_flag(value, what):
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be True or False, got {type(value).__name__}")
     return value
 
 
 class PipelineService:
     def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
                  max_crashes=3, create_schema=False, autostart=True, require_handlers=True):
+        for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
+                           (require_handlers, "require_handlers")):
+            require_flag(flag, what)
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.manager = Manager(self.storage)
         self.executor = Executor(self.manager, concurrency=concurrency, tenant_concurrency=tenant_concurrency,
@@ -85,17 +72,22 @@ class PipelineService:
 
     # ---- pipelines ---------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
+        rows = state.definition_rows(check_id(pipeline_id, "pipeline_id"), steps)
+        if name is not None:
+            check_text(name, "name", MAX_TITLE)
+        if description is not None:
+            check_text(description, "description", MAX_DESCRIPTION)
         await self._ready()
-        return await self.manager.define_pipeline(pipeline_id, steps, name=name, description=description)
+        return await self.manager.define_pipeline(pipeline_id, rows, name=name, description=description)
 
     # ---- the SPEC §1 functions --------------------------------------------------
     async def submit(self, tenant_id, pipeline_id, owner_id, title=None, params=None):
-        require_id(tenant_id, "tenant_id")
-        require_id(pipeline_id, "pipeline_id")
-        require_id(owner_id, "owner_id")
-        if title is not None and (not isinstance(title, str) or len(title) > 255):
-            raise InvalidInputError("title must be a string of at most 255 characters")
-        params = {} if params is None else require_json_object(params, "params")
+        check_id(tenant_id, "tenant_id")
+        check_id(pipeline_id, "pipeline_id")
+        check_id(owner_id, "owner_id")
+        if title is not None:
+            check_text(title, "title", MAX_TITLE)
+        params = {} if params is None else check_json_object(params, "params")
         await self._ready()
         summary = await self.manager.submit(tenant_id, pipeline_id, owner_id, title or "", params,
                                             self.require_handlers)
@@ -103,13 +95,14 @@ class PipelineService:
         return summary
 
     async def list(self, tenant_id, pipeline_id=None, status=None, page=1, rows=20):
-        require_id(tenant_id, "tenant_id")
+        check_id(tenant_id, "tenant_id")
         if pipeline_id is not None:
-            require_id(pipeline_id, "pipeline_id")
-        if status is not None and status not in TASK_STATUSES:
-            raise InvalidInputError(f"status must be one of {', '.join(TASK_STATUSES)}, got {status!r}")
-        require_positive_int(page, "page")
-        require_positive_int(rows, "rows", MAX_ROWS)
+            check_id(pipeline_id, "pipeline_id")
+        if status is not None and (not isinstance(status, str) or status not in TASK_STATUSES):
+            shown = repr(status)[:40] if isinstance(status, str) else type(status).__name__
+            raise InvalidInputError(f"status must be one of {', '.join(TASK_STATUSES)}, got {shown}")
+        check_whole(page, "page", 1, MAX_PAGE)
+        check_whole(rows, "rows", 1, MAX_ROWS)
         await self._ready()
         return await self.manager.list_tasks(tenant_id, pipeline_id, status, page, rows)
 
@@ -120,10 +113,9 @@ class PipelineService:
 
     async def node(self, tenant_id, task_id, step_name, version=None):
         require_task(tenant_id, task_id)
-        if not isinstance(step_name, str) or not step_name:
-            raise InvalidInputError(f"step_name must be a non-empty string, got {step_name!r}")
+        check_name(step_name, "step_name")
         if version is not None:
-            require_positive_int(version, "version")
+            check_whole(version, "version", 1, MAX_INT)
         await self._ready()
         return await self.manager.node(tenant_id, task_id, step_name, version)
 
@@ -148,11 +140,7 @@ class PipelineService:
 
     async def modify(self, tenant_id, task_id, updates, rerun_from=None):
         require_task(tenant_id, task_id)
-        if not isinstance(updates, dict):
-            raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, "
-                                    f"got {type(updates).__name__}")
-        if rerun_from is not None and (not isinstance(rerun_from, str) or not rerun_from):
-            raise InvalidInputError(f"rerun_from must be a step name, got {rerun_from!r}")
+        check_updates(updates, rerun_from)
         await self._ready()
         summary, interrupted = await self.manager.modify(tenant_id, task_id, updates, rerun_from)
         self.executor.interrupt(interrupted)

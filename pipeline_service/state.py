@@ -6,11 +6,13 @@ the state machines are tables of allowed transitions.
 """
 import heapq
 import json
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from .artifacts import parse_json_object
+from .artifacts import check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError, InvalidStateError
+from .ids import check_name
 
 TASK_STATUSES = ("pending", "running", "paused", "succeeded", "failed", "cancelled")
 # `skipped`: never ran because an upstream step failed (the task is `failed`).
@@ -21,7 +23,7 @@ TASK_TRANSITIONS = {
     "running": {"paused", "succeeded", "failed", "cancelled"},
     "paused": {"running", "cancelled"},
     "succeeded": {"running"},   # a human edit re-runs part of it
-    "failed": {"running"},      # retry from a step / edit
+    "failed": {"running", "cancelled"},  # retry from a step / edit; or give it up
     "cancelled": set(),         # terminal
 }
 STEP_TRANSITIONS = {
@@ -42,6 +44,42 @@ def check_transition(table, kind, current, new):
 
 
 ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")
+# bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
+# overflow the millisecond columns); a step needing longer runs without a timeout
+MAX_SECONDS = 86_400.0   # timeout, retry_delay (and the delay after any retry): one day
+MAX_RETRIES = 100
+MIN_INT, MAX_INT = -2**31, 2**31 - 1  # an INT column (seq, versions)
+STEP_KEYS = ("step_name", "step_type", "depends_on", "config", "seq")
+
+
+def check_whole(value, what, minimum=None, maximum=None):
+    """``value`` if it is an int (not a bool) within the bounds, else an InvalidInputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) or (
+            maximum is not None and value > maximum):
+        raise InvalidInputError(f"{what} must be a whole number{_bounds(minimum, maximum)}, got {_number(value)}")
+    return value
+
+
+def check_seconds(value, what, minimum=0.0, maximum=MAX_SECONDS, allow_minimum=True):
+    """``value`` if it is a finite number of seconds within the bounds, else an InvalidInputError."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and (
+        value >= minimum if allow_minimum else value > minimum) and value <= maximum
+    if not ok:
+        low = f">= {minimum:g}" if allow_minimum else f"> {minimum:g}"
+        raise InvalidInputError(f"{what} must be a number of seconds {low} and <= {maximum:g}, got {_number(value)}")
+    return value
+
+
+def _bounds(minimum, maximum):
+    if minimum is not None and maximum is not None:
+        return f" from {minimum} to {maximum}"
+    return f" >= {minimum}" if minimum is not None else (f" <= {maximum}" if maximum is not None else "")
+
+
+def _number(value):
+    """A rejected option for a message: numbers as such, anything else by its type (its repr may be huge)."""
+    short = isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**30)
+    return repr(value) if short else type(value).__name__
 
 
 @dataclass(frozen=True)
@@ -63,8 +101,9 @@ class StepDef:
         return 1 + int(self.config.get("retries") or 0)
 
     def retry_delay(self, attempt):
-        """Seconds before the retry that follows failed attempt number ``attempt`` (1-based)."""
-        return float(self.config.get("retry_delay") or 0) * (2 ** (attempt - 1))
+        """Seconds before the retry that follows failed attempt number ``attempt`` (1-based),
+        doubling each time, never more than MAX_SECONDS."""
+        return min(MAX_SECONDS, float(self.config.get("retry_delay") or 0) * 2.0 ** min(attempt - 1, 64))
 
 
 def parse_depends_on(value, step_name="?"):
@@ -78,10 +117,13 @@ def parse_depends_on(value, step_name="?"):
                 value = json.loads(text)
             except ValueError as exc:
                 raise InvalidInputError(f"step {step_name!r}: depends_on is not a JSON list: {exc}") from None
+            except RecursionError:
+                raise InvalidInputError(f"step {step_name!r}: depends_on is not a list of step names") from None
         else:
             value = [part for part in (p.strip() for p in text.split(",")) if part]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise InvalidInputError(f"step {step_name!r}: depends_on must be a list of step names, got {value!r}")
+        shown = repr(value)[:80] if isinstance(value, str) else type(value).__name__
+        raise InvalidInputError(f"step {step_name!r}: depends_on must be a list of step names, got {shown}")
     return tuple(dict.fromkeys(value))
 
 
@@ -91,19 +133,46 @@ def parse_config(value, step_name="?"):
         return {}
     value = parse_json_object(value, f"step {step_name!r}: config")
     timeout, retries, delay = (value.get(k) for k in ENGINE_OPTIONS)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InvalidInputError(f"step {step_name!r}: config.timeout must be a positive number of seconds")
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-        raise InvalidInputError(f"step {step_name!r}: config.retries must be a whole number >= 0")
-    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0):
-        raise InvalidInputError(f"step {step_name!r}: config.retry_delay must be a number of seconds >= 0")
+    if timeout is not None:
+        check_seconds(timeout, f"step {step_name!r}: config.timeout", allow_minimum=False)
+    if retries is not None:
+        check_whole(retries, f"step {step_name!r}: config.retries", 0, MAX_RETRIES)
+    if delay is not None:
+        check_seconds(delay, f"step {step_name!r}: config.retry_delay")
     return value
 
 
 def step_from_row(row):
-    name = row["step_name"]
+    name = check_name(row["step_name"], "step_name")
     return StepDef(name=name, step_type=row["step_type"], depends_on=parse_depends_on(row.get("depends_on"), name),
-                   config=parse_config(row.get("config"), name), seq=int(row.get("seq") or 0))
+                   config=parse_config(row.get("config"), name),
+                   seq=check_whole(row.get("seq") or 0, f"step {name!r}: seq", MIN_INT, MAX_INT))
+
+
+def definition_rows(pipeline_id, steps):
+    """The steps of ``define_pipeline`` checked (each step, then the DAG) as pipeline_steps
+    columns, before anything is written."""
+    if not isinstance(steps, (list, tuple)):
+        raise InvalidInputError(f"steps must be a list of dicts with keys {', '.join(STEP_KEYS)}, got "
+                                f"{type(steps).__name__}")
+    rows = [definition_row(spec, position) for position, spec in enumerate(steps, start=1)]
+    Dag.from_rows(rows, f"pipeline {pipeline_id!r}")
+    return rows
+
+
+def definition_row(spec, position):
+    """A step of ``define_pipeline`` (a dict), checked, as the columns of a pipeline_steps row."""
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"a step is a dict with keys {', '.join(STEP_KEYS)}, got {type(spec).__name__}")
+    unknown = [k for k in spec if k not in STEP_KEYS]
+    if unknown:
+        raise InvalidInputError(f"a step has unknown keys {', '.join(map(ascii, unknown))[:200]}: the keys are "
+                                f"{', '.join(STEP_KEYS)}")
+    name = check_name(spec.get("step_name"), "step_name")
+    return dict(step_name=name, step_type=check_name(spec.get("step_type"), f"step {name!r}: step_type"),
+                depends_on=to_json(list(parse_depends_on(spec.get("depends_on"), name))),
+                config=to_json(parse_config(spec.get("config"), name)),
+                seq=check_whole(spec.get("seq", position), f"step {name!r}: seq", MIN_INT, MAX_INT))
 
 
 class Dag:
@@ -115,8 +184,8 @@ class Dag:
             raise InvalidInputError(f"{label} has no steps")
         self.steps = {}
         for step in steps:
-            if not isinstance(step.name, str) or not step.name:
-                raise InvalidInputError(f"{label}: a step has an empty name")
+            check_name(step.name, f"{label}: step_name")
+            check_name(step.step_type, f"{label}: step {step.name!r}: step_type")
             if step.name in self.steps:
                 raise InvalidInputError(f"{label}: duplicate step name {step.name!r}")
             self.steps[step.name] = step
@@ -180,6 +249,24 @@ class Dag:
         return seen - start
 
 
+def check_updates(updates, rerun_from=None):
+    """The arguments of a modify, checked before anything is read: ``updates`` maps step
+    names to ``{'output': {...}}`` and/or ``{'input': {...}}`` (JSON objects)."""
+    if not isinstance(updates, dict):
+        raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, got "
+                                f"{type(updates).__name__}")
+    for name, edit in updates.items():
+        check_name(name, "a step name in updates")
+        if not isinstance(edit, dict) or not edit or set(edit) - {"output", "input"}:
+            raise InvalidInputError(f"the update of step {name!r} must be {{'output': {{...}}}} and/or "
+                                    f"{{'input': {{...}}}}")
+        for kind, content in edit.items():
+            check_json_object(content, f"the new {kind} of step {name!r}")
+    if rerun_from is not None:
+        check_name(rerun_from, "rerun_from")
+    return updates
+
+
 @dataclass(frozen=True)
 class CascadePlan:
     """What a human edit changes: every tuple is in topological order."""
@@ -199,23 +286,10 @@ def cascade_plan(dag, updates, rerun_from=None, output_versions=None):
     ``rerun_from`` with its downstream.  A step whose output was edited is not
     itself re-run: the person's output stands.
     """
-    if not isinstance(updates, dict):
-        raise InvalidInputError(f"updates must be a dict of step name -> {{'output'|'input': {{...}}}}, got "
-                                f"{type(updates).__name__}")
-    for name, edit in updates.items():
+    check_updates(updates, rerun_from)
+    for name in updates:
         if name not in dag.steps:
             raise InvalidInputError(f"updates names an unknown step {name!r}")
-        if not isinstance(edit, dict) or not edit or set(edit) - {"output", "input"}:
-            raise InvalidInputError(f"the update of step {name!r} must be {{'output': {{...}}}} and/or "
-                                    f"{{'input': {{...}}}}, got {edit!r}")
-        for kind, content in edit.items():
-            if not isinstance(content, dict):
-                raise InvalidInputError(f"the new {kind} of step {name!r} must be a JSON object, "
-                                        f"got {type(content).__name__}")
-            try:
-                json.dumps(content)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(f"the new {kind} of step {name!r} is not JSON-serialisable: {exc}") from None
     if rerun_from is not None and rerun_from not in dag.steps:
         raise InvalidInputError(f"rerun_from names an unknown step {rerun_from!r}")
     if not updates and rerun_from is None:

@@ -199,3 +199,9 @@ class Storage:
         for table in tables:
             for ddl in schema.create_statements(table, self.dialect):
                 await sqlor_adapter.run(sor, ddl, {})
+            if self.dialect == "mysql":  # tables made before ids compared exactly (or by json2ddl)
+                await sqlor_adapter.run(sor, schema.MYSQL_COLUMNS, {"table": table})
+                upgrade = schema.upgrade_statement(table, await sqlor_adapter.fetch_rows(sor))
+                if upgrade is not None:
+                    log.warning("%s: giving the id columns of %s a binary collation", self.describe(), table)
+                    await sqlor_adapter.run(sor, upgrade, {})

@@ -3,7 +3,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipeline_service import schema
+import pytest
+
+from pipeline_service import PipelineService, schema
+from pipeline_service.exceptions import InvalidInputError, NotFoundError
 from pipeline_service.ids import now_ms
 from pipeline_service.storage import Storage
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
@@ -91,3 +94,85 @@ def test_reference_models_are_kept_apart():
         assert (ROOT / "models" / "reference" / f"{table}.json").exists()
     fields = {f["name"] for f in schema.load_model("pipeline_steps")["fields"]}
     assert {"id", "pipeline_id", "step_name", "step_type", "depends_on", "config", "seq"} <= fields
+
+
+def collations_of(database):
+    conn = mysql_admin(database=database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT table_name, column_name, column_type, is_nullable, collation_name, column_comment "
+                    "FROM information_schema.columns WHERE table_schema = %s", (database,))
+        found = {(t.lower(), c.lower()): rest for t, c, *rest in cur.fetchall()}
+    conn.close()
+    return found
+
+
+def test_id_columns_compare_exactly_in_the_models():
+    from pipeline_service.ids import MAX_ID, MAX_NAME
+    for table in schema.OWNED_TABLES + schema.REFERENCE_TABLES:
+        for field in schema.load_model(table)["fields"]:
+            is_id = field["name"] in ("id", "owner", "step_type", "step_name") or field["name"].endswith("_id")
+            assert ("collation" in field) == is_id, (table, field["name"])
+            if is_id and field["name"] != "owner":
+                assert field["length"] == (MAX_NAME if field["name"].startswith("step_") else MAX_ID)
+    ddl = schema.create_statements("pipeline_tasks", "mysql")[0]
+    assert "tenant_id VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL" in ddl
+    assert "title VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" in ddl
+
+
+async def test_an_old_schema_gets_binary_id_columns_in_place_once(caplog):
+    """json2ddl's DDL (the ecosystem's template gives every column utf8mb4_unicode_ci) with rows
+    in it: create_missing_tables changes only the id columns' collation, keeps rows, types,
+    nullability and comments, and does nothing the second time."""
+    database = scratch_name("upgrade")
+    url = scratch_mysql_database(database)
+    conn = mysql_admin(database=database, client_flag=65536)
+    with conn.cursor() as cur:
+        cur.execute(json2ddl_output())
+        while cur.nextset():
+            pass
+    conn.close()
+    before = collations_of(database)
+    assert before[("pipeline_tasks", "tenant_id")][2] == "utf8mb4_unicode_ci"
+    storage = Storage.from_description(url)
+    async with storage.transaction() as tx:
+        await tx.execute("insert_task", id="keep-me", tenant_id="acme", pipeline_id="p", owner_id="o", title="",
+                         params="{}", status="pending", now=now_ms())
+    with caplog.at_level("WARNING", logger="pipeline_service.storage"):
+        await storage.create_missing_tables()
+    assert len([r for r in caplog.records if "binary collation" in r.message]) == 3
+    after = collations_of(database)
+    for (table, column), (col_type, nullable, collation, comment) in after.items():
+        wanted = schema.exact_columns(table).get(column)
+        assert collation == (wanted or before[(table, column)][2]), (table, column)
+        assert (col_type, nullable, comment) == tuple(before[(table, column)][i] for i in (0, 1, 3))
+    caplog.clear()
+    await storage.create_missing_tables()
+    assert not [r for r in caplog.records if "binary collation" in r.message]
+    assert collations_of(database) == after
+    async with storage.transaction() as tx:
+        assert (await tx.fetch_one("get_task", tenant_id="acme", task_id="keep-me"))["id"] == "keep-me"
+        # ("acme " would still match: binary collations pad; the API refuses ids with edge whitespace)
+        for other in ("ACME", "ácme"):
+            assert await tx.fetch_one("get_task", tenant_id=other, task_id="keep-me") is None, other
+    await storage.close()
+
+
+async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_another():
+    """pipeline_core's own tables may keep utf8mb4_unicode_ci: 'ORG1' neither replaces nor reads 'org1'."""
+    database = scratch_name("core")
+    url = scratch_mysql_database(database)
+    conn = mysql_admin(database=database)
+    with conn.cursor() as cur:
+        for table in schema.REFERENCE_TABLES:
+            for ddl in schema.create_statements(table, "mysql"):
+                cur.execute(ddl.replace("utf8mb4_bin", "utf8mb4_unicode_ci"))
+    conn.close()
+    service = PipelineService(url, autostart=False, require_handlers=False, create_schema=True)
+    await service.define_pipeline("org1", [{"step_name": "a", "step_type": "t"}])
+    with pytest.raises(InvalidInputError, match="collides with pipeline 'org1'"):
+        await service.define_pipeline("ORG1", [{"step_name": "b", "step_type": "t"}])
+    with pytest.raises(NotFoundError):
+        await service.submit("acme", "ORG1", "o")
+    task = await service.submit("acme", "org1", "o")
+    assert [s["step_name"] for s in (await service.detail("acme", task["id"]))["steps"]] == ["a"]
+    await service.stop()
