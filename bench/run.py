@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import cascade_bench, engine_bench, scale_bench, storage_bench  # noqa: E402
+from bench import cascade_bench, dag_size_bench, engine_bench, scale_bench, storage_bench  # noqa: E402
 from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
 
 README = ROOT / "README.md"
@@ -85,6 +85,8 @@ def measure(rounds, tasks, quick):
     results["fairness_ms"], _ = asyncio.run(scale_bench.fairness(backlog_tasks=2000, probes=5 if quick else 10))
     results["idle_qps"] = scale_bench.idle_queries(5.0 if quick else 10.0)
     results["processes"] = {n: asyncio.run(scale_bench.throughput(n, tasks)) for n in (1, 2, 3)}
+    print("cost by DAG size ...", flush=True)
+    results["dag_size"] = dag_size_bench.measure(sizes=(1000, 5000) if quick else (1000, 5000, 10000))
     return results
 
 
@@ -123,6 +125,13 @@ def table(r):
         ("throughput with 1 / 2 / 3 host processes, steps/s",
          " / ".join(f"{r['processes'][n]:.0f}" for n in (1, 2, 3)), ""),
     ]
+    for shape in dag_size_bench.SHAPES:  # one task at a time; ratio: time per step against 1,000 steps
+        sizes = [k for k in r["dag_size"]["mysql"] if k.startswith(shape)]
+        rows.append((f"one {shape} task of {' / '.join(k.split('-')[1] for k in sizes)} steps, MariaDB: "
+                     "steps/s (time per step vs 1,000 steps)",
+                     " / ".join(f"{r['dag_size']['mysql'][k]['steps_per_s']:.0f} "
+                                f"({r['dag_size']['mysql'][k]['per_step_ratio']:.2f}x)" for k in sizes),
+                     "linear (≈ 1x)"))
     lines = ["| measure (medians) | result | goal |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
