@@ -39,6 +39,9 @@ class MySQLConnector:
                  minsize=1, maxsize=20, connect_timeout=5.0, **extra):
         if not db:
             raise StorageError("a MySQL database description needs 'db' (the database name)")
+        text = str(port) if isinstance(port, (int, str)) and not isinstance(port, bool) else ""
+        if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+            raise StorageError(f"the MySQL port must be a whole number from 1 to 65535, got {port!r:.40}")
         self.kwargs = dict(host=host, port=int(port), user=user, password=password, db=db, **extra)
         self.minsize, self.maxsize = minsize, maxsize
         self.connect_timeout = float(connect_timeout)
