@@ -129,7 +129,8 @@ STATEMENTS = {
         WHERE status = 'pending' AND tenant_id > ${after}$ AND ready_at <= ${now}$
         GROUP BY tenant_id ORDER BY tenant_id LIMIT ${limit}$""",
     # the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with
-    # joins), served by its own index, `ready` (status, tenant_id, ready_at)
+    # joins), served by its own index, `ready` (status, tenant_id, ready_at); a claim
+    # sends one per tenant it asks, all in one statement (UNION ALL: Transaction.fetch_union)
     "select_ready_steps": {
         "mysql": """SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
             FROM pipeline_task_steps

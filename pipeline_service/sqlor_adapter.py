@@ -138,6 +138,19 @@ def bound_many(sor, sql, rows):
     return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", tuple(row[n] for row in rows for n in order)
 
 
+def bound_union(sor, sql, rows):
+    """One statement returning the rows of the SELECT ``sql`` bound with each dict in
+    ``rows`` (UNION ALL: one round trip for all).  Each branch keeps its own ORDER BY,
+    LIMIT and locking clause: in parentheses on MySQL, as a subquery on SQLite (whose
+    compound SELECTs take neither)."""
+    parts = [bound(sor, sql, params) for params in rows]
+    if len(parts) == 1:
+        return parts[0]
+    before, after = ("SELECT * FROM (", ")") if is_sqlite(sor) else ("(", ")")
+    return (" UNION ALL ".join(before + marked + after for marked, _ in parts),
+            tuple(arg for _, args in parts for arg in args))
+
+
 def is_sqlite(sor):
     return isinstance(sor, AiosqliteSqlor)
 

@@ -63,8 +63,19 @@ class Transaction:
         found = await self.fetch_all(name, **params)
         return found[0] if found else None
 
+    async def fetch_union(self, name, /, rows):
+        """The rows of the named SELECT run with every dict in ``rows``, as one statement
+        (UNION ALL of one branch per dict): one round trip, however many branches."""
+        if not rows:
+            return []
+        sql = [prepare(name, self._connector.dialect, params)[0] for params in rows][0]  # every branch checked
+        await self._send_bound(sqlor_adapter.bound_union(self._sor, sql, rows))
+        return await sqlor_adapter.fetch_rows(self._sor)
+
     async def _send(self, name, params):
-        statement = sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params))
+        await self._send_bound(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params)))
+
+    async def _send_bound(self, statement):
         batch, self._deferred = [*self._deferred, statement], []
         with driver_errors(self._connector):
             await sqlor_adapter.execute(self._sor, batch)

@@ -1,0 +1,63 @@
+"""What a claim costs with many tenants (MariaDB and SQLite): the tenants it asks for ready
+steps are asked in one statement (UNION ALL), not one round trip each — with 2,000
+tenants of one task each, a statement per tenant cost a round trip per claimed step."""
+from collections import Counter
+
+from pipeline_service import PipelineService, register_handler
+from pipeline_service.manager import TENANTS_PER_STATEMENT
+from test_idle import RoundTrips
+
+
+async def work(tenant_id, task_id, step_name, input_data, config):
+    return {}
+
+
+async def backlog(database, pipeline_id, step_type, tenants):
+    """A service that has not started its executor, with one ready step for each of ``tenants``."""
+    register_handler(step_type, work)
+    service = PipelineService(database, autostart=False)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    for tenant_id in tenants:
+        await service.submit(tenant_id, pipeline_id, "o", "t")
+    return service
+
+
+async def claim(service, free, step_type):
+    return await service.manager.claim_ready("test-owner", free, 30_000, [step_type], {})
+
+
+def ready_step_reads(trips):
+    return [s for _, s in trips.sent if any("FROM pipeline_task_steps" in x and "ORDER BY ready_at" in x for x in s)]
+
+
+async def test_a_claim_asks_many_tenants_in_one_round_trip(database, tenant, pipeline_id, step_type, monkeypatch):
+    service = await backlog(database, pipeline_id, step_type, [f"{tenant}-{i:03d}" for i in range(150)])
+    try:
+        trips = RoundTrips(monkeypatch)
+        claims = await claim(service, TENANTS_PER_STATEMENT, step_type)
+        assert sorted(Counter(c.tenant_id for c in claims).values()) == [1] * TENANTS_PER_STATEMENT  # one each
+        assert len(ready_step_reads(trips)) == 1
+        # more free slots than one statement asks tenants for: a round trip per TENANTS_PER_STATEMENT tenants
+        trips.sent.clear()
+        claims = await claim(service, TENANTS_PER_STATEMENT + 16, step_type)
+        assert len({c.tenant_id for c in claims}) == TENANTS_PER_STATEMENT + 16
+        assert len(ready_step_reads(trips)) == 2
+    finally:
+        await service.stop()
+
+
+async def test_slots_a_tenant_cannot_use_go_to_the_others_in_the_same_claim(database, tenant, pipeline_id,
+                                                                             step_type):
+    """Tenants believed ready but with nothing to run here (a paused task) get a share of the
+    slots like any other; what they cannot use goes to the tenant with a backlog."""
+    idle = [f"{tenant}-idle{i}" for i in range(3)]
+    service = await backlog(database, pipeline_id, step_type, idle + [f"{tenant}-busy"] * 10)
+    try:
+        for tenant_id in idle:
+            task = (await service.list(tenant_id))["rows"][0]
+            await service.pause(tenant_id, task["id"])
+        claims = await claim(service, 8, step_type)
+        assert [c.tenant_id for c in claims] == [f"{tenant}-busy"] * 8
+    finally:
+        await service.stop()
