@@ -8,7 +8,7 @@ are reported: the machine is noisy. DBOS runs in its own process
 (bench/dbos_peer.py), from the benchmark environment (bench/requirements.txt; it is
 never a dependency of pipeline_service). Prints a table, writes bench/results.json,
 bench/results.png (steps/s and per-step overhead by system) and the results section
-of README.md. --profile also writes a pyinstrument profile of our hot path
+of bench/README.md. --profile also writes a pyinstrument profile of our hot path
 (bench/profile.txt).
 """
 import argparse
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench import cascade_bench, dag_size_bench, engine_bench, scale_bench, storage_bench  # noqa: E402
 from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
 
-README = ROOT / "README.md"
+README = ROOT / "bench" / "README.md"  # its results section, between the markers
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -175,13 +175,13 @@ def write_readme(r, has_chart):
                "(concurrently, as the DBOS peer starts its workflows); *stream*: the same number submitted one "
                "after another, each submit awaited; *light*: one task at a time. "
                "Reproduce: `pip install -r bench/requirements.txt && python bench/run.py`.\n\n"
-               f"{table(r)}\n\n" + ("![steps/s and time per step by system](bench/results.png)\n" if has_chart else "")
+               f"{table(r)}\n\n" + ("![steps/s and time per step by system](results.png)\n" if has_chart else "")
                + f"{END}")
     text = README.read_text()
     if START in text and END in text:
         text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
     else:
-        text += f"\n## Benchmark results\n\n{section}\n"
+        text += f"\n## Results\n\n{section}\n"
     README.write_text(text)
 
 
@@ -202,7 +202,7 @@ def main(argv=None):
     parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results section")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md's results section")
     args = parser.parse_args(argv)
     if args.profile:
         profile(args.tasks)

@@ -25,7 +25,7 @@ PLAN_CACHE_SIZE = 8192
 ARTIFACT_CACHE_SIZE = 4096  # recent inputs and outputs made here (bounded)
 DEFINITION_CACHE_SIZE = 256
 # a pipeline definition is read by a submit at most once per this many seconds (per
-# process): an edit made in pipeline_core reaches new tasks within it (see README)
+# process): an edit made in pipeline_core reaches new tasks within it (see docs/SEMANTICS.md)
 DEFINITION_TTL_SECONDS = 1.0
 TENANTS_PER_CLAIM = 32   # tenants with ready steps read per refresh (a page, in tenant id order)
 TENANTS_PER_STATEMENT = 64  # tenants a claim asks in one statement (a SELECT each, joined by UNION ALL)
