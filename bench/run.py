@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import cascade_bench, dag_size_bench, engine_bench, scale_bench, storage_bench  # noqa: E402
+from bench import cascade_bench, dag_size_bench, engine_bench, scale_bench, storage_bench, tenant_bench  # noqa: E402
 from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
 
 README = ROOT / "bench" / "README.md"  # its results section, between the markers
@@ -85,6 +85,8 @@ def measure(rounds, tasks, quick):
     results["fairness_ms"], _ = asyncio.run(scale_bench.fairness(backlog_tasks=2000, probes=5 if quick else 10))
     results["idle_qps"] = scale_bench.idle_queries(5.0 if quick else 10.0)
     results["processes"] = {n: asyncio.run(scale_bench.throughput(n, tasks)) for n in (1, 2, 3)}
+    print("many tenants against a few ...", flush=True)
+    results["tenants"] = tenant_bench.measure(rounds=1 if quick else 3)
     print("cost by DAG size ...", flush=True)
     results["dag_size"] = dag_size_bench.measure(sizes=(1000, 5000) if quick else (1000, 5000, 10000))
     return results
@@ -124,6 +126,10 @@ def table(r):
         ("idle host process, MariaDB queries/s", f"{r['idle_qps']:.2f}", "≈ 1 or less"),
         ("throughput with 1 / 2 / 3 host processes, steps/s",
          " / ".join(f"{r['processes'][n]:.0f}" for n in (1, 2, 3)), ""),
+        (f"the same {r['tenants']['tasks']:,} diamond tasks over " + " / ".join(
+            f"{n:,}" for n in tenant_bench.TENANT_COUNTS) + " tenants, submitted then run, steps/s (ratio)",
+         " / ".join(f"{r['tenants'][f'{n} tenants']:.0f}" for n in tenant_bench.TENANT_COUNTS)
+         + f" ({r['tenants']['ratio']:.2f}x)", "≈ 1x"),
     ]
     for shape in dag_size_bench.SHAPES:  # one task at a time; ratio: time per step against 1,000 steps
         sizes = [k for k in r["dag_size"]["mysql"] if k.startswith(shape)]
