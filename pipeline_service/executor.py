@@ -6,26 +6,43 @@ It only orchestrates; every state change is a manager operation.
   process wakes the loop at once, so successors start without waiting for a poll.
 * Polling only finds what other processes did and expired leases: one cheap probe
   per ``poll_interval`` when idle, a claim or a recovery only when it finds work.
-* A heartbeat extends the leases of the steps running here and notices steps taken
-  away elsewhere (cancelled, re-planned, recovered), whose handlers it then stops.
+* A heartbeat extends the leases of the claims running here (only those) and notices
+  claims taken away elsewhere (cancelled, re-planned, recovered), whose handlers it stops.
 * Claims are spread fairly over tenants, within a global and a per-tenant limit.
+  Everything the executor tracks is keyed by the claim (step id and attempt), so an
+  old run of a step that ends late never touches a newer run of the same step.
+* A handler's outcome fails at most its own attempt: whatever it raises (SystemExit
+  and CancelledError of its own included) and any result that cannot be stored as it
+  is (checked in its stored form) become that attempt's error.
 * Outcomes are recorded in batches (group commit). A step's slot is free as soon
   as its handler returns, so the next steps run while the batch commits; at most
-  ``concurrency`` outcomes wait to be recorded (then claiming pauses).
+  ``concurrency`` outcomes wait to be recorded (then claiming pauses). If the
+  database refuses a batch (not for want of a connection), its outcomes are
+  recorded one by one, so one tenant's unstorable outcome never fails another's.
+* A graceful ``stop()`` hands back the claims it cannot finish: their steps are ready
+  for any process at once, the attempt counted neither as a failure nor as a crash.
 """
 import asyncio
-import json
 import logging
 import os
 import socket
+import traceback
 from collections import Counter
+from dataclasses import dataclass
 
-from .handler import call_handler, get_handler, registered_step_types
+from .artifacts import check_json_object, from_json, to_json
+from .exceptions import DatabaseUnavailableError, InvalidInputError, StorageError
+from .handler import SyncThreads, call_handler, get_handler, registered_step_types
 from .ids import new_id, now_ms
 from .manager import Outcome
 from .state import check_seconds, check_whole
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
+# characters of outputs per batch at most: a batch goes to MySQL in one round trip, which
+# must fit max_allowed_packet (16 MiB by default) after SQL escaping (up to twice the text)
+MAX_BATCH_CHARS = 4 * 1024 * 1024
+MAX_ERROR_CHARS = 2000   # of a failed attempt's message as stored (the task's error joins them)
+TRACEBACK_FRAMES = 20    # of a handler's traceback as logged (the innermost ones)
 # transactions recording outcomes at once: while one waits for its commit, the next
 # batch is written (both lock their tasks' rows in index order: no deadlock)
 RECORDERS = 2
@@ -34,9 +51,10 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENCY = 10_000
 MIN_POLL_SECONDS = 0.01  # below it the idle loop would spin (0 polled at 85% CPU)
 MIN_LEASE_SECONDS = 1.0  # the heartbeat renews every third of it
+MAX_SYNC_THREADS = 1_000
 
 
-def check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes):
+def check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads):
     """The executor's options, or an InvalidInputError naming the bad one (before anything runs)."""
     check_whole(concurrency, "concurrency", 1, MAX_CONCURRENCY)
     if tenant_concurrency is not None:
@@ -44,12 +62,25 @@ def check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds,
     check_seconds(poll_interval, "poll_interval", MIN_POLL_SECONDS, 3600.0)
     check_seconds(lease_seconds, "lease_seconds", MIN_LEASE_SECONDS, 86_400.0)
     check_whole(max_crashes, "max_crashes", 1, 1000)
+    check_whole(sync_threads, "sync_threads", 1, MAX_SYNC_THREADS)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An attempt without a storable result: the message to store, and the exception behind it."""
+
+    message: str
+    exc: BaseException = None
+
+
+class OutcomeNotStored(Exception):
+    """The database refused this outcome on its own (not for want of a connection)."""
 
 
 class Executor:
     def __init__(self, manager, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
-                 max_crashes=3):
-        check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes)
+                 max_crashes=3, sync_threads=32):
+        check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.manager = manager
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
@@ -57,15 +88,16 @@ class Executor:
         self.lease_ms = int(lease_seconds * 1000)
         self.heartbeat_interval = lease_seconds / 3
         self.max_crashes = max_crashes
+        self.sync = SyncThreads(sync_threads)  # where plain handlers run
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
-        self._running = {}          # step id -> asyncio.Task running it (until its outcome is recorded)
-        self._tenant_of = {}        # step id -> tenant id, while the step holds a slot (until its handler ends)
-        self._revoked = set()       # step ids whose run was taken away (cancel, modify, recovery)
-        self._in_handler = set()    # step ids whose handler is running now
+        self._running = {}          # Claim -> asyncio.Task running it (until its outcome is recorded)
+        self._slots = set()         # Claims holding a slot (until their handler ends)
+        self._revoked = set()       # Claims taken away (cancel, modify, recovery)
+        self._in_handler = set()    # Claims whose handler is running now
         self._tasks = []
         self._stopping = False
-        self._outcomes = []         # (Outcome, future) waiting to be recorded
+        self._outcomes = []         # (Outcome, future, characters of its output) waiting to be recorded
         self._recorders = set()     # tasks recording them, one transaction per batch
 
     @property
@@ -87,38 +119,59 @@ class Executor:
         """Stop the handlers of these steps if they run here; whatever they return is discarded.
 
         An async handler is cancelled (it sees CancelledError); a plain function in
-        a worker thread cannot be stopped, but its result is dropped.
+        a thread cannot be stopped, but its result is dropped.
         """
-        for step_id in step_ids:
-            task = self._running.get(step_id)
-            if task is not None:
-                self._revoked.add(step_id)
-                if step_id in self._in_handler:  # never cancel a database write half-way
-                    task.cancel()
+        ids = set(step_ids)
+        for claim, task in list(self._running.items()):
+            if claim.id in ids:
+                self._revoke(claim, task)
+
+    def _revoke(self, claim, task):
+        self._revoked.add(claim)
+        if claim in self._in_handler:  # never cancel a database write half-way
+            task.cancel()
 
     async def stop(self, timeout=30.0):
         """Stop claiming; let running steps finish for ``timeout`` seconds, then cancel them.
 
-        A step cancelled here stays `running` in the database until its lease
-        expires; then any process runs it again (it is not counted as a failure).
+        The claims of the steps cancelled here are handed back at once: each step is
+        ready again for any process, its attempt counted neither as a failure nor as a
+        crash (only a lost lease is). Plain handlers' threads are not waited for.
         """
         self._stopping = True
         self.wake()
         dispatch, heartbeat = self._tasks or (None, None)
         if dispatch is not None:  # let a claim under way finish (its steps then run below)
             _, not_done = await asyncio.wait([dispatch], timeout=timeout)
-            for task in (*not_done, heartbeat):
-                task.cancel()
-            await asyncio.gather(dispatch, heartbeat, return_exceptions=True)
-        self._tasks = []
-        pending = list(self._running.values())
-        if pending:
-            _, not_done = await asyncio.wait(pending, timeout=timeout)
-            for task in not_done:
-                task.cancel()
-            await asyncio.gather(*not_done, return_exceptions=True)
+            await _cancel(not_done)
+        unfinished = await self._end_runs(timeout)
         if self._recorders:  # what finished is recorded before we go
             await asyncio.wait(list(self._recorders), timeout=timeout)
+        await self._hand_back(unfinished)
+        if heartbeat is not None:  # the leases were kept up until now
+            await _cancel([heartbeat])
+        self._tasks = []
+
+    async def _end_runs(self, timeout):
+        """Give the running steps ``timeout`` seconds, then cancel them; the claims cancelled."""
+        runs = dict(self._running)
+        if not runs:
+            return []
+        _, late = await asyncio.wait(runs.values(), timeout=timeout)
+        await _cancel(late)
+        return [claim for claim, task in runs.items() if task in late]
+
+    async def _hand_back(self, claims):
+        if not claims:
+            return
+        try:
+            released = await self.manager.release(claims)
+        except Exception:
+            log.exception("pipeline executor %s: could not hand back %d unfinished step(s); they run again once "
+                          "their lease expires", self.owner, len(claims))
+            return
+        log.info("pipeline executor %s: stopped; handed back %d unfinished step(s), ready for any process",
+                 self.owner, released)
 
     # ---- the loops --------------------------------------------------------------
     async def _dispatch_loop(self):
@@ -136,11 +189,14 @@ class Executor:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the loop must outlive any database trouble
+            except Exception as exc:  # the loop must outlive any trouble
                 failures += 1
                 delay = min(self.poll_interval * failures, 10.0)
-                log.error("pipeline executor %s: database trouble (%s); trying again in %.1fs",
-                          self.owner, exc, delay)
+                if isinstance(exc, StorageError):
+                    log.error("pipeline executor %s: database trouble (%s); trying again in %.1fs",
+                              self.owner, exc, delay)
+                else:
+                    log.exception("pipeline executor %s: unexpected error; trying again in %.1fs", self.owner, delay)
                 await asyncio.sleep(delay)
 
     async def _sleep(self):
@@ -173,73 +229,105 @@ class Executor:
         """Claim while there are free slots and ready steps."""
         while not self._stopping:
             # a step's slot is free once its handler ends; at most `concurrency` outcomes wait to be recorded
-            free = min(self.concurrency - len(self._tenant_of), 2 * self.concurrency - len(self._running))
+            free = min(self.concurrency - len(self._slots), 2 * self.concurrency - len(self._running))
             step_types = registered_step_types()
             if free <= 0 or not step_types:
                 return
             claims = await self.manager.claim_ready(self.owner, free, self.lease_ms, step_types,
-                                                    Counter(self._tenant_of.values()), self.tenant_concurrency)
+                                                    Counter(c.tenant_id for c in self._slots),
+                                                    self.tenant_concurrency)
             for claim in claims:
-                self._tenant_of[claim.id] = claim.tenant_id
-                self._running[claim.id] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
+                self._slots.add(claim)
+                self._running[claim] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
             if len(claims) < free:
                 return
 
     async def _heartbeat_loop(self):
-        while not self._stopping:
+        """Until stop() ends it: extend the leases of the claims running here."""
+        while True:
             await asyncio.sleep(self.heartbeat_interval)
-            if not self._running:
-                continue
-            try:
-                lost = await self.manager.heartbeat(self.owner, self.lease_ms, list(self._running))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("pipeline executor %s: cannot extend leases (%s)", self.owner, exc)
-                continue
-            if lost:
-                log.info("pipeline executor %s: %d step(s) were taken away elsewhere; stopping them",
-                         self.owner, len(lost))
-                self.interrupt(lost)
+            if self._running:
+                await self._beat()
+
+    async def _beat(self):
+        try:
+            lost = await self.manager.heartbeat(self.owner, self.lease_ms, list(self._running))
+        except Exception as exc:
+            log.error("pipeline executor %s: cannot extend leases (%s)", self.owner, exc)
+            return
+        if lost:
+            log.info("pipeline executor %s: %d step(s) were taken away elsewhere; stopping them",
+                     self.owner, len(lost))
+            for claim in lost:
+                task = self._running.get(claim)
+                if task is not None:
+                    self._revoke(claim, task)
 
     # ---- one step ------------------------------------------------------------------
     async def _run_step(self, claim):
         try:
             step, input_data = await self.manager.start_step(claim)
             result = await self._attempt(claim, step, input_data)
-            self._free_slot(claim.id)
-            if isinstance(result, dict):
-                await self._record(Outcome(claim, output=result))
-            elif claim.run_attempt < step.max_attempts:
-                delay = step.retry_delay(claim.run_attempt)
-                await self._record(Outcome(claim, error=result, retry_delay=delay))
-                if delay > 0:
-                    asyncio.get_running_loop().call_later(delay, self.wake)
-            else:
-                await self._record(Outcome(claim, error=result))
+            self._free_slot(claim)
+            try:
+                await self._record_outcome(claim, step, result)
+            except OutcomeNotStored as exc:  # this outcome alone: its attempt fails with the database's reason
+                await self._record_outcome(claim, step, Failed(f"its outcome could not be stored: {exc}"))
         except asyncio.CancelledError:
-            if claim.id in self._revoked:
+            if claim in self._revoked:
                 return  # cancelled or re-planned: the database already says so
             raise
         except Exception:
-            # e.g. a database outage mid-step: the lease will expire and the step run again
-            log.exception("pipeline step %s of task %s could not be recorded", claim.step_name, claim.task_id)
+            # e.g. a database outage mid-step: the lease expires and the step runs again
+            log.exception("pipeline step %s of task %s could not be run or recorded", claim.step_name, claim.task_id)
         finally:
-            self._running.pop(claim.id, None)
-            self._free_slot(claim.id)
-            self._revoked.discard(claim.id)
+            self._running.pop(claim, None)
+            self._free_slot(claim)
+            self._revoked.discard(claim)
             self.wake()
 
-    def _free_slot(self, step_id):
+    def _free_slot(self, claim):
         """The step's handler has ended: its slot goes to the next ready step while the outcome is recorded."""
-        if self._tenant_of.pop(step_id, None) is not None:
+        if claim in self._slots:
+            self._slots.discard(claim)
             self.wake()
 
-    async def _record(self, outcome):
+    async def _attempt(self, claim, step, input_data):
+        """Run the handler once: the JSON text its result is stored as, or a Failed."""
+        fn = get_handler(step.step_type)
+        if fn is None:
+            return Failed(f"no handler registered for step_type {step.step_type!r}")
+        if claim in self._revoked:
+            raise asyncio.CancelledError()  # taken away before it began
+        _log_step(logging.DEBUG, claim, "started")
+        config = from_json(to_json(step.config))  # the handler's own copy, not the cached plan's
+        deadline = asyncio.timeout(step.timeout)
+        self._in_handler.add(claim)
+        try:
+            async with deadline:
+                result = await call_handler(fn, self.sync, claim.tenant_id, claim.task_id, claim.step_name,
+                                            input_data, config)
+        except BaseException as exc:  # whatever the handler raises fails this attempt only,
+            if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():
+                raise  # except a cancel of ours (cancelled, re-planned, stopping)
+            return _timed_out(claim, step) if deadline.expired() else Failed(_raised(exc), exc)
+        finally:
+            self._in_handler.discard(claim)
+        if deadline.expired():  # it returned although its time was up
+            return _timed_out(claim, step)
+        return _stored_form(result, step.step_type)
+
+    async def _record_outcome(self, claim, step, result):
+        outcome = _outcome(claim, step, result)
+        await self._record(outcome, len(result) if isinstance(result, str) else 0)
+        if outcome.retry_delay:
+            asyncio.get_running_loop().call_later(outcome.retry_delay, self.wake)
+
+    async def _record(self, outcome, chars):
         """Have the outcome recorded with whatever else finished meanwhile (group commit);
         True if it was, False if its claim had been taken away."""
         done = asyncio.get_running_loop().create_future()
-        self._outcomes.append((outcome, done))
+        self._outcomes.append((outcome, done, chars))
         if len(self._recorders) < RECORDERS:
             recorder = asyncio.create_task(self._record_batches(), name="pipeline-recorder")
             self._recorders.add(recorder)
@@ -248,42 +336,118 @@ class Executor:
 
     async def _record_batches(self):
         while self._outcomes:
-            batch, self._outcomes = self._outcomes[:MAX_BATCH], self._outcomes[MAX_BATCH:]
-            try:
-                recorded = await self.manager.finish([outcome for outcome, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), ok in zip(batch, recorded):
-                if not done.done():
-                    done.set_result(ok)
+            await self._record_batch(self._next_batch())
 
-    async def _attempt(self, claim, step, input_data):
-        """Run the handler once: its dict result, or an error message."""
-        fn = get_handler(step.step_type)
-        if fn is None:
-            return f"no handler registered for step_type {step.step_type!r}"
-        if claim.id in self._revoked:
-            raise asyncio.CancelledError()  # taken away before it began
-        self._in_handler.add(claim.id)
+    def _next_batch(self):
+        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_CHARS of outputs (at least one outcome)."""
+        count, chars = 0, 0
+        for _, _, size in self._outcomes[:MAX_BATCH]:
+            if count and chars + size > MAX_BATCH_CHARS:
+                break
+            count, chars = count + 1, chars + size
+        batch, self._outcomes = self._outcomes[:count], self._outcomes[count:]
+        return batch
+
+    async def _record_batch(self, batch):
+        """One transaction for the batch. If the database refuses it (not for want of a connection),
+        each outcome alone: one it cannot store then fails only its own attempt."""
         try:
-            result = await asyncio.wait_for(
-                call_handler(fn, claim.tenant_id, claim.task_id, claim.step_name, input_data, step.config),
-                timeout=step.timeout)
-        except asyncio.TimeoutError:
-            return f"timed out after {step.timeout}s (attempt {claim.run_attempt})"
-        except asyncio.CancelledError:
-            raise
+            recorded = await self.manager.finish([outcome for outcome, _, _ in batch])
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            self._in_handler.discard(claim.id)
-        if not isinstance(result, dict):
-            return f"handler for {step.step_type!r} returned {type(result).__name__}, not a dict"
-        try:
-            json.dumps(result)
-        except (TypeError, ValueError) as exc:
-            return f"handler for {step.step_type!r} returned a dict that is not JSON-serialisable: {exc}"
-        return result
+            if not self._refused(exc) or len(batch) == 1:
+                _settle(batch, OutcomeNotStored(_raised(exc)) if self._refused(exc) else exc)
+                return
+            log.warning("pipeline executor %s: the database refused a batch of %d outcomes (%s); recording them "
+                        "one by one", self.owner, len(batch), exc)
+            for item in batch:
+                await self._record_batch([item])
+            return
+        for (_, done, _), ok in zip(batch, recorded):
+            if not done.done():
+                done.set_result(ok)
+
+    def _refused(self, exc):
+        """Did the database refuse what was written (rather than fail to be reached, or pick a deadlock victim)?"""
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return not isinstance(exc, (DatabaseUnavailableError, OSError)) and not isinstance(cause, OSError) and (
+            not self.manager.storage.connector.retryable(cause))
+
+
+async def _cancel(tasks):
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _settle(batch, exc):
+    for _, done, _ in batch:
+        if not done.done():
+            done.set_exception(exc)
+
+
+def _stored_form(result, step_type):
+    """The JSON text a handler's result is stored as (checked as stored: UTF-8, no NaN, bounded
+    depth and size), or a Failed saying why it cannot be."""
+    what = f"the result of handler {step_type!r}"
+    try:
+        return to_json(check_json_object(result, what))
+    except InvalidInputError as exc:
+        return Failed(str(exc))
+    except Exception as exc:  # an object that breaks while being read (a hostile __iter__, __str__, ...)
+        return Failed(f"{what} cannot be read: {_raised(exc)}", exc)
+
+
+def _timed_out(claim, step):
+    return Failed(f"timed out after {step.timeout}s (attempt {claim.run_attempt})")
+
+
+def _raised(exc):
+    """What a handler raised, as a message."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its message cannot be shown)"
+    said = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, Exception):
+        return said
+    if isinstance(exc, asyncio.CancelledError):
+        return f"the handler raised {said} of its own (nothing cancelled it)"
+    return f"the handler raised {said} (only this attempt fails; the process keeps running)"
+
+
+def _storable(message):
+    """A message as the error column holds it: valid UTF-8 (lone surrogates escaped), bounded."""
+    text = _utf8(message)
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
+
+
+def _utf8(text):
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _outcome(claim, step, result):
+    """The Outcome of an attempt, logged: succeeded, failed with a retry to come, or failed for good."""
+    if isinstance(result, str):
+        _log_step(logging.DEBUG, claim, "succeeded")
+        return Outcome(claim, output=from_json(result))  # a fresh copy, equal to what is stored
+    error = _storable(result.message)
+    if claim.run_attempt < step.max_attempts:
+        delay = step.retry_delay(claim.run_attempt)
+        _log_step(logging.INFO, claim, f"failed, retried in {delay:g}s: {error}", result.exc)
+        return Outcome(claim, error=error, retry_delay=delay)
+    _log_step(logging.WARNING, claim, f"failed: {error}", result.exc)
+    return Outcome(claim, error=error)
+
+
+def _log_step(level, claim, what, exc=None):
+    """A step outcome in the log, with its tenant, task, step and attempt as fields (and a
+    handler's exception with the innermost TRACEBACK_FRAMES frames of its traceback)."""
+    if not log.isEnabledFor(level):
+        return
+    trace = ""
+    if exc is not None:
+        trace = "\n" + _utf8("".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))).rstrip()
+    log.log(level, "pipeline step %s (tenant %s, task %s, attempt %d) %s%s", claim.step_name, claim.tenant_id,
+            claim.task_id, claim.run_attempt, what, trace,
+            extra={"tenant": claim.tenant_id, "task": claim.task_id, "step": claim.step_name,
+                   "attempt": claim.run_attempt})

@@ -124,6 +124,8 @@ class Manager(ControlOperations):
     # ---- submit ------------------------------------------------------------
     async def submit(self, tenant_id, pipeline_id, owner_id, title, params, require_handlers=True):
         task_id, now = new_id(), now_ms()
+        params_text = to_json(params)
+        params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
 
         async def write(tx):
             dag = await self._definition(tx, pipeline_id)
@@ -132,9 +134,9 @@ class Manager(ControlOperations):
                 raise HandlerError("no handler is registered for " + ", ".join(
                     f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
             tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                     owner_id=owner_id, title=title, params=to_json(params), status="pending", now=now)
+                     owner_id=owner_id, title=title, params=params_text, status="pending", now=now)
             roots = set(dag.roots())  # ready at once, with their inputs
-            check_copies(to_json(params), len(roots) + 1, "params")
+            check_copies(params_text, len(roots) + 1, "params")
             ids = {name: new_id() for name in dag.order}
             writes = Writes(self, tx, now)
             for name in roots:
@@ -324,13 +326,37 @@ class Manager(ControlOperations):
                      now=now)
         return rows
 
-    async def heartbeat(self, owner, lease_ms, running_ids):
-        """Extend this owner's leases; return the ids among ``running_ids`` it no longer holds."""
+    async def heartbeat(self, owner, lease_ms, claims):
+        """Extend the leases of ``claims`` (the ones running here, and only those); return
+        those the owner no longer holds (same step and attempt, still running)."""
+        ids = sorted({c.id for c in claims})
+
         async def extend(tx):
-            tx.defer("extend_leases", owner=owner, lease_expires_at=now_ms() + lease_ms)
+            tx.defer("extend_leases", owner=owner, ids=ids, lease_expires_at=now_ms() + lease_ms)
         await self.storage.atomic(extend)
-        held = {r["id"] for r in await self.storage.probe("owned_running_steps", owner=owner)}
-        return [i for i in running_ids if i not in held]
+        held = {(r["id"], int(r["attempt"]))
+                for r in await self.storage.probe("owned_running_steps", owner=owner, ids=ids)}
+        return [c for c in claims if (c.id, c.attempt) not in held]
+
+    async def release(self, claims):
+        """Hand back claims that will not be finished (a graceful stop): each step still held
+        by its claim is ready again at once (held, if its task is paused), its attempt counted
+        neither as a failure nor as a crash. Returns how many were handed back."""
+        async def write(tx):
+            now = now_ms()
+            wanted = {}  # task -> its steps handed back
+            for c in claims:
+                wanted.setdefault((c.tenant_id, c.task_id), []).append(c.step_name)
+            locked = await self._lock_states(tx, wanted)
+            released = 0
+            for c in claims:
+                task_status = locked.get((c.tenant_id, c.task_id), ({}, None))[1]
+                ready_at = now if task_status in ("pending", "running") else None
+                released += await tx.execute("release_step", id=c.id, attempt=c.attempt, owner=c.owner,
+                                             ready_at=ready_at, now=now)
+            tx.on_commit(lambda: self._ready_tenants.update(c.tenant_id for c in claims))
+            return released
+        return await self.storage.atomic(write)
 
     async def recover_expired(self, now, max_crashes, limit=100):
         """Take back running steps whose lease expired (their worker died): run them again,
@@ -467,10 +493,12 @@ class Manager(ControlOperations):
                 states[r["step_name"]] = r
 
     def _artifact_row(self, tx, tenant_id, task_id, step_name, kind, version, content, source, lineage, now):
-        # cached once committed (a rolled-back version number may be stored later by another run)
-        tx.on_commit(lambda: self._cache(kind, (tenant_id, task_id, step_name, version), content))
+        # cached once committed (a rolled-back version number may be stored later by another run),
+        # as decoded from the stored text: nobody else's object (a caller's, a handler's), equal to what is stored
+        text = to_json(content)
+        tx.on_commit(lambda: self._cache(kind, (tenant_id, task_id, step_name, version), from_json(text)))
         return dict(id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name, kind=kind,
-                    version=version, content=to_json(content), source=source, lineage=to_json(lineage), now=now)
+                    version=version, content=text, source=source, lineage=to_json(lineage), now=now)
 
     async def _advance(self, writes, tenant_id, task_id, states, finished):
         """Make ready every waiting step whose dependencies all succeeded: the successors of

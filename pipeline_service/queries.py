@@ -144,9 +144,12 @@ STATEMENTS = {
             ORDER BY ready_at LIMIT ${limit}$""",
     },
     # leases: extended by the owner's heartbeat, taken back by anyone once expired
+    # only the steps the owner runs now: a row it holds that no run of its own records any
+    # more (e.g. its outcome was lost in an outage) keeps its lease running out
     "extend_leases": """UPDATE pipeline_task_steps SET lease_expires_at = ${lease_expires_at}$
-        WHERE owner = ${owner}$ AND status = 'running'""",
-    "owned_running_steps": """SELECT id FROM pipeline_task_steps WHERE owner = ${owner}$ AND status = 'running'""",
+        WHERE owner = ${owner}$ AND status = 'running' AND id IN (${ids}$)""",
+    "owned_running_steps": """SELECT id, attempt FROM pipeline_task_steps
+        WHERE owner = ${owner}$ AND status = 'running' AND id IN (${ids}$)""",
     "expired_steps": """SELECT id, tenant_id, task_id, step_name FROM pipeline_task_steps
         WHERE status = 'running' AND lease_expires_at < ${now}$ ORDER BY lease_expires_at LIMIT ${limit}$""",
     # a crash re-run does not use up the retry budget (attempt_base moves along with attempt)
@@ -154,6 +157,11 @@ STATEMENTS = {
         lease_expires_at = NULL, crash_count = crash_count + 1, attempt_base = attempt_base + 1,
         updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND lease_expires_at < ${now}$""",
+    # a graceful stop hands back a claim it will not finish: ready again at once, neither a
+    # failure nor a crash (the retry budget stays: attempt_base moves along with attempt)
+    "release_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, owner = NULL,
+        lease_expires_at = NULL, attempt_base = attempt_base + 1, updated_at = ${now}$
+        WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     "fail_lost_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
         lease_expires_at = NULL, crash_count = crash_count + 1, finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND lease_expires_at < ${now}$""",

@@ -35,14 +35,15 @@ def require_flag(value, what):
 
 class PipelineService:
     def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
-                 max_crashes=3, create_schema=False, autostart=True, require_handlers=True):
+                 max_crashes=3, create_schema=False, autostart=True, require_handlers=True, sync_threads=32):
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.manager = Manager(self.storage)
         self.executor = Executor(self.manager, concurrency=concurrency, tenant_concurrency=tenant_concurrency,
-                                 poll_interval=poll_interval, lease_seconds=lease_seconds, max_crashes=max_crashes)
+                                 poll_interval=poll_interval, lease_seconds=lease_seconds, max_crashes=max_crashes,
+                                 sync_threads=sync_threads)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         # False for a process that only submits while other processes run the steps

@@ -167,8 +167,8 @@ async def test_sync_handler_runs_in_a_worker_thread(service, tenant, pipeline_id
 
 
 @pytest.mark.parametrize("result, message", [
-    ([1, 2], "returned list, not a dict"),
-    ({"when": object()}, "not JSON-serialisable"),
+    ([1, 2], "must be a JSON object (a dict), got list"),
+    ({"when": object()}, "the object at key 'when' is not JSON"),
 ])
 async def test_unusable_results_fail_the_step(service, tenant, pipeline_id, step_type, result, message):
     async def bad(*args):
