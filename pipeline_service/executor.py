@@ -159,7 +159,10 @@ class Executor:
             return []
         _, late = await asyncio.wait(runs.values(), timeout=timeout)
         await _cancel(late)
-        return [claim for claim, task in runs.items() if task in late]
+        unfinished = [claim for claim, task in runs.items() if task in late]
+        for claim in unfinished:  # a run cancelled before it began never cleaned up after itself
+            self._forget(claim)
+        return unfinished
 
     async def _hand_back(self, claims):
         if not claims:
@@ -281,10 +284,13 @@ class Executor:
             # e.g. a database outage mid-step: the lease expires and the step runs again
             log.exception("pipeline step %s of task %s could not be run or recorded", claim.step_name, claim.task_id)
         finally:
-            self._running.pop(claim, None)
-            self._free_slot(claim)
-            self._revoked.discard(claim)
+            self._forget(claim)
             self.wake()
+
+    def _forget(self, claim):
+        self._running.pop(claim, None)
+        self._free_slot(claim)
+        self._revoked.discard(claim)
 
     def _free_slot(self, claim):
         """The step's handler has ended: its slot goes to the next ready step while the outcome is recorded."""
