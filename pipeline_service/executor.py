@@ -360,13 +360,14 @@ class Executor:
         try:
             recorded = await self.manager.finish([outcome for outcome, _, _ in batch])
         except Exception as exc:
-            if not self._refused(exc) or len(batch) == 1:
-                _settle(batch, OutcomeNotStored(_raised(exc)) if self._refused(exc) else exc)
-                return
-            log.warning("pipeline executor %s: the database refused a batch of %d outcomes (%s); recording them "
-                        "one by one", self.owner, len(batch), exc)
-            for item in batch:
-                await self._record_batch([item])
+            refused = self._refused(exc)
+            if refused and len(batch) > 1:
+                log.warning("pipeline executor %s: the database refused a batch of %d outcomes (%s); recording "
+                            "them one by one", self.owner, len(batch), exc)
+                for item in batch:
+                    await self._record_batch([item])
+            else:
+                _settle(batch, OutcomeNotStored(_raised(exc)) if refused else exc)
             return
         for (_, done, _), ok in zip(batch, recorded):
             if not done.done():
