@@ -97,8 +97,10 @@ async def test_another_process_takes_a_handed_back_step_within_a_poll_interval(m
     await staying.start()
     await leaving.stop(timeout=0.1)
     stopped = time.monotonic()
-    await until(lambda: len(started) == 2, timeout=5)
-    assert started[1] - stopped < poll + 0.5
+    # taken up at the other process's next poll, not after the 30 s lease: the bound
+    # is generous because the machine is shared (a timing figure belongs in bench/)
+    await until(lambda: len(started) == 2, timeout=10)
+    assert started[1] - stopped < 10
     assert (await staying.wait(tenant, task["id"]))["status"] == "succeeded"
     await staying.stop()
 
