@@ -12,10 +12,21 @@ from .ids import now_ms
 from .views import task_summary
 
 
-def busy(step):
-    """Running, or ready and perhaps being claimed right now (the states are read without
-    locking the step rows): its handler may have to be stopped."""
-    return step["status"] == "running" or (step["status"] == "pending" and step["ready_at"] is not None)
+def claim_to_stop(step):
+    """The claim token ``(step id, attempt)`` whose handler a control change must stop, or None.
+
+    Running: its current claim.  Ready: perhaps being claimed right now (the states are
+    read without locking the step rows), and that claim will be the next attempt.  A
+    claim made after the change commits has a later attempt and is left alone."""
+    if step["status"] == "running":
+        return step["id"], int(step["attempt"])
+    if step["status"] == "pending" and step["ready_at"] is not None:
+        return step["id"], int(step["attempt"]) + 1
+    return None
+
+
+def claims_to_stop(steps):
+    return [claim for claim in map(claim_to_stop, steps) if claim is not None]
 
 
 class ControlOperations:
@@ -66,13 +77,13 @@ class ControlOperations:
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def cancel(self, tenant_id, task_id):
-        """Cancel the task; returns (summary, ids of the steps that were running, or being claimed)."""
+        """Cancel the task; returns (summary, the claims to stop: see claim_to_stop)."""
         async def change(writes, states, status):
             tx, now = writes.tx, writes.now
             if status == "cancelled":
                 return []
             state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
-            running = [s["id"] for s in states.values() if busy(s)]
+            running = claims_to_stop(states.values())
             tx.defer("cancel_unfinished_steps", tenant_id=tenant_id, now=now, ids=[
                 s["id"] for s in states.values() if s["status"] in ("pending", "running", "skipped")])
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
@@ -85,7 +96,7 @@ class ControlOperations:
     async def modify(self, tenant_id, task_id, updates, rerun_from):
         """Apply human edits as new artifact versions and re-run the affected steps.
 
-        Returns (summary with ``rerun``, ids of affected steps that were running, or being claimed).
+        Returns (summary with ``rerun``, the claims of affected steps to stop: see claim_to_stop).
         """
         async def change(writes, states, status):
             tx, now = writes.tx, writes.now
@@ -93,7 +104,7 @@ class ControlOperations:
                 raise InvalidStateError(f"task {task_id!r} is cancelled: a cancelled task cannot be modified")
             plan = await self.plan(tx, tenant_id, task_id)
             cascade = state.cascade_plan(plan.dag, updates, rerun_from)
-            interrupted = [states[n]["id"] for n in cascade.interrupted if busy(states[n])]
+            interrupted = claims_to_stop(states[n] for n in cascade.interrupted)
             for name in cascade.edited_outputs:
                 version = (states[name]["output_version"] or 0) + 1
                 writes.artifact(tenant_id, task_id, name, "output", version, updates[name]["output"], "manual",

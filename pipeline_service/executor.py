@@ -115,15 +115,16 @@ class Executor:
     def wake(self):
         self._wakeup.set()
 
-    def interrupt(self, step_ids):
-        """Stop the handlers of these steps if they run here; whatever they return is discarded.
+    def interrupt(self, claims):
+        """Stop the handlers of these claims ``(step id, attempt)`` if they run here; whatever
+        they return is discarded.  A later claim of the same step is a new run: left alone.
 
         An async handler is cancelled (it sees CancelledError); a plain function in
         a thread cannot be stopped, but its result is dropped.
         """
-        ids = set(step_ids)
+        tokens = set(claims)
         for claim, task in list(self._running.items()):
-            if claim.id in ids:
+            if (claim.id, claim.attempt) in tokens:
                 self._revoke(claim, task)
 
     def _revoke(self, claim, task):

@@ -463,3 +463,28 @@ async def test_an_unexpected_error_in_the_dispatch_loop_is_logged_with_its_trace
     record = next(r for r in caplog.records if "unexpected error" in r.getMessage())
     assert record.exc_info and record.exc_info[0] is KeyError
     assert not any("database trouble" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_control_change_stops_only_the_claim_it_saw_not_a_later_one(database, tenant, pipeline_id, step_type):
+    """cancel/modify name the claim (step id, attempt) they saw: a later claim of the
+    same step (re-claimed between their commit and the interrupt) keeps running."""
+    cancelled = []
+
+    async def long_step(*args):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+    register_handler(step_type, long_step)
+    service = await new_service(database)
+    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    await service.submit(tenant, pipeline_id, "o", "re-claimed", {})
+    await until(lambda: service.executor._running)
+    claim = next(iter(service.executor._running))
+    service.executor.interrupt([(claim.id, claim.attempt - 1)])  # an earlier run of the same step
+    await asyncio.sleep(0)
+    assert claim not in service.executor._revoked and not cancelled  # interrupt decides at once
+    service.executor.interrupt([(claim.id, claim.attempt)])
+    await until(lambda: cancelled)
+    await service.stop(timeout=1)
