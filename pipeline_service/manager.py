@@ -17,11 +17,12 @@ from .handler import get_handler
 from .ids import iso, new_id, now_ms
 from .views import step_view, task_summary
 
-# task plans kept in memory (bounded: flat in the number of tasks; a finished task's plan is
-# dropped).  Fair dispatch keeps a task of every tenant with work in flight, and an LRU cache
-# smaller than the tasks in flight hits nothing: each step then re-reads its task's plan
-# (2,000 tenants ran at 40% of 4).  ~3 KB for a 5-step plan: ~25 MB with 8,192 such in flight.
-PLAN_CACHE_SIZE = 8192
+# task plans kept in memory, bounded by their total number of steps (a plan's size is its
+# steps: ~0.6 KB each), so memory is flat in both the number and the size of tasks; a
+# finished task's plan is dropped.  Fair dispatch keeps a task of every tenant with work in
+# flight, and an LRU cache smaller than the tasks in flight hits nothing: each step then
+# re-reads its task's plan (2,000 tenants ran at 40% of 4).  ~25 MB at the bound.
+PLAN_CACHE_STEPS = 40_960
 ARTIFACT_CACHE_SIZE = 4096  # recent inputs and outputs made here (bounded)
 DEFINITION_CACHE_SIZE = 256
 # a pipeline definition is read by a submit at most once per this many seconds (per
@@ -44,6 +45,10 @@ def equal_shares(queue, left, slots):
         shares[tenant] = min(left[tenant], -(-slots // (len(queue) - i)))
         slots -= shares[tenant]
     return shares
+
+
+def plan_steps(plan):
+    return len(plan.dag.steps)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class Outcome:
 class Manager(ControlOperations):
     def __init__(self, storage):
         self.storage = storage
-        self._plans = LRUCache(PLAN_CACHE_SIZE)
+        self._plans = LRUCache(PLAN_CACHE_STEPS, getsizeof=plan_steps)
         self._inputs = LRUCache(ARTIFACT_CACHE_SIZE)   # inputs made here, until the step is claimed
         self._outputs = LRUCache(ARTIFACT_CACHE_SIZE)  # outputs stored here, for the inputs they feed
         self._definitions = TTLCache(DEFINITION_CACHE_SIZE, DEFINITION_TTL_SECONDS)  # pipeline id -> Dag
@@ -230,7 +235,8 @@ class Manager(ControlOperations):
 
     # ---- caches: task plans (immutable) and inputs made here, both bounded --------
     def _remember(self, tenant_id, task_id, plan):
-        self._plans[(tenant_id, task_id)] = plan
+        if plan_steps(plan) <= self._plans.maxsize:  # a larger DAG is read when needed, never cached
+            self._plans[(tenant_id, task_id)] = plan
 
     async def plan(self, tx, tenant_id, task_id):
         plan = self._plans.get((tenant_id, task_id))
