@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import median  # noqa: E402
-from pipeline_service.state import Dag, StepDef, cascade_plan  # noqa: E402
+from pipeline_service.dag import Dag, StepDef, cascade_plan  # noqa: E402
 
 
 def generate(steps, width=50, fan_in=3, seed=7):

@@ -16,7 +16,7 @@ import aiomysql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ensure_mysql_database, median, timed  # noqa: E402
 from pipeline_service.ids import new_id, now_ms  # noqa: E402
-from pipeline_service.storage import Storage  # noqa: E402
+from pipeline_service.store.storage import Storage  # noqa: E402
 
 RAW_INSERT = ("INSERT INTO pipeline_tasks (id, tenant_id, pipeline_id, owner_id, title, params, status, error, "
               "created_at, updated_at, started_at, finished_at) VALUES (%s,%s,%s,%s,%s,%s,%s,NULL,%s,%s,NULL,NULL)")

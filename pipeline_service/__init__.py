@@ -4,9 +4,9 @@ from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipe
                   pipeline_submit, shutdown)
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
                          InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError)
-from .handler import register_handler
+from .engine.handlers import register_handler
 from .service import PipelineService
-from .storage import Storage
+from .store.storage import Storage
 
 __all__ = [
     "register_handler", "PipelineService", "Storage",

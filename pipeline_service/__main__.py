@@ -18,11 +18,11 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from .connectors import parse_url
+from .store.connectors import parse_url
 from .exceptions import PipelineError, SchemaMissingError
-from .hostenv import EMBEDDED_DEFAULT
+from .host.config import EMBEDDED_DEFAULT
 from .service import PipelineService
-from .storage import Storage
+from .store.storage import Storage
 
 console = Console()
 
@@ -70,7 +70,7 @@ async def run(args):
         details = await run_demo(args.db, speed=0.01 if args.quick else 1.0, console=console)
         return {"tasks": len(details), "statuses": sorted({d["status"] for d in details})}
     if args.command == "load-codes":
-        from .appcodes import load_codes
+        from .host.appcodes import load_codes
         return await load_codes(args.db)
     if args.command == "create-schema":
         storage = Storage.from_description(args.db)

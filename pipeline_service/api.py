@@ -4,9 +4,9 @@ The default service is built on first use: from ``configure(database=...)`` if t
 caller gave one, else from the host's configuration (config.json +
 get_module_dbname), else the embedded SQLite file ``pipeline_service.db``.
 """
-from . import hostenv
+from .host import config as host_config
 from .exceptions import ConfigurationError
-from .handler import register_handler
+from .engine.handlers import register_handler
 from .service import PipelineService
 
 _service = None
@@ -29,10 +29,10 @@ def configure(database=None, **options):
     """
     global _service, _stop_timeout
     if database is None:
-        database = hostenv.host_database(required=_hosted) or hostenv.EMBEDDED_DEFAULT
+        database = host_config.host_database(required=_hosted) or host_config.EMBEDDED_DEFAULT
         if _hosted:
-            options = {**hostenv.host_options(), **options}
-        options.setdefault("create_schema", database == hostenv.EMBEDDED_DEFAULT)
+            options = {**host_config.host_options(), **options}
+        options.setdefault("create_schema", database == host_config.EMBEDDED_DEFAULT)
     timeout = options.pop("stop_timeout", DEFAULT_STOP_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
         raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")

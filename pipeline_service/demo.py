@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .handler import register_handler
+from .engine.handlers import register_handler
 from .service import PipelineService
 
 PIPELINE_ID = "demo-article"

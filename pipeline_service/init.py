@@ -16,8 +16,9 @@ import logging
 from ahserver.configuredServer import add_cleanupctx
 from ahserver.serverenv import ServerEnv
 
-from . import api, hostlog
-from .endpoints import pipeline_endpoint
+from . import api
+from .host import log as host_log
+from .host.endpoints import pipeline_endpoint
 from .exceptions import StorageError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def load_pipeline_service():
         env[name] = fn
     env.pipeline_endpoint = pipeline_endpoint  # what the wwwroot/*.dspy files call
     api.use_host_configuration()
-    hostlog.use_host_logger()
+    host_log.use_host_logger()
     if not _hooked:
         add_cleanupctx(engine_lifecycle)
         _hooked = True

@@ -1,4 +1,8 @@
-"""The app facade: one PipelineService = one database + one executor.
+"""The app facade: one PipelineService = one database + the engine's components + one executor.
+
+It composes the engine (docs/ARCHITECTURE.md): one cache object handed to the
+components that need it; ``tasks`` (define, submit), ``reads``, ``control`` (pause,
+resume, cancel, modify), and the executor with its ``claimer`` and ``recorder``.
 
 Public methods validate their arguments (a clear ``InvalidInputError`` and no
 write on bad input), scope everything by tenant, and start the executor by
@@ -7,14 +11,21 @@ themselves the first time they are called inside a running event loop.
 import asyncio
 import logging
 
-from . import state
-from .artifacts import check_json_object
-from .executor import Executor
+from .json_objects import check_json_object
+from .engine.executor import Executor
 from .exceptions import InvalidInputError
 from .ids import MAX_TITLE, check_id, check_name, check_text
-from .manager import Manager
-from .state import MAX_INT, TASK_STATUSES, check_updates, check_whole
-from .storage import Storage
+from .engine.caches import EngineCaches
+from .engine.claiming import Claimer
+from .engine.control import Control
+from .engine.handlers import DEFAULT_REGISTRY
+from .engine.plans import Plans
+from .engine.progress import Progress
+from .engine.reads import Reads
+from .engine.recording import Recorder
+from .engine.tasks import Tasks
+from .dag import MAX_INT, TASK_STATUSES, check_updates, check_whole, definition_rows
+from .store.storage import Storage
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 500
@@ -40,10 +51,18 @@ class PipelineService:
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
-        self.manager = Manager(self.storage)
-        self.executor = Executor(self.manager, concurrency=concurrency, tenant_concurrency=tenant_concurrency,
-                                 poll_interval=poll_interval, lease_seconds=lease_seconds, max_crashes=max_crashes,
-                                 sync_threads=sync_threads)
+        self.handlers = DEFAULT_REGISTRY
+        self.caches = EngineCaches()
+        plans = Plans(self.caches)
+        progress = Progress(plans, self.caches)
+        self.tasks = Tasks(self.storage, self.caches, progress, self.handlers)
+        self.reads = Reads(self.storage)
+        self.control = Control(self.storage, plans, progress)
+        self.claimer = Claimer(self.storage, self.caches)
+        self.recorder = Recorder(self.storage, plans, progress, self.caches)
+        self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, concurrency=concurrency,
+                                 tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
+                                 lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         # False for a process that only submits while other processes run the steps
@@ -73,13 +92,13 @@ class PipelineService:
 
     # ---- pipelines ---------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
-        rows = state.definition_rows(check_id(pipeline_id, "pipeline_id"), steps)
+        rows = definition_rows(check_id(pipeline_id, "pipeline_id"), steps)
         if name is not None:
             check_text(name, "name", MAX_TITLE)
         if description is not None:
             check_text(description, "description", MAX_DESCRIPTION)
         await self._ready()
-        return await self.manager.define_pipeline(pipeline_id, rows, name=name, description=description)
+        return await self.tasks.define_pipeline(pipeline_id, rows, name=name, description=description)
 
     # ---- the SPEC §1 functions --------------------------------------------------
     async def submit(self, tenant_id, pipeline_id, owner_id, title=None, params=None):
@@ -90,7 +109,7 @@ class PipelineService:
             check_text(title, "title", MAX_TITLE)
         params = {} if params is None else check_json_object(params, "params")
         await self._ready()
-        summary = await self.manager.submit(tenant_id, pipeline_id, owner_id, title or "", params,
+        summary = await self.tasks.submit(tenant_id, pipeline_id, owner_id, title or "", params,
                                             self.require_handlers)
         self.executor.wake()
         return summary
@@ -105,12 +124,12 @@ class PipelineService:
         check_whole(page, "page", 1, MAX_PAGE)
         check_whole(rows, "rows", 1, MAX_ROWS)
         await self._ready()
-        return await self.manager.list_tasks(tenant_id, pipeline_id, status, page, rows)
+        return await self.reads.list_tasks(tenant_id, pipeline_id, status, page, rows)
 
     async def detail(self, tenant_id, task_id):
         require_task(tenant_id, task_id)
         await self._ready()
-        return await self.manager.task_detail(tenant_id, task_id)
+        return await self.reads.task_detail(tenant_id, task_id)
 
     async def node(self, tenant_id, task_id, step_name, version=None):
         require_task(tenant_id, task_id)
@@ -118,24 +137,24 @@ class PipelineService:
         if version is not None:
             check_whole(version, "version", 1, MAX_INT)
         await self._ready()
-        return await self.manager.node(tenant_id, task_id, step_name, version)
+        return await self.reads.node(tenant_id, task_id, step_name, version)
 
     async def pause(self, tenant_id, task_id):
         require_task(tenant_id, task_id)
         await self._ready()
-        return await self.manager.pause(tenant_id, task_id)
+        return await self.control.pause(tenant_id, task_id)
 
     async def resume(self, tenant_id, task_id):
         require_task(tenant_id, task_id)
         await self._ready()
-        summary = await self.manager.resume(tenant_id, task_id)
+        summary = await self.control.resume(tenant_id, task_id)
         self.executor.wake()
         return summary
 
     async def cancel(self, tenant_id, task_id):
         require_task(tenant_id, task_id)
         await self._ready()
-        summary, running = await self.manager.cancel(tenant_id, task_id)
+        summary, running = await self.control.cancel(tenant_id, task_id)
         self.executor.interrupt(running)
         return summary
 
@@ -143,7 +162,7 @@ class PipelineService:
         require_task(tenant_id, task_id)
         check_updates(updates, rerun_from)
         await self._ready()
-        summary, interrupted = await self.manager.modify(tenant_id, task_id, updates, rerun_from)
+        summary, interrupted = await self.control.modify(tenant_id, task_id, updates, rerun_from)
         self.executor.interrupt(interrupted)
         self.executor.wake()
         return summary

@@ -1,5 +1,5 @@
 """The shapes the API returns (SPEC §4): plain, JSON-serialisable dicts."""
-from . import state
+from .dag import parse_depends_on
 from .ids import iso
 
 
@@ -17,7 +17,7 @@ def task_summary(row):
 def step_view(row):
     return {
         "step_name": row["step_name"], "step_type": row["step_type"],
-        "depends_on": list(state.parse_depends_on(row["depends_on"], row["step_name"])),
+        "depends_on": list(parse_depends_on(row["depends_on"], row["step_name"])),
         "status": row["status"], "attempt": int(row["attempt"]) - int(row["attempt_base"]),
         "input_version": row["input_version"], "output_version": row["output_version"],
         "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),

@@ -12,7 +12,7 @@ import pymysql
 import pytest
 
 from pipeline_service.ids import new_id
-from pipeline_service.storage import Storage
+from pipeline_service.store.storage import Storage
 
 MYSQL_URL = os.environ.get("PIPELINE_TEST_MYSQL", "mysql://root@127.0.0.1:3306/pipeline_test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -150,7 +150,7 @@ def pipeline_id():
 @pytest.fixture
 def step_type(request):
     """A step-type prefix unique to the test: the handler registry is process-wide."""
-    from pipeline_service.handler import registered_step_types, unregister_handler
+    from pipeline_service.engine.handlers import registered_step_types, unregister_handler
     prefix = "st-" + new_id()[:8]
     yield prefix
     for name in registered_step_types():

@@ -4,7 +4,7 @@ tenants of one task each, a statement per tenant cost a round trip per claimed s
 from collections import Counter
 
 from pipeline_service import PipelineService, register_handler
-from pipeline_service.manager import TENANTS_PER_STATEMENT
+from pipeline_service.engine.claiming import TENANTS_PER_STATEMENT
 from test_idle import RoundTrips
 
 
@@ -24,7 +24,7 @@ async def backlog(database, pipeline_id, step_type, tenants):
 
 
 async def claim(service, free, step_type):
-    return await service.manager.claim_ready("test-owner", free, 30_000, [step_type], {})
+    return await service.claimer.claim_ready("test-owner", free, 30_000, [step_type], {})
 
 
 def ready_step_reads(trips):

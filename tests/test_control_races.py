@@ -14,7 +14,7 @@ STEPS = [{"step_name": "a"}, {"step_name": "b", "depends_on": ["a"]}, {"step_nam
 
 @pytest.fixture
 def caplog_storage(caplog):
-    caplog.set_level(logging.INFO, logger="pipeline_service.storage")
+    caplog.set_level(logging.INFO, logger="pipeline_service.store.storage")
     return caplog
 
 

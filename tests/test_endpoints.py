@@ -5,8 +5,8 @@ import logging
 from aiohttp.test_utils import make_mocked_request
 from appPublic.log import MyLogger
 
-from pipeline_service.endpoints import local_time, pipeline_endpoint
-from pipeline_service.hostlog import HostLogHandler
+from pipeline_service.host.endpoints import local_time, pipeline_endpoint
+from pipeline_service.host.log import HostLogHandler
 
 
 async def failing_user():

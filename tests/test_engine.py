@@ -7,8 +7,8 @@ import time
 import pytest
 
 from pipeline_service import HandlerError, InvalidInputError, NotFoundError, register_handler
-from pipeline_service.handler import unregister_handler
-from pipeline_service.manager import Outcome
+from pipeline_service.engine.handlers import unregister_handler
+from pipeline_service.engine.records import Outcome
 from pipeline_service.ids import new_id, now_ms
 
 
@@ -299,7 +299,7 @@ async def test_a_redefinition_here_reaches_the_next_submit_at_once(service, tena
 
 async def test_an_edit_made_by_pipeline_core_reaches_new_tasks_within_the_cache_time(service, tenant, pipeline_id,
                                                                                     step_type):
-    from pipeline_service.manager import DEFINITION_TTL_SECONDS
+    from pipeline_service.engine.caches import DEFINITION_TTL_SECONDS
     register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == ["a"]
@@ -391,9 +391,9 @@ async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(database
                                                  "config": {"retries": 5}}])
     task = await service.submit(tenant, pipeline_id, "o", "doomed", {})
     for crash in (1, 2):  # a worker claims the step and dies: its lease runs out at once
-        claims = await service.manager.claim_ready("ghost", 1, -1, [step_type], {}, None)
+        claims = await service.claimer.claim_ready("ghost", 1, -1, [step_type], {}, None)
         assert [c.step_name for c in claims] == ["a"]
-        recovered = await service.manager.recover_expired(now_ms(), max_crashes=2)
+        recovered = await service.recorder.recover_expired(now_ms(), max_crashes=2)
         assert recovered == 1
         detail = await service.detail(tenant, task["id"])
         if crash == 1:  # run again, without using up a retry
@@ -411,14 +411,14 @@ async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipe
     service.autostart = False
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "orphan", {})
-    claims = await service.manager.claim_ready("dead-worker", 1, 300, [step_type], {}, None)
+    claims = await service.claimer.claim_ready("dead-worker", 1, 300, [step_type], {}, None)
     assert len(claims) == 1
     await service.start()  # the lease expires in 0.3 s; the poll finds it
     detail = await service.wait(tenant, task["id"], timeout=10)
     assert detail["status"] == "succeeded" and len(calls) == 1
     assert detail["steps"][0]["attempt"] == 1  # the crash did not use up the retry budget
     # the dead worker's late result is fenced out
-    assert await service.manager.finish([Outcome(claims[0], output={"late": True})]) == [False]
+    assert await service.recorder.finish([Outcome(claims[0], output={"late": True})]) == [False]
     assert (await service.node(tenant, task["id"], "a"))["output"]["by"] == "a"
 
 
@@ -452,12 +452,12 @@ async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bo
     register_handler(step_type, recorder(calls))
     service = PipelineService(database, poll_interval=0.1, concurrency=1)
     await service.storage.create_missing_tables(include_reference=True)
-    finish = service.manager.finish
+    finish = service.recorder.finish
 
     async def held_finish(outcomes):  # the database is slow to record (held until the test lets it go)
         await recording.wait()
         return await finish(outcomes)
-    service.manager.finish = held_finish
+    service.recorder.finish = held_finish
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     tasks = [await service.submit(tenant, pipeline_id, "o", f"t{i}", {}) for i in range(4)]
     await asyncio.sleep(1.0)
@@ -479,10 +479,10 @@ async def test_the_oldest_tasks_ready_steps_are_claimed_first(service, tenant, p
     older = await service.submit(tenant, pipeline_id, "o", "older", {})
     await asyncio.sleep(0.01)
     newer = await service.submit(tenant, pipeline_id, "o", "newer", {})
-    claim = lambda: service.manager.claim_ready("worker", 1, 30_000, [step_type], {}, None)  # noqa: E731
+    claim = lambda: service.claimer.claim_ready("worker", 1, 30_000, [step_type], {}, None)  # noqa: E731
     [first] = await claim()
     assert (first.task_id, first.step_name) == (older["id"], "a")
-    assert await service.manager.finish([Outcome(first, output={"x": 1})]) == [True]
+    assert await service.recorder.finish([Outcome(first, output={"x": 1})]) == [True]
     [second] = await claim()  # older's b became ready after newer's a, yet comes first
     assert (second.task_id, second.step_name) == (older["id"], "b")
     [third] = await claim()

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from pipeline_service import PipelineService, register_handler
-from pipeline_service.artifacts import MAX_JSON_BYTES, MAX_JSON_DEPTH
-from pipeline_service.storage import Storage
+from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH
+from pipeline_service.store.storage import Storage
 
 
 async def until(condition, timeout=10.0, what="the condition"):
@@ -290,7 +290,7 @@ async def test_a_step_held_by_this_process_that_nothing_runs_is_taken_back(datab
     await service.define_pipeline(pipeline_id, [{"step_name": "o", "step_type": step_type + "-orphan"}])
     await service.define_pipeline(pipeline_id + "L", [{"step_name": "l", "step_type": step_type + "-long"}])
     orphan = await service.submit(tenant, pipeline_id, "o", "orphan", {})
-    [claim] = await service.manager.claim_ready(service.executor.owner, 1, 1000, [step_type + "-orphan"], {}, None)
+    [claim] = await service.claimer.claim_ready(service.executor.owner, 1, 1000, [step_type + "-orphan"], {}, None)
     await service.start()
     long_task = await service.submit(tenant, pipeline_id + "L", "o", "long", {})  # keeps the heartbeat going
     detail = await service.wait(tenant, orphan["id"], timeout=6)
@@ -435,7 +435,7 @@ async def test_step_outcomes_are_logged_with_their_fields_and_traceback(service,
     register_handler(step_type, broken_handler)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
                                                  "config": {"retries": 1}}])
-    with caplog.at_level(logging.DEBUG, logger="pipeline_service.executor"):
+    with caplog.at_level(logging.DEBUG, logger="pipeline_service.engine.executor"):
         task = await service.submit(tenant, pipeline_id, "o", "logged", {})
         assert (await service.wait(tenant, task["id"]))["status"] == "failed"
     mine = [r for r in caplog.records if getattr(r, "task", None) == task["id"]]
@@ -447,16 +447,16 @@ async def test_step_outcomes_are_logged_with_their_fields_and_traceback(service,
 
 
 async def test_an_unexpected_error_in_the_dispatch_loop_is_logged_with_its_traceback(service, step_type, caplog):
-    claim_ready, failed = service.manager.claim_ready, []
+    claim_ready, failed = service.claimer.claim_ready, []
 
     async def buggy_claim(*args):  # a bug, not the database: it must not read as "database trouble"
         if not failed:
             failed.append(1)
             raise KeyError("a bug")
         return await claim_ready(*args)
-    service.manager.claim_ready = buggy_claim
+    service.claimer.claim_ready = buggy_claim
     register_handler(step_type, lambda *args: {})  # something to claim for
-    with caplog.at_level(logging.ERROR, logger="pipeline_service.executor"):
+    with caplog.at_level(logging.ERROR, logger="pipeline_service.engine.executor"):
         service.executor.wake()
         await until(lambda: failed)
         await until(lambda: any("unexpected error" in r.getMessage() for r in caplog.records))

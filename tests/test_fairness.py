@@ -3,7 +3,7 @@ import asyncio
 import time
 
 from pipeline_service import PipelineService, register_handler
-from pipeline_service.manager import TENANTS_PER_CLAIM
+from pipeline_service.engine.claiming import TENANTS_PER_CLAIM
 
 
 async def test_a_backlog_of_one_tenant_does_not_starve_another(database, tenant, pipeline_id, step_type):
@@ -55,7 +55,7 @@ async def test_per_tenant_limit_caps_one_tenant_not_the_others(database, tenant,
 
 
 async def test_a_new_tenant_is_served_behind_many_busy_tenants(database, tenant, pipeline_id, step_type):
-    """More tenants with backlogs than a claim round reads at once (manager.TENANTS_PER_CLAIM):
+    """More tenants with backlogs than a claim round reads at once (claiming.TENANTS_PER_CLAIM):
     a tenant that arrives last is still served within a bound, long before the backlogs drain."""
     started = {}
 

@@ -8,8 +8,10 @@ from ahserver.serverenv import ServerEnv
 from appPublic.aes import aes_encode_b64
 from appPublic.dictObject import DictObject
 
-from pipeline_service import PipelineService, api, hostenv, sqlor_adapter
-from pipeline_service.storage import Storage
+from pipeline_service import PipelineService, api
+from pipeline_service.host import config as host_config
+from pipeline_service.store import sqlor_adapter
+from pipeline_service.store.storage import Storage
 from conftest import mysql_parts, mysql_user, scratch_name
 
 USER, PASSWORD = "pipeline_host", "s3cret: pa$$ w@rd/?"
@@ -46,7 +48,7 @@ def hosted(monkeypatch, host_user):
     kwargs = {"host": host_user["host"], "port": host_user["port"], "user": USER, "db": DB,
               "password": aes_encode_b64("the host's key", PASSWORD)}
     config = DictObject(password_key="the host's key", databases={"pipe": {"driver": "aiomysql", "kwargs": kwargs}})
-    monkeypatch.setattr(hostenv, "host_config", lambda: config)
+    monkeypatch.setattr(host_config, "host_config", lambda: config)
     api.use_host_configuration()
     yield
     api._hosted = False

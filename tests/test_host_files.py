@@ -16,10 +16,11 @@ from sqlor.ddl_template_sqlite3 import sqlite3_ddl_tmpl
 from xls2ddl.json2ddl import xls2ddl
 
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
-from pipeline_service import InvalidInputError, sqlor_adapter
-from pipeline_service.appcodes import load_codes, read_codes
+from pipeline_service import InvalidInputError
+from pipeline_service.store import sqlor_adapter
+from pipeline_service.host.appcodes import load_codes, read_codes
 from pipeline_service.exceptions import SchemaMissingError
-from pipeline_service.storage import Storage
+from pipeline_service.store.storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 WWWROOT = ROOT / "wwwroot"
@@ -249,7 +250,7 @@ def test_code_labels_are_chinese_with_english_in_i18n():
 
 
 def test_every_title_the_endpoints_show_has_an_english_translation():
-    from pipeline_service import endpoints
+    from pipeline_service.host import endpoints
     titles = [*endpoints.ERROR_TITLES.values(), endpoints.DEFAULT_ERROR_TITLE, *endpoints.DONE_TITLES.values()]
     english = i18n("en")
     assert all(title in english for title in titles), [t for t in titles if t not in english]

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import scratch_mysql_database, scratch_name
-from pipeline_service import PipelineService, register_handler, sqlor_adapter
+from pipeline_service import PipelineService, register_handler
+from pipeline_service.store import sqlor_adapter
 
 POLL = 0.2    # seconds: a short poll interval keeps the test short
 POLLS = 6     # probes in a measured window

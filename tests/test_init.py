@@ -2,7 +2,8 @@
 import pytest
 from ahserver.serverenv import ServerEnv
 
-from pipeline_service import ConfigurationError, api, hostenv
+from pipeline_service import ConfigurationError, api
+from pipeline_service.host import config as hostcfg
 from pipeline_service.init import FUNCTIONS, load_pipeline_service
 
 
@@ -39,14 +40,14 @@ def test_a_host_without_get_module_dbname_is_told_what_is_missing(clean_env):
 
 def test_a_database_name_missing_from_config_is_reported(clean_env, monkeypatch):
     clean_env.get_module_dbname = lambda module: "nowhere"
-    monkeypatch.setattr(hostenv, "host_databases", lambda: {"other": {"driver": "mysql", "kwargs": {}}})
+    monkeypatch.setattr(hostcfg, "host_databases", lambda: {"other": {"driver": "mysql", "kwargs": {}}})
     with pytest.raises(ConfigurationError, match="no entry 'nowhere'"):
-        hostenv.host_database(required=True)
+        hostcfg.host_database(required=True)
 
 
 def host_config(monkeypatch, **config):
     from appPublic.dictObject import DictObject
-    monkeypatch.setattr(hostenv, "host_config", lambda: DictObject(**config))
+    monkeypatch.setattr(hostcfg, "host_config", lambda: DictObject(**config))
 
 
 def test_the_host_entry_is_used_with_its_password_decrypted_once(clean_env, monkeypatch):
@@ -55,7 +56,7 @@ def test_the_host_entry_is_used_with_its_password_decrypted_once(clean_env, monk
     databases = {"pipe": {"driver": "aiomysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
                                                            "password": aes_encode_b64("k", "pw")}}}
     host_config(monkeypatch, password_key="k", databases=databases)
-    desc = hostenv.host_database(required=True)
+    desc = hostcfg.host_database(required=True)
     assert desc == {"driver": "mysql", "kwargs": {"host": "db", "port": 3306, "user": "u", "db": "d",
                                                   "password": "pw"}}
 
@@ -70,7 +71,7 @@ def test_a_password_that_cannot_be_decrypted_is_a_clear_configuration_error(clea
     databases = {"pipe": {"driver": "mysql", "kwargs": {"db": "d", "user": "u", "password": "not-encoded"}}}
     host_config(monkeypatch, databases=databases, **config)
     with pytest.raises(ConfigurationError, match=message):
-        hostenv.host_database(required=True)
+        hostcfg.host_database(required=True)
 
 
 def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):
@@ -82,7 +83,7 @@ def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):
 def test_package_records_reach_the_host_log_file_with_their_origin_and_traceback(tmp_path):
     import logging
     from appPublic.log import MyLogger
-    from pipeline_service.hostlog import HostLogHandler
+    from pipeline_service.host.log import HostLogHandler
     logfile = tmp_path / "host.log"
     host_logger = MyLogger.klass("the-host", levelname="error", logfile=str(logfile))  # as config.json 'logger'
     logger = logging.getLogger("pipeline_service.test_hostlog")

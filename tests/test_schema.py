@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_service import PipelineService, schema
+from pipeline_service import PipelineService
+from pipeline_service.store import schema
 from pipeline_service.exceptions import InvalidInputError, NotFoundError
 from pipeline_service.ids import now_ms
-from pipeline_service.storage import Storage
+from pipeline_service.store.storage import Storage
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +138,7 @@ async def test_an_old_schema_gets_binary_id_columns_in_place_once(caplog):
     async with storage.transaction() as tx:
         await tx.execute("insert_task", id="keep-me", tenant_id="acme", pipeline_id="p", owner_id="o", title="",
                          params="{}", status="pending", now=now_ms())
-    with caplog.at_level("WARNING", logger="pipeline_service.storage"):
+    with caplog.at_level("WARNING", logger="pipeline_service.store.storage"):
         await storage.create_missing_tables()
     assert len([r for r in caplog.records if "binary collation" in r.message]) == 3
     after = collations_of(database)

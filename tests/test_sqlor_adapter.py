@@ -3,8 +3,8 @@ import pytest
 from sqlor.dbpools import sqlorFactory
 from appPublic.dictObject import DictObject
 
-from pipeline_service import sqlor_adapter
-from pipeline_service.connectors import connector_for, MySQLConnector, SQLiteConnector
+from pipeline_service.store import sqlor_adapter
+from pipeline_service.store.connectors import connector_for, MySQLConnector, SQLiteConnector
 from pipeline_service.exceptions import StorageError
 
 

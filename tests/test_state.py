@@ -4,8 +4,8 @@ import logging
 import pytest
 
 from pipeline_service import InvalidInputError, InvalidStateError, register_handler
-from pipeline_service.handler import get_handler, unregister_handler
-from pipeline_service.state import (STEP_TRANSITIONS, TASK_TRANSITIONS, Dag, StepDef, check_transition,
+from pipeline_service.engine.handlers import get_handler, unregister_handler
+from pipeline_service.dag import (STEP_TRANSITIONS, TASK_TRANSITIONS, Dag, StepDef, check_transition,
                                     parse_config, parse_depends_on)
 
 
@@ -77,14 +77,14 @@ def test_register_handler_validates_and_replacement_is_logged(caplog):
         register_handler("x-type", "not callable")
     first, second = (lambda *a: {}), (lambda *a: {"v": 2})
     register_handler("x-type", first)
-    with caplog.at_level(logging.INFO, logger="pipeline_service.handler"):
+    with caplog.at_level(logging.INFO, logger="pipeline_service.engine.handlers"):
         register_handler("x-type", second)
     assert get_handler("x-type") is second and "replaced" in caplog.text
     unregister_handler("x-type")
 
 
 def test_cascade_plan_affected_sets():
-    from pipeline_service.state import cascade_plan
+    from pipeline_service.dag import cascade_plan
     d = dag(("a", []), ("b", ["a"]), ("c", ["b"]), ("d", ["c"]), ("x", []), ("y", ["x"]))
     plan = cascade_plan(d, {"b": {"output": {"v": 1}}}, output_versions={"a": 1, "b": 2, "c": 1})
     assert plan.rerun == ("c", "d") and plan.edited_outputs == ("b",) and plan.interrupted == ("b", "c", "d")
@@ -100,7 +100,7 @@ def test_cascade_plan_affected_sets():
 
 
 def test_cascade_plan_refuses_bad_updates():
-    from pipeline_service.state import cascade_plan
+    from pipeline_service.dag import cascade_plan
     d = dag(("a", []), ("b", ["a"]))
     for updates, rerun_from in (({"q": {"output": {}}}, None), ({}, "q"), ({"a": {"output": 3}}, None),
                                 ({"a": {}}, None), ({}, None), ({"a": {"input": {"s": {1}}}}, None)):

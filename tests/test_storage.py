@@ -9,7 +9,7 @@ import pytest
 
 from pipeline_service import DatabaseUnavailableError, SchemaMissingError, StorageError
 from pipeline_service.ids import new_id, now_ms
-from pipeline_service.storage import Storage
+from pipeline_service.store.storage import Storage
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_service import PipelineService, register_handler
-from pipeline_service.artifacts import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_SUBMIT_BYTES, check_json_object, to_json
+from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_SUBMIT_BYTES, check_json_object, to_json
 from pipeline_service.exceptions import InvalidInputError, NotFoundError, PipelineError, StorageError
 from pipeline_service.ids import new_id
-from pipeline_service.state import MAX_SECONDS
+from pipeline_service.dag import MAX_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,15 +1,15 @@
 """Human control of a task: pause, resume, cancel, and modify with a cascade re-run.
 
 Each operation locks the task's row, then its step rows (like every state change, see
-``queries.STEP_STATES``), checks the transition against the tables in ``state.py`` and
-writes in one transaction.  Mixed into ``Manager``, whose shared helpers
-(``_lock_states``, ``_advance``, ``_settle``) it uses.
+``progress.Progress.lock_states``), checks the transition against the tables in
+``dag.py`` and writes in one transaction.
 """
-from . import state
-from .artifacts import Writes
-from .exceptions import InvalidStateError, NotFoundError
-from .ids import now_ms
-from .views import task_summary
+from ..dag import TASK_TRANSITIONS, cascade_plan, check_transition
+from ..exceptions import InvalidStateError, NotFoundError
+from ..ids import now_ms
+from ..views import task_summary
+from .plans import Plans
+from .progress import Progress
 
 
 def claim_to_stop(step):
@@ -29,34 +29,33 @@ def claims_to_stop(steps):
     return [claim for claim in map(claim_to_stop, steps) if claim is not None]
 
 
-class ControlOperations:
+class Control:
+    def __init__(self, storage, plans: Plans, progress: Progress) -> None:
+        self.storage = storage
+        self.plans = plans
+        self.progress = progress
+
     async def _control(self, tenant_id, task_id, change):
         """Run ``change(writes, states, task_status)`` with the task's row and step rows locked;
         returns (its result, the task summary after it)."""
-        async def run(tx):
-            key = (tenant_id, task_id)
-            states, task_status = (await self._lock_states(tx, {key: None})).get(key, ({}, None))
-            if task_status is None:
-                raise NotFoundError(f"task {task_id!r} does not exist")
-            writes = Writes(self, tx, now_ms())
-            result = await change(writes, states, task_status)
-            writes.flush()
-            return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
-        return await self.storage.atomic(run)
+        return await self.storage.atomic(lambda tx: self._locked_change(tx, tenant_id, task_id, change))
 
-    async def _go_on(self, writes, tenant_id, task_id, states, status):
-        """Make ready what can run now in a task that runs (or has not started); end it if
-        nothing can (every step succeeded, or a failure blocks the rest)."""
-        if not await self._advance(writes, tenant_id, task_id, states, None):
-            writes.flush()
-            await self._settle(writes.tx, {(tenant_id, task_id): status}, writes.now)
+    async def _locked_change(self, tx, tenant_id, task_id, change):
+        key = (tenant_id, task_id)
+        states, task_status = (await self.progress.lock_states(tx, {key: None})).get(key, ({}, None))
+        if task_status is None:
+            raise NotFoundError(f"task {task_id!r} does not exist")
+        writes = self.progress.writes(tx, now_ms())
+        result = await change(writes, states, task_status)
+        writes.flush()
+        return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
 
     async def pause(self, tenant_id, task_id):
         async def change(writes, states, status):
             tx, now = writes.tx, writes.now
             if status == "paused":
                 return None  # already holds: a no-op
-            state.check_transition(state.TASK_TRANSITIONS, "task", status, "paused")
+            check_transition(TASK_TRANSITIONS, "task", status, "paused")
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="paused",
                      error=None, finished_at=None, now=now, from_status=status)
             tx.defer("hold_ready_steps", tenant_id=tenant_id, now=now,
@@ -68,12 +67,12 @@ class ControlOperations:
             tx, now = writes.tx, writes.now
             if status in ("running", "pending"):
                 return None  # already holds
-            state.check_transition(state.TASK_TRANSITIONS, "task", status, "running")
+            check_transition(TASK_TRANSITIONS, "task", status, "running")
             if status != "paused":
                 raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                      error=None, finished_at=None, now=now, from_status="paused")
-            await self._go_on(writes, tenant_id, task_id, states, "running")
+            await self.progress.go_on(writes, tenant_id, task_id, states, "running")
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def cancel(self, tenant_id, task_id):
@@ -82,13 +81,13 @@ class ControlOperations:
             tx, now = writes.tx, writes.now
             if status == "cancelled":
                 return []
-            state.check_transition(state.TASK_TRANSITIONS, "task", status, "cancelled")
+            check_transition(TASK_TRANSITIONS, "task", status, "cancelled")
             running = claims_to_stop(states.values())
             tx.defer("cancel_unfinished_steps", tenant_id=tenant_id, now=now, ids=[
                 s["id"] for s in states.values() if s["status"] in ("pending", "running", "skipped")])
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
                      error=None, finished_at=now, now=now, from_status=status)
-            self.forget(tenant_id, task_id)
+            self.plans.forget_at_commit(tx, tenant_id, task_id)
             return running
         running, summary = await self._control(tenant_id, task_id, change)
         return summary, running
@@ -102,8 +101,8 @@ class ControlOperations:
             tx, now = writes.tx, writes.now
             if status == "cancelled":
                 raise InvalidStateError(f"task {task_id!r} is cancelled: a cancelled task cannot be modified")
-            plan = await self.plan(tx, tenant_id, task_id)
-            cascade = state.cascade_plan(plan.dag, updates, rerun_from)
+            plan = await self.plans.get(tx, tenant_id, task_id)
+            cascade = cascade_plan(plan.dag, updates, rerun_from)
             interrupted = claims_to_stop(states[n] for n in cascade.interrupted)
             for name in cascade.edited_outputs:
                 version = (states[name]["output_version"] or 0) + 1
@@ -133,7 +132,7 @@ class ControlOperations:
                          error=None, finished_at=None, now=now, from_status=status)
                 status = "running"
             if status in ("running", "pending"):  # pending: its reset roots are made ready again
-                await self._go_on(writes, tenant_id, task_id, states, status)
+                await self.progress.go_on(writes, tenant_id, task_id, states, status)
             return cascade.rerun, interrupted
         (rerun, interrupted), summary = await self._control(tenant_id, task_id, change)
         summary["rerun"] = list(rerun)

@@ -23,9 +23,9 @@ from datetime import datetime
 
 from aiohttp import web
 
-from . import api
-from .artifacts import parse_json_object
-from .exceptions import InvalidInputError, PipelineError
+from .. import api
+from ..json_objects import parse_json_object
+from ..exceptions import InvalidInputError, PipelineError
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {"not_found": 404, "invalid_input": 400, "invalid_state": 409, "handler_error": 400,

@@ -15,7 +15,8 @@ SQLite compares text exactly by default (BINARY).
 import json
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pipeline_service/
+MODELS_DIR = PACKAGE_DIR.parent / "models"  # the source tree's
 OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts")
 REFERENCE_TABLES = ("pipelines", "pipeline_steps")
 
@@ -31,7 +32,7 @@ SQLITE_TYPES = {"str": "TEXT", "char": "TEXT", "text": "TEXT", "int": "INTEGER",
 
 def models_dir():
     """Where the models are: the source tree, or the copy installed with the package."""
-    installed = Path(__file__).resolve().parent / "models"
+    installed = PACKAGE_DIR / "models"
     return installed if installed.is_dir() else MODELS_DIR
 
 

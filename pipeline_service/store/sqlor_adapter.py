@@ -53,7 +53,7 @@ def new_sqlor(driver, kwargs):
     and never sees a password — ``SQLor.__init__`` would "decrypt" whatever password it
     is given with the host's ``password_key`` (a plaintext one then fails, and a
     standalone process has no config.json at all).  The connector holds the real
-    connection arguments; hostenv decrypts a host's password exactly once.
+    connection arguments; host/config.py decrypts a host's password exactly once.
     """
     safe = {key: value for key, value in kwargs.items() if key != "password"}
     sor = sqlorFactory(DictObject(driver=driver, kwargs=DictObject(**safe)))

@@ -15,7 +15,7 @@ import aiomysql
 import pymysql
 
 from . import sqlor_adapter
-from .exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
+from ..exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
 
 SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema --with-reference --db ...` "
                "or `await storage.create_missing_tables(include_reference=True)`")

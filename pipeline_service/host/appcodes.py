@@ -13,8 +13,8 @@ from the file goes), other sets are untouched, and loading twice is harmless.
 import json
 from pathlib import Path
 
-from .exceptions import InvalidInputError, SchemaMissingError
-from .storage import Storage
+from ..exceptions import InvalidInputError, SchemaMissingError
+from ..store.storage import Storage
 
 SETS = "appcodes"
 VALUES = "appcodes_kv"
@@ -23,8 +23,9 @@ FIELDS = {SETS: ("id", "name", "hierarchy_flg"), VALUES: ("id", "parentid", "k",
 
 def data_file():
     """init/data.json: the copy installed with the package, or the source tree's."""
-    installed = Path(__file__).resolve().parent / "init_data" / "data.json"
-    return installed if installed.is_file() else Path(__file__).resolve().parent.parent / "init" / "data.json"
+    package = Path(__file__).resolve().parent.parent  # pipeline_service/
+    installed = package / "init_data" / "data.json"
+    return installed if installed.is_file() else package.parent / "init" / "data.json"
 
 
 def read_codes(path=None):

@@ -1,6 +1,6 @@
 """The execution loop: claim ready steps, run their handlers, report the outcome.
 
-It only orchestrates; every state change is a manager operation.
+It only orchestrates; every state change is an operation of the claimer or the recorder.
 
 * Dispatch is event-driven: a finished step (or a submit, resume, modify) in this
   process wakes the loop at once, so successors start without waiting for a poll.
@@ -30,12 +30,12 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 
-from .artifacts import check_json_object, from_json, to_json
-from .exceptions import DatabaseUnavailableError, InvalidInputError, StorageError
-from .handler import SyncThreads, call_handler, get_handler, registered_step_types
-from .ids import new_id, now_ms
-from .manager import Outcome
-from .state import check_seconds, check_whole
+from ..json_objects import check_json_object, from_json, to_json
+from ..exceptions import DatabaseUnavailableError, InvalidInputError, StorageError
+from .handlers import SyncThreads, call_handler
+from ..ids import new_id, now_ms
+from .records import Outcome
+from ..dag import check_seconds, check_whole
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
 # characters of outputs per batch at most: a batch goes to MySQL in one round trip, which
@@ -78,10 +78,13 @@ class OutcomeNotStored(Exception):
 
 
 class Executor:
-    def __init__(self, manager, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
-                 max_crashes=3, sync_threads=32):
+    def __init__(self, storage, claimer, recorder, handlers, concurrency=64, tenant_concurrency=None,
+                 poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
-        self.manager = manager
+        self.storage = storage
+        self.claimer = claimer      # claims ready steps (fairness over tenants)
+        self.recorder = recorder    # records outcomes, leases, hand-backs, recovery
+        self.handlers = handlers    # the registry: which step types this process runs, and how
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
         self.poll_interval = poll_interval
@@ -169,7 +172,7 @@ class Executor:
         if not claims:
             return
         try:
-            released = await self.manager.release(claims)
+            released = await self.recorder.release(claims)
         except Exception:
             log.exception("pipeline executor %s: could not hand back %d unfinished step(s); they run again once "
                           "their lease expires", self.owner, len(claims))
@@ -217,9 +220,9 @@ class Executor:
         """One probe; recovers expired leases; True if a step this process can run is ready
         (ready steps of other step types start no claim: idle stays one query per poll)."""
         now = now_ms()
-        probe = (await self.manager.storage.probe("probe", now=now, step_types=registered_step_types()))[0]
+        probe = (await self.storage.probe("probe", now=now, step_types=self.handlers.step_types()))[0]
         if probe["next_expiry"] is not None and probe["next_expiry"] < now:
-            recovered = await self.manager.recover_expired(now, self.max_crashes)
+            recovered = await self.recorder.recover_expired(now, self.max_crashes)
             if recovered:
                 log.warning("pipeline executor %s: took back %d step(s) whose worker's lease expired",
                             self.owner, recovered)
@@ -234,10 +237,10 @@ class Executor:
         while not self._stopping:
             # a step's slot is free once its handler ends; at most `concurrency` outcomes wait to be recorded
             free = min(self.concurrency - len(self._slots), 2 * self.concurrency - len(self._running))
-            step_types = registered_step_types()
+            step_types = self.handlers.step_types()
             if free <= 0 or not step_types:
                 return
-            claims = await self.manager.claim_ready(self.owner, free, self.lease_ms, step_types,
+            claims = await self.claimer.claim_ready(self.owner, free, self.lease_ms, step_types,
                                                     Counter(c.tenant_id for c in self._slots),
                                                     self.tenant_concurrency)
             for claim in claims:
@@ -255,7 +258,7 @@ class Executor:
 
     async def _beat(self):
         try:
-            lost = await self.manager.heartbeat(self.owner, self.lease_ms, list(self._running))
+            lost = await self.recorder.heartbeat(self.owner, self.lease_ms, list(self._running))
         except Exception as exc:
             log.error("pipeline executor %s: cannot extend leases (%s)", self.owner, exc)
             return
@@ -270,8 +273,9 @@ class Executor:
     # ---- one step ------------------------------------------------------------------
     async def _run_step(self, claim):
         try:
-            step, input_data = await self.manager.start_step(claim)
-            result = await self._attempt(claim, step, input_data)
+            started = await self.recorder.start_step(claim)
+            step = started.step
+            result = await self._attempt(claim, step, started.input)
             self._free_slot(claim)
             try:
                 await self._record_outcome(claim, step, result)
@@ -301,7 +305,7 @@ class Executor:
 
     async def _attempt(self, claim, step, input_data):
         """Run the handler once: the JSON text its result is stored as, or a Failed."""
-        fn = get_handler(step.step_type)
+        fn = self.handlers.get(step.step_type)
         if fn is None:
             return Failed(f"no handler registered for step_type {step.step_type!r}")
         if claim in self._revoked:
@@ -359,7 +363,7 @@ class Executor:
         """One transaction for the batch. If the database refuses it (not for want of a connection),
         each outcome alone: one it cannot store then fails only its own attempt."""
         try:
-            recorded = await self.manager.finish([outcome for outcome, _, _ in batch])
+            recorded = await self.recorder.finish([outcome for outcome, _, _ in batch])
         except Exception as exc:
             refused = self._refused(exc)
             if refused and len(batch) > 1:
@@ -378,7 +382,7 @@ class Executor:
         """Did the database refuse what was written (rather than fail to be reached, or pick a deadlock victim)?"""
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         return not isinstance(exc, (DatabaseUnavailableError, OSError)) and not isinstance(cause, OSError) and (
-            not self.manager.storage.connector.retryable(cause))
+            not self.storage.connector.retryable(cause))
 
 
 async def _cancel(tasks):

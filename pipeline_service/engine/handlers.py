@@ -1,4 +1,4 @@
-"""The handler registry: step_type -> the function that does the step's work.
+"""Handlers: the registry (step_type -> the function that does the step's work) and calling them.
 
 A handler is ``async def handler(tenant_id, task_id, step_name, input_data, config) -> dict``;
 a plain function is run in a thread of the executor's own (``SyncThreads``) so it
@@ -11,34 +11,55 @@ import logging
 import threading
 from collections import Counter
 
-from .exceptions import InvalidInputError
+from ..exceptions import InvalidInputError
 
 log = logging.getLogger(__name__)
-_handlers = {}
+
+
+class HandlerRegistry:
+    """step_type -> the function that does the step's work."""
+
+    def __init__(self) -> None:
+        self._handlers: dict = {}
+
+    def register(self, step_type, fn):
+        """Register ``fn`` for ``step_type``; registering again replaces (and logs it)."""
+        if not isinstance(step_type, str) or not step_type.strip():
+            raise InvalidInputError(f"step_type must be a non-empty string, got {step_type!r}")
+        if not callable(fn):
+            raise InvalidInputError(f"the handler for step_type {step_type!r} is not callable: {fn!r}")
+        if step_type in self._handlers and self._handlers[step_type] is not fn:
+            log.info("handler for step_type %r replaced: %r -> %r", step_type, self._handlers[step_type], fn)
+        self._handlers[step_type] = fn
+        return fn
+
+    def get(self, step_type):
+        return self._handlers.get(step_type)
+
+    def step_types(self):
+        return sorted(self._handlers)
+
+    def unregister(self, step_type) -> None:
+        self._handlers.pop(step_type, None)
+
+
+DEFAULT_REGISTRY = HandlerRegistry()
 
 
 def register_handler(step_type, fn):
-    """Register ``fn`` for ``step_type``; registering again replaces (and logs it)."""
-    if not isinstance(step_type, str) or not step_type.strip():
-        raise InvalidInputError(f"step_type must be a non-empty string, got {step_type!r}")
-    if not callable(fn):
-        raise InvalidInputError(f"the handler for step_type {step_type!r} is not callable: {fn!r}")
-    if step_type in _handlers and _handlers[step_type] is not fn:
-        log.info("handler for step_type %r replaced: %r -> %r", step_type, _handlers[step_type], fn)
-    _handlers[step_type] = fn
-    return fn
+    return DEFAULT_REGISTRY.register(step_type, fn)
 
 
 def get_handler(step_type):
-    return _handlers.get(step_type)
+    return DEFAULT_REGISTRY.get(step_type)
 
 
 def registered_step_types():
-    return sorted(_handlers)
+    return DEFAULT_REGISTRY.step_types()
 
 
 def unregister_handler(step_type):
-    _handlers.pop(step_type, None)
+    DEFAULT_REGISTRY.unregister(step_type)
 
 
 async def call_handler(fn, threads, tenant_id, task_id, step_name, input_data, config):

@@ -9,9 +9,11 @@ import logging
 import warnings
 from contextlib import asynccontextmanager, contextmanager
 
-from . import queries, schema, sqlor_adapter
+from . import queries
+from . import schema
+from . import sqlor_adapter
 from .connectors import connector_for
-from .exceptions import StorageError
+from ..exceptions import StorageError
 
 log = logging.getLogger(__name__)
 # sqlor treats these parameter names as paging/sorting instructions

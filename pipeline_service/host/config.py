@@ -12,7 +12,7 @@ from appPublic.aes import aes_decode_b64
 from appPublic.jsonConfig import getConfig
 from sqlor.dbpools import DBPools
 
-from .exceptions import ConfigurationError
+from ..exceptions import ConfigurationError
 
 MODULE = "pipeline_service"
 EMBEDDED_DEFAULT = "sqlite:///pipeline_service.db"

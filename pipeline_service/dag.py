@@ -10,7 +10,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from .artifacts import check_json_object, parse_json_object, to_json
+from .json_objects import check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError, InvalidStateError
 from .ids import check_name
 

@@ -1,0 +1,1 @@
+"""The engine: domain operations in transactions, human control, the executor loop, calling handlers."""

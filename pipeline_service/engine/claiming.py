@@ -1,0 +1,120 @@
+"""Claiming ready steps, fairly over tenants, within this process's free slots.
+
+Tenants with ready steps are served in turn: the one with the fewest steps running
+here first, then the one served longest ago, each to an equal share of the free
+slots, never past ``tenant_limit`` running here; slots a tenant cannot use go, in
+further passes, to the tenants not asked yet, then to those that had more.  A pass
+asks up to TENANTS_PER_STATEMENT tenants in one statement: one round trip however
+many tenants (with thousands of tenants of a few steps each, a statement per tenant
+cost a round trip per claimed step).
+"""
+from collections import Counter
+
+from cachetools import LRUCache
+
+from ..dag import parse_depends_on
+from ..ids import now_ms
+from .caches import EngineCaches
+from .records import Claim
+
+TENANTS_PER_CLAIM = 32   # tenants with ready steps read per refresh (a page, in tenant id order)
+TENANTS_PER_STATEMENT = 64  # tenants a claim asks in one statement (a SELECT each, joined by UNION ALL)
+TENANT_REFRESH_MS = 50   # how stale the list of tenants with ready steps may be
+TENANT_MEMORY = 65536    # tenants whose last claim round is remembered (to serve the others first)
+
+
+def equal_shares(queue, left, slots):
+    """``slots`` split evenly over the tenants of ``queue``, in its order, none past its
+    ``left``: {tenant: share} for the first TENANTS_PER_STATEMENT tenants that get any."""
+    shares = {}
+    for i, tenant in enumerate(queue):
+        if slots <= 0 or len(shares) == TENANTS_PER_STATEMENT:
+            break
+        shares[tenant] = min(left[tenant], -(-slots // (len(queue) - i)))
+        slots -= shares[tenant]
+    return shares
+
+
+class Claimer:
+    def __init__(self, storage, caches: EngineCaches) -> None:
+        self.storage = storage
+        self.caches = caches
+        self._tenants_checked_at = 0
+        self._tenant_cursor = ""       # the last tenant of the last page read (see _tenants_with_ready_steps)
+        self._served = LRUCache(TENANT_MEMORY)  # tenant -> claim round it was last served in
+        self._rounds = 0
+
+    async def claim_ready(self, owner, free, lease_ms, step_types, running_per_tenant, tenant_limit=None):
+        """Claim up to ``free`` ready steps of ``step_types`` (see the module's docstring).
+        Claiming a root step marks its task started (just after the claim, see _mark_started)."""
+        def room(tenant):
+            limit = free if tenant_limit is None else tenant_limit - running_per_tenant.get(tenant, 0)
+            return max(0, limit)
+        self._rounds += 1
+        this_round = self._rounds
+
+        async def claim(tx):
+            now = now_ms()
+            tenants = sorted(await self._tenants_with_ready_steps(tx, now),
+                             key=lambda t: (running_per_tenant.get(t, 0), self._served.get(t, 0)))
+            left = {t: room(t) for t in tenants}
+            queue, claimed, served, drained = [t for t in tenants if left[t] > 0], [], [], set()
+            while queue and len(claimed) < free:  # each pass claims a step or drops the tenants it asked
+                shares = equal_shares(queue, left, free - len(claimed))
+                got = await self._claim_for(tx, shares, owner, lease_ms, step_types, now)
+                counts = Counter(r["tenant_id"] for r in got)
+                short = {t for t, share in shares.items() if counts[t] < share}  # no more it can run here
+                for tenant in shares:
+                    left[tenant] -= counts[tenant]
+                served += shares
+                drained |= short
+                claimed += got
+                queue = [t for t in queue if t not in shares] + [t for t in shares if t not in short and left[t]]
+            tx.on_commit(lambda: self._served.update((t, this_round) for t in served))
+            tx.on_commit(lambda: self.caches.ready_tenants.difference_update(drained))
+            return claimed, now
+        claimed, now = await self.storage.atomic(claim)
+        roots = {(r["tenant_id"], r["task_id"]) for r in claimed if not parse_depends_on(r["depends_on"])}
+        if roots:
+            await self._mark_started(roots, now)
+        return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
+                      int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
+
+    async def _mark_started(self, keys, now):
+        """Mark the tasks ``{(tenant_id, task_id)}`` started (the first claim of a root step).
+
+        A transaction of its own, after the claim's: a claim holds step rows and must
+        never wait for a task row, which a state change holds while it waits for step
+        rows (a deadlock).  The handlers start only after this, so a step never ends
+        before its task is `running`; a crash in between leaves the step to recovery.
+        """
+        async def write(tx):
+            tx.defer("mark_tasks_started", tenant_ids=sorted({k[0] for k in keys}),
+                     task_ids=sorted({k[1] for k in keys}), now=now)
+        await self.storage.atomic(write)
+
+    async def _tenants_with_ready_steps(self, tx, now):
+        """Tenants believed to have ready steps: those that submitted here or had steps made
+        ready here, and, read at most every TENANT_REFRESH_MS, the next page of the tenants
+        with ready steps in the database (TENANTS_PER_CLAIM of them in tenant id order after
+        the last page, from the first again after the last one): every tenant with ready
+        steps is found within ceil(tenants / TENANTS_PER_CLAIM) refreshes, however many
+        there are and however large their backlogs.  A tenant leaves the list when a
+        claim finds nothing of it to run."""
+        if now - self._tenants_checked_at >= TENANT_REFRESH_MS:
+            rows = await tx.fetch_all("tenants_with_ready_steps", after=self._tenant_cursor, now=now,
+                                      limit=TENANTS_PER_CLAIM)
+            # a read of committed rows: kept even if the claim rolls back
+            self._tenant_cursor = rows[-1]["tenant_id"] if len(rows) == TENANTS_PER_CLAIM else ""
+            self.caches.ready_tenants.update(r["tenant_id"] for r in rows)
+            self._tenants_checked_at = now
+        return list(self.caches.ready_tenants)
+
+    async def _claim_for(self, tx, shares, owner, lease_ms, step_types, now):
+        """Claim up to ``shares[tenant]`` ready steps of each tenant, oldest first, in one statement."""
+        rows = await tx.fetch_union("select_ready_steps", [
+            dict(tenant_id=tenant, now=now, step_types=step_types, limit=share) for tenant, share in shares.items()])
+        if rows:  # locked above (FOR UPDATE): all of them are claimed
+            tx.defer("claim_steps", ids=[r["id"] for r in rows], owner=owner, lease_expires_at=now + lease_ms,
+                     now=now)
+        return rows

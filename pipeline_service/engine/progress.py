@@ -1,0 +1,147 @@
+"""Moving a task forward: the shared steps of every state change of a task.
+
+Every state change (recording outcomes, recovery, hand-back, human control) locks the
+task's row first, by primary key and in id order, then reads and changes its step rows
+by primary key (docs/ARCHITECTURE.md, "the task row lock"); then makes ready the steps
+whose dependencies all succeeded, with their inputs; then settles a task that can make
+no more progress.
+"""
+from .caches import EngineCaches
+from .plans import Plans
+from .writes import Writes
+
+
+class Progress:
+    def __init__(self, plans: Plans, caches: EngineCaches) -> None:
+        self.plans = plans
+        self.caches = caches
+
+    def writes(self, tx, now: int) -> Writes:
+        return Writes(self.caches, tx, now)
+
+    async def lock_states(self, tx, wanted):
+        """Lock the task rows of ``wanted`` ({(tenant_id, task_id): step names, or None for all
+        the task's steps}) in id order (see queries.STEP_STATES), then read those steps;
+        for each task found, ``(states by step name, task status)`` as last committed."""
+        tx.defer("lock_tasks", task_ids=sorted({k[1] for k in wanted}), tenant_ids=sorted({k[0] for k in wanted}))
+        rows, ids = [], []
+        for key, names in wanted.items():
+            if names is None:
+                rows += await tx.fetch_all("task_step_states", tenant_id=key[0], task_id=key[1])
+            else:
+                ids += [(await self.plans.get(tx, *key)).ids[n] for n in names]
+        if ids:
+            rows += await tx.fetch_all("step_states", ids=ids, tenant_ids=sorted({k[0] for k in wanted}))
+        locked = {}
+        for r in rows:
+            key = (r["tenant_id"], r["task_id"])
+            if key in wanted:
+                locked.setdefault(key, ({}, r["task_status"]))[0][r["step_name"]] = r
+        return locked
+
+    async def touched(self, tx, outcomes):
+        """The steps a finish of ``outcomes`` reads, by task: the finished steps, the successors
+        of those that succeeded, and of each successor the dependency that held it back when
+        last looked at (see dependencies_succeeded) — never all the steps of a task."""
+        touched = {}
+        for o in outcomes:
+            key = (o.claim.tenant_id, o.claim.task_id)
+            names = touched.setdefault(key, set())
+            names.add(o.claim.step_name)
+            if o.output is not None:
+                dag = (await self.plans.get(tx, *key)).dag
+                for succ in dag.successors[o.claim.step_name]:
+                    deps = dag.steps[succ].depends_on
+                    names.update((succ, deps[self.caches.blockers.get((*key, succ), 0) % len(deps)]))
+        return touched
+
+    async def _read_states(self, tx, key, plan, names, states):
+        """Add the states of steps ``names`` of task ``key`` to ``states`` (its task is locked)."""
+        if names:
+            for r in await tx.fetch_all("step_states", ids=[plan.ids[n] for n in names], tenant_ids=[key[0]]):
+                states[r["step_name"]] = r
+
+    async def advance(self, writes, tenant_id, task_id, states, finished):
+        """Make ready every waiting step whose dependencies all succeeded: the successors of
+        ``finished`` (their states read), or all steps when ``finished`` is None (all states
+        read); True if it made one ready (then the task can go on: no need to settle it)."""
+        plan = await self.plans.get(writes.tx, tenant_id, task_id)
+        dag = plan.dag
+        candidates = dag.order if finished is None else [s for f in finished for s in dag.successors[f]]
+        made = False
+        for name in dict.fromkeys(candidates):
+            row = states[name]
+            if row["status"] == "pending" and row["ready_at"] is None and await self.dependencies_succeeded(
+                    writes.tx, (tenant_id, task_id), plan, name, states):
+                await self._make_ready(writes, tenant_id, task_id, plan, name, states)
+                made = True
+        return made
+
+    async def dependencies_succeeded(self, tx, key, plan, name, states):
+        """Whether every dependency of step ``name`` has succeeded (reading the states missing
+        from ``states``).  The dependencies are looked at from the one found unfinished last
+        time (``caches.blockers``, per process), in chunks that double: in a fan-in of n steps
+        a finish reads O(1) rows, all of them n in all (not n²)."""
+        deps = plan.dag.steps[name].depends_on
+        memo = (*key, name)
+        start, looked, chunk = self.caches.blockers.get(memo, 0), 0, 1
+        while looked < len(deps):
+            part = [deps[(start + i) % len(deps)] for i in range(looked, min(looked + chunk, len(deps)))]
+            await self._read_states(tx, key, plan, [d for d in part if d not in states], states)
+            for i, dep in enumerate(part, start=looked):
+                if states[dep]["status"] != "succeeded":
+                    self.caches.blockers[memo] = (start + i) % len(deps)
+                    return False
+            looked, chunk = looked + len(part), chunk * 2
+        self.caches.blockers.pop(memo, None)
+        return True
+
+    async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
+        """Make a step ready with its input: the current one, or a new version built from the
+        upstream output versions in force (the 'pinned' versions)."""
+        row = states[name]
+        version = row["input_version"]
+        if version is None or row["input_stale"]:
+            upstream, lineage = {}, {}
+            for dep in plan.dag.steps[name].depends_on:
+                lineage[dep] = states[dep]["output_version"]
+                upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
+            version = (version or 0) + 1
+            writes.artifact(tenant_id, task_id, name, "input", version, {"params": plan.params, "upstream": upstream},
+                            "engine", lineage)
+        writes.ready(tenant_id, row["id"], version)
+        row.update(ready_at=writes.now, input_version=version, input_stale=0)
+
+    async def go_on(self, writes, tenant_id, task_id, states, status):
+        """Make ready what can run now in a task that runs (or has not started); end it if
+        nothing can (every step succeeded, or a failure blocks the rest)."""
+        if not await self.advance(writes, tenant_id, task_id, states, None):
+            writes.flush()
+            await self.settle(writes.tx, {(tenant_id, task_id): status}, writes.now)
+
+    async def settle(self, tx, statuses, now):
+        """End the tasks of ``statuses`` ({(tenant_id, task_id): status}) that can make no more
+        progress (no step running or ready): succeeded, or failed with the errors of their
+        failed steps.  By counters (task_progress: a few index look-ups per task, after this
+        transaction's writes), not by reading every step."""
+        if not statuses:
+            return
+        for r in await tx.fetch_all("task_progress", task_ids=sorted({k[1] for k in statuses}),
+                                    tenant_ids=sorted({k[0] for k in statuses})):
+            key = (r["tenant_id"], r["task_id"])
+            if key not in statuses or r["has_running"] or r["has_ready"]:
+                continue
+            ids = dict(tenant_id=key[0], task_id=key[1])
+            if not r["has_unsucceeded"]:
+                tx.defer("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
+                         from_status=statuses[key], **ids)
+            elif r["has_failed"]:
+                position = (await self.plans.get(tx, *key)).dag.position
+                failed = sorted(await tx.fetch_all("failed_steps", **ids), key=lambda f: position[f["step_name"]])
+                error = "; ".join(f"step {f['step_name']!r} failed: {f['error']}" for f in failed)
+                tx.defer("skip_waiting_steps", now=now, **ids)
+                tx.defer("set_task_status", status="failed", error=error, finished_at=now, now=now,
+                         from_status=statuses[key], **ids)
+            else:
+                continue
+            self.plans.forget_at_commit(tx, *key)

@@ -1,0 +1,75 @@
+"""What people read: a tenant's tasks, a task with its steps, a step with its versions."""
+from ..dag import Dag
+from ..exceptions import NotFoundError
+from ..ids import iso
+from ..json_objects import from_json
+from ..views import step_view, task_summary
+
+
+class Reads:
+    def __init__(self, storage) -> None:
+        self.storage = storage
+
+    async def list_tasks(self, tenant_id, pipeline_id, status, page, rows):
+        return await self.storage.atomic(lambda tx: self._list(tx, tenant_id, pipeline_id, status, page, rows))
+
+    async def _list(self, tx, tenant_id, pipeline_id, status, page, rows):
+        filters = dict(tenant_id=tenant_id, pipeline_id=pipeline_id, status=status)
+        total = (await tx.fetch_one("count_tasks", **filters))["n"]
+        found = await tx.fetch_all("list_tasks", limit=rows, offset=(page - 1) * rows, **filters)
+        return {"total": int(total), "rows": [task_summary(r) for r in found]}
+
+    async def task_detail(self, tenant_id, task_id):
+        task, steps = await self.storage.atomic(lambda tx: self._read_task(tx, tenant_id, task_id))
+        dag = Dag.from_rows(steps, f"task {task_id!r}")
+        by_name = {s["step_name"]: s for s in steps}
+        detail = task_summary(task)
+        detail["params"] = from_json(task["params"])
+        detail["steps"] = [step_view(by_name[name]) for name in dag.order]
+        return detail
+
+    async def _read_task(self, tx, tenant_id, task_id):
+        task = await self._task(tx, tenant_id, task_id)
+        return task, await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
+
+    async def node(self, tenant_id, task_id, step_name, version):
+        step, chosen, output, input_, versions = await self.storage.atomic(
+            lambda tx: self._read_node(tx, tenant_id, task_id, step_name, version))
+        return {
+            "step": step_view(step),
+            "version": chosen,
+            "input": from_json(input_["content"]) if input_ else None,
+            "input_version": input_["version"] if input_ else None,
+            "output": from_json(output["content"]) if output else None,
+            "versions": [{"kind": v["kind"], "version": v["version"], "source": v["source"],
+                          "created_at": iso(v["created_at"])} for v in versions],
+        }
+
+    async def _read_node(self, tx, tenant_id, task_id, step_name, version):
+        await self._task(tx, tenant_id, task_id)
+        step = await tx.fetch_one("get_step", tenant_id=tenant_id, task_id=task_id, step_name=step_name)
+        if step is None:
+            raise NotFoundError(f"task {task_id!r} has no step {step_name!r}")
+        versions = await tx.fetch_all("list_artifact_versions", tenant_id=tenant_id, task_id=task_id,
+                                      step_name=step_name)
+        outputs = [v["version"] for v in versions if v["kind"] == "output"]
+        chosen = version if version is not None else (max(outputs) if outputs else None)
+        if version is not None and version not in outputs:
+            raise NotFoundError(f"step {step_name!r} of task {task_id!r} has no output version {version}")
+        output = input_ = None
+        input_version = step["input_version"]
+        if chosen is not None:
+            output = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                        step_name=step_name, kind="output", version=chosen)
+            input_version = (from_json(output["lineage"]) or {}).get("input_version")
+        if input_version is not None:
+            input_ = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                        step_name=step_name, kind="input", version=input_version)
+        return step, chosen, output, input_, versions
+
+    @staticmethod
+    async def _task(tx, tenant_id, task_id):
+        task = await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id)
+        if task is None:  # another tenant's task is indistinguishable from none
+            raise NotFoundError(f"task {task_id!r} does not exist")
+        return task

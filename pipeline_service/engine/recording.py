@@ -1,0 +1,146 @@
+"""Recording what happened to claimed steps: outcomes (a group commit), lease heartbeats,
+hand-backs at a graceful stop, and recovery of steps whose worker died.
+
+Every write of an outcome is fenced by its claim (still running, same attempt and
+owner, checked on the locked rows): a late result of a run whose claim was taken
+away changes nothing, and each output version is stored exactly once.
+"""
+from ..ids import now_ms
+from ..json_objects import from_json
+from .caches import EngineCaches
+from .plans import Plans
+from .progress import Progress
+from .records import StartedStep
+
+ACTIVE = ("pending", "running")  # task statuses in which steps run: a step put back is ready again at once
+
+
+class Recorder:
+    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches) -> None:
+        self.storage = storage
+        self.plans = plans
+        self.progress = progress
+        self.caches = caches
+
+    async def start_step(self, claim) -> StartedStep:
+        """The claimed step's definition and input (stored when it became ready)."""
+        key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
+        cached = self.caches.inputs.pop(key, None)
+        plan = self.plans.cached(claim.tenant_id, claim.task_id)
+        if plan is not None and cached is not None:
+            return StartedStep(plan.dag.steps[claim.step_name], cached)  # the common case: nothing to read
+        return await self.storage.atomic(lambda tx: self._read_start(tx, claim, cached))
+
+    async def _read_start(self, tx, claim, cached) -> StartedStep:
+        plan = await self.plans.get(tx, claim.tenant_id, claim.task_id)
+        if cached is None:
+            artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
+                                          step_name=claim.step_name, kind="input", version=claim.input_version)
+            cached = from_json(artifact["content"])
+        return StartedStep(plan.dag.steps[claim.step_name], cached)
+
+    async def finish(self, outcomes):
+        """Record the outcomes of finished attempts, all in one transaction (a group commit);
+        returns, per outcome, whether it was recorded (False: its claim had been taken away).
+        Successes store their output and make the successors ready with their inputs;
+        failures with a retry delay go back to the queue; final failures fail the step."""
+        return await self.storage.atomic(lambda tx: self._write_outcomes(tx, outcomes))
+
+    async def _write_outcomes(self, tx, outcomes):
+        now = now_ms()
+        locked = await self.progress.lock_states(tx, await self.progress.touched(tx, outcomes))
+        writes = self.progress.writes(tx, now)
+        recorded, succeeded, changed = [], [], {}
+        for o in outcomes:
+            c, key = o.claim, (o.claim.tenant_id, o.claim.task_id)
+            states, task_status = locked.get(key, ({}, None))
+            row = states.get(c.step_name)
+            if row is None or (row["status"], row["attempt"], row["owner"]) != ("running", c.attempt, c.owner):
+                recorded.append(False)  # the claim was taken away: the result is discarded
+                continue
+            recorded.append(True)
+            if o.output is not None:
+                version = (row["output_version"] or 0) + 1
+                writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, o.output, "engine",
+                                {"input_version": c.input_version})
+                succeeded.append(c.id)
+                row.update(status="succeeded", output_version=version)
+                changed.setdefault(key, []).append(c.step_name)
+            elif o.retry_delay is not None:
+                # a paused task holds the step: resume makes it ready again
+                ready_at = now + int(o.retry_delay * 1000) if task_status in ACTIVE else None
+                tx.defer("requeue_step", id=c.id, ready_at=ready_at, error=o.error, attempt=c.attempt,
+                         owner=c.owner, now=now)
+                row.update(status="pending", ready_at=ready_at)
+            else:
+                tx.defer("fail_step", id=c.id, error=o.error, attempt=c.attempt, owner=c.owner, now=now)
+                row.update(status="failed", error=o.error)
+                changed.setdefault(key, [])
+        if succeeded:  # checked running on the locked rows above
+            tx.defer("succeed_steps", ids=succeeded, now=now)
+        unsettled = {}  # running tasks in which nothing was made ready: they may have ended
+        for key, finished in changed.items():
+            states, task_status = locked[key]
+            if task_status == "running" and not await self.progress.advance(writes, *key, states, finished):
+                unsettled[key] = task_status
+        writes.flush()
+        await self.progress.settle(tx, unsettled, now)
+        return recorded
+
+    async def heartbeat(self, owner, lease_ms, claims):
+        """Extend the leases of ``claims`` (the ones running here, and only those); return
+        those the owner no longer holds (same step and attempt, still running)."""
+        ids = sorted({c.id for c in claims})
+
+        async def extend(tx):
+            tx.defer("extend_leases", owner=owner, ids=ids, lease_expires_at=now_ms() + lease_ms)
+        await self.storage.atomic(extend)
+        held = {(r["id"], int(r["attempt"]))
+                for r in await self.storage.probe("owned_running_steps", owner=owner, ids=ids)}
+        return [c for c in claims if (c.id, c.attempt) not in held]
+
+    async def release(self, claims):
+        """Hand back claims that will not be finished (a graceful stop): each step still held
+        by its claim is ready again at once (held, if its task is paused), its attempt counted
+        neither as a failure nor as a crash. Returns how many were handed back."""
+        return await self.storage.atomic(lambda tx: self._release(tx, claims))
+
+    async def _release(self, tx, claims):
+        now = now_ms()
+        wanted = {}  # task -> its steps handed back
+        for c in claims:
+            wanted.setdefault((c.tenant_id, c.task_id), []).append(c.step_name)
+        locked = await self.progress.lock_states(tx, wanted)
+        released = 0
+        for c in claims:
+            task_status = locked.get((c.tenant_id, c.task_id), ({}, None))[1]
+            ready_at = now if task_status in ACTIVE else None
+            released += await tx.execute("release_step", id=c.id, attempt=c.attempt, owner=c.owner,
+                                         ready_at=ready_at, now=now)
+        tx.on_commit(lambda: self.caches.ready_tenants.update(c.tenant_id for c in claims))
+        return released
+
+    async def recover_expired(self, now, max_crashes, limit=100):
+        """Take back running steps whose lease expired (their worker died): run them again,
+        or fail them once they have lost their worker ``max_crashes`` times."""
+        recovered = 0
+        for row in await self.storage.probe("expired_steps", now=now, limit=limit):
+            recovered += await self.storage.atomic(lambda tx, row=row: self._recover(tx, row, now, max_crashes))
+        return recovered
+
+    async def _recover(self, tx, row, now, max_crashes):
+        key = (row["tenant_id"], row["task_id"])
+        states, task_status = (await self.progress.lock_states(tx, {key: [row["step_name"]]})).get(key, ({}, None))
+        step = states.get(row["step_name"])
+        if step is None or step["status"] != "running":
+            return 0
+        if step["crash_count"] + 1 >= max_crashes:
+            error = (f"lost its worker {step['crash_count'] + 1} times (the process died or stalled "
+                     f"mid-step); not run again")
+            if await tx.execute("fail_lost_step", id=row["id"], error=error, now=now) != 1:
+                return 0
+            if task_status in ACTIVE:  # pending: it died before the task started
+                await self.progress.settle(tx, {key: task_status}, now)
+            return 1
+        ready_at = now if task_status in ACTIVE else None
+        return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)

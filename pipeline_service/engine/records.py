@@ -1,0 +1,56 @@
+"""The plain records passed between the engine's components."""
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..dag import Dag
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What never changes in a task after submit: its DAG, its params and its step row ids."""
+
+    dag: Dag
+    params: dict
+    ids: dict  # step name -> step row id
+
+    @property
+    def size(self) -> int:
+        return len(self.dag.steps)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step this process has claimed: the claim token is (owner, attempt)."""
+
+    id: str
+    tenant_id: str
+    task_id: str
+    step_name: str
+    attempt: int       # ever made, this one included: with owner, the claim token
+    attempt_base: int  # attempts made before the step's last re-run
+    owner: str
+    input_version: int
+
+    @property
+    def run_attempt(self) -> int:
+        """This attempt's number within the current run (1 = first), for the retry budget."""
+        return self.attempt - self.attempt_base
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: ``output`` (succeeded), or ``error`` with a ``retry_delay``
+    (another attempt follows) or without one (the step failed)."""
+
+    claim: Claim
+    output: Optional[dict] = None
+    error: Optional[str] = None
+    retry_delay: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class StartedStep:
+    """What a claimed step runs with: its definition and its input."""
+
+    step: Any   # dag.StepDef
+    input: dict

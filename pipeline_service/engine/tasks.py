@@ -1,0 +1,88 @@
+"""Pipelines and tasks coming into being: defining a pipeline, submitting a task."""
+from ..dag import Dag
+from ..exceptions import HandlerError, InvalidInputError, NotFoundError
+from ..ids import new_id, now_ms
+from ..json_objects import check_copies, from_json, to_json
+from ..views import task_summary
+from .caches import EngineCaches
+from .progress import Progress
+from .records import TaskPlan
+
+
+class Tasks:
+    def __init__(self, storage, caches: EngineCaches, progress: Progress, handlers) -> None:
+        self.storage = storage
+        self.caches = caches
+        self.progress = progress
+        self.handlers = handlers  # the service's handler registry: submit refuses types it cannot run
+
+    async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
+        """Create or replace a pipeline definition (rows of pipelines / pipeline_steps);
+        ``steps`` are checked rows (``dag.definition_rows``)."""
+        rows = [dict(row, id=new_id(), pipeline_id=pipeline_id) for row in steps]
+        await self.storage.atomic(lambda tx: self._write_definition(tx, pipeline_id, rows, name, description))
+        return {"id": pipeline_id, "steps": [r["step_name"] for r in rows]}
+
+    async def _write_definition(self, tx, pipeline_id, rows, name, description):
+        # pipelines may be pipeline_core's table with a case-insensitive collation:
+        # never let 'ORG1' replace 'org1' there
+        found = {r["pipeline"] for r in await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)}
+        if found - {pipeline_id}:
+            raise InvalidInputError(f"pipeline {pipeline_id!r} collides with pipeline {min(found)!r} in the "
+                                    "database (pipelines.id is not compared exactly: run create-schema "
+                                    "--with-reference to give it a binary collation)")
+        tx.defer("delete_pipeline_steps", pipeline_id=pipeline_id)
+        tx.defer("delete_pipeline", pipeline_id=pipeline_id)
+        tx.defer("insert_pipeline", id=pipeline_id, name=name or pipeline_id, description=description)
+        tx.defer_many("insert_pipeline_step", rows)
+        tx.on_commit(lambda: self.caches.definitions.pop(pipeline_id, None))
+
+    async def submit(self, tenant_id, pipeline_id, owner_id, title, params, require_handlers=True):
+        task_id, now = new_id(), now_ms()
+        params_text = to_json(params)
+        params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
+        row = await self.storage.atomic(lambda tx: self._write_task(
+            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params, params_text, require_handlers))
+        return task_summary(row)
+
+    async def _write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params, params_text,
+                          require_handlers):
+        dag = await self.definition(tx, pipeline_id)
+        missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
+        if missing and require_handlers:
+            raise HandlerError("no handler is registered for " + ", ".join(
+                f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
+        tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
+                 owner_id=owner_id, title=title, params=params_text, status="pending", now=now)
+        roots = set(dag.roots())  # ready at once, with their inputs
+        check_copies(params_text, len(roots) + 1, "params")
+        ids = {name: new_id() for name in dag.order}
+        writes = self.progress.writes(tx, now)
+        for name in roots:
+            writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
+        writes.flush()
+        tx.defer_many("insert_step", [dict(
+            id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
+            step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
+            config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
+            input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
+            for name in dag.order])
+        plan = TaskPlan(dag, params, ids)
+        tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
+        tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
+        return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
+                    status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
+                    n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
+
+    async def definition(self, tx, pipeline_id) -> Dag:
+        """The DAG of a pipeline as defined (cached for caches.DEFINITION_TTL_SECONDS: a read
+        of committed rows, kept at once)."""
+        dag = self.caches.definitions.get(pipeline_id)
+        if dag is None:
+            rows = [r for r in await tx.fetch_all("get_pipeline_definition", pipeline_id=pipeline_id)
+                    if r["pipeline"] == pipeline_id]  # exactly this id, whatever the table's collation
+            if not rows:
+                raise NotFoundError(f"pipeline {pipeline_id!r} does not exist")
+            dag = Dag.from_rows([r for r in rows if r["step_name"] is not None], f"pipeline {pipeline_id!r}")
+            self.caches.definitions[pipeline_id] = dag
+        return dag

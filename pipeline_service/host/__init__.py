@@ -1,0 +1,1 @@
+"""Living in an ahserver host: config.json, the host's log, the HTTP endpoints, appcodes."""

@@ -1,0 +1,1 @@
+"""The database: transactions of named statements, one connector per database, the sqlor adapter, the schema."""
