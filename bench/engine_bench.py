@@ -16,7 +16,7 @@ submit to done / 5 steps (the measure the DBOS peer reports); for burst, the CPU
 time per step of this process and of the local MariaDB server (the engine's cost,
 not its latency). The storage baseline (one committed
 insert+select transaction, raw aiomysql vs ours) is measured in the same run.
-Goals (SPEC §7, MariaDB, one process): >= 1,500 steps/s; overhead < 2 ms;
+Goals (bench/README.md, MariaDB, one process): >= 1,500 steps/s; overhead < 2 ms;
 successor start < 5 ms.
 Run: python bench/engine_bench.py [--tasks 300] [--backends mysql,sqlite]
 """

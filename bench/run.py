@@ -1,4 +1,4 @@
-"""The benchmark suite: every figure of SPEC §7 in one run, beside the peer DBOS 3.4.
+"""The benchmark suite: every goal of bench/README.md in one run, beside the peer DBOS 3.4.
 
     python bench/run.py [--rounds 5] [--tasks 300] [--quick] [--profile]
 

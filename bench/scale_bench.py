@@ -1,4 +1,4 @@
-"""Scale-out and fairness on MariaDB (SPEC §5, §7).
+"""Scale-out and fairness on MariaDB (docs/OPERATIONS.md; goals in bench/README.md).
 
 * throughput of the diamond DAG with 1, 2 and 3 host processes (tests/host_process.py),
   the tasks submitted all at once by a separate front-end process (hosts poll every 0.1 s);

@@ -1,7 +1,7 @@
 """Storage-layer transaction vs a raw aiomysql pooled transaction, interleaved (A B A B).
 
 Both do the same work: INSERT one task row, SELECT it back, COMMIT.
-Goal (SPEC §7): ours within 2x of raw aiomysql.
+Goal (bench/README.md): ours within 2x of raw aiomysql.
 Run: python bench/storage_bench.py [--rounds 20 --per-round 50]
 """
 import argparse

@@ -1,4 +1,4 @@
-"""The module-level functions of SPEC §1, bound to one default PipelineService.
+"""The module-level functions (README, API reference), bound to one default PipelineService.
 
 The default service is built on first use: from ``configure(database=...)`` if the
 caller gave one, else from the host's configuration (config.json +

@@ -275,11 +275,10 @@ class CascadePlan:
     edited_inputs: tuple
     rerun: tuple        # steps reset and run again
     interrupted: tuple  # steps whose running handler must be stopped first
-    pinned: dict        # step -> {dependency: output version it will be built from} (deps not re-run)
 
 
-def cascade_plan(dag, updates, rerun_from=None, output_versions=None):
-    """The affected set of a modify (SPEC §4), computed by BFS over the DAG.
+def cascade_plan(dag, updates, rerun_from=None):
+    """The affected set of a modify (docs/SEMANTICS.md), computed by BFS over the DAG.
 
     Re-run: the downstream steps of every edited output, every step whose input
     was edited (and its downstream: its new output changes theirs), and
@@ -302,8 +301,6 @@ def cascade_plan(dag, updates, rerun_from=None, output_versions=None):
     affected -= outputs
     order = dag.order
     rerun = tuple(n for n in order if n in affected)
-    versions = output_versions or {}
-    pinned = {n: {d: versions.get(d) for d in dag.steps[n].depends_on if d not in affected} for n in rerun}
     return CascadePlan(edited_outputs=tuple(n for n in order if n in outputs),
                        edited_inputs=tuple(n for n in order if n in inputs - outputs),
-                       rerun=rerun, interrupted=tuple(n for n in order if n in affected | outputs), pinned=pinned)
+                       rerun=rerun, interrupted=tuple(n for n in order if n in affected | outputs))

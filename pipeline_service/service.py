@@ -100,7 +100,7 @@ class PipelineService:
         await self._ready()
         return await self.tasks.define_pipeline(pipeline_id, rows, name=name, description=description)
 
-    # ---- the SPEC §1 functions --------------------------------------------------
+    # ---- the API's operations (README, API reference) --------------------------------------------------
     async def submit(self, tenant_id, pipeline_id, owner_id, title=None, params=None):
         check_id(tenant_id, "tenant_id")
         check_id(pipeline_id, "pipeline_id")

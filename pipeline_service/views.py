@@ -1,4 +1,4 @@
-"""The shapes the API returns (SPEC §4): plain, JSON-serialisable dicts."""
+"""The shapes the API returns (README, API reference): plain, JSON-serialisable dicts."""
 from .dag import parse_depends_on
 from .ids import iso
 

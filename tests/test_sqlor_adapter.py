@@ -1,4 +1,4 @@
-"""The workarounds for sqlor 2.1.2's defects (SPEC §2), pinned by tests of their own."""
+"""The workarounds for sqlor 2.1.2's defects (docs/ARCHITECTURE.md), pinned by tests of their own."""
 import pytest
 from sqlor.dbpools import sqlorFactory
 from appPublic.dictObject import DictObject

@@ -86,9 +86,8 @@ def test_register_handler_validates_and_replacement_is_logged(caplog):
 def test_cascade_plan_affected_sets():
     from pipeline_service.dag import cascade_plan
     d = dag(("a", []), ("b", ["a"]), ("c", ["b"]), ("d", ["c"]), ("x", []), ("y", ["x"]))
-    plan = cascade_plan(d, {"b": {"output": {"v": 1}}}, output_versions={"a": 1, "b": 2, "c": 1})
+    plan = cascade_plan(d, {"b": {"output": {"v": 1}}})
     assert plan.rerun == ("c", "d") and plan.edited_outputs == ("b",) and plan.interrupted == ("b", "c", "d")
-    assert plan.pinned == {"c": {"b": 2}, "d": {}}
     plan = cascade_plan(d, {"c": {"input": {"v": 1}}}, rerun_from="x")
     assert plan.rerun == ("c", "d", "x", "y")
     assert plan.edited_inputs == ("c",)

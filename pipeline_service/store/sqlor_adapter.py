@@ -1,4 +1,4 @@
-"""The one place that knows sqlor 2.1.2's defects (SPEC §2) and works around them.
+"""The one place that knows sqlor 2.1.2's defects (docs/ARCHITECTURE.md, "sqlor 2.1.2") and works around them.
 
 We keep sqlor for what it does well — its dialect classes, its ``${name}$``
 parameter binding and its row conversion — and replace what is broken:
