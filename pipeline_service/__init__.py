@@ -1,10 +1,10 @@
 """pipeline_service: a production-line (DAG) execution engine for ahserver hosts."""
 from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipeline_detail, pipeline_list,
                   pipeline_modify, pipeline_node, pipeline_pause, pipeline_register_handler, pipeline_resume,
-                  pipeline_submit, shutdown)
+                  pipeline_submit, register_handler, shutdown)
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
-                         InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError)
-from .engine.handlers import register_handler
+                         InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError,
+                         WaitTimeoutError)
 from .service import PipelineService
 from .store.storage import Storage
 
@@ -14,5 +14,5 @@ __all__ = [
     "pipeline_submit", "pipeline_list", "pipeline_detail", "pipeline_node", "pipeline_modify",
     "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_register_handler",
     "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
-    "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError",
+    "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError", "WaitTimeoutError",
 ]

@@ -1,7 +1,15 @@
 """The package's one exception hierarchy.
 
-Every error a caller can see is a ``PipelineError``; the subclasses say what
-kind of mistake it is so that a host can map them (e.g. to HTTP 404/400/409).
+Every error a caller can provoke — bad input, a state that does not allow the
+operation, a database that is missing or unreachable, a configuration that is
+incomplete, a wait that ran out — is a ``PipelineError``; the subclasses say what
+kind it is so that a host can map them (e.g. to HTTP 404/400/409).  The fuzz test
+(tests/test_fuzz.py) holds every public function to this.
+
+A plain ``ValueError``, ``KeyError`` or ``RuntimeError`` raised inside the package
+(a statement name that does not exist, sqlor resolving another driver class than
+asked) is a bug of the package itself, never a caller's mistake: it is not wrapped,
+so that it is seen as one.
 """
 
 
@@ -47,6 +55,12 @@ class DatabaseUnavailableError(StorageError):
 
 class SchemaMissingError(StorageError):
     """A table of the module does not exist: the schema has not been created."""
+
+
+class WaitTimeoutError(PipelineError, TimeoutError):
+    """``PipelineService.wait`` ran out of time before the task ended."""
+
+    status = "timeout"
 
 
 class ConfigurationError(PipelineError):

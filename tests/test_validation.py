@@ -280,3 +280,17 @@ def test_check_json_object_accepts_json_and_refuses_the_rest():
         with pytest.raises(InvalidInputError, match=message) as caught:
             check_json_object(bad, "result", max_bytes=limit or MAX_JSON_BYTES)
         assert str(caught.value).startswith("result") and isinstance(caught.value, PipelineError)
+
+
+async def test_a_wait_that_runs_out_is_a_package_error(database, tenant, pipeline_id, step_type):
+    from pipeline_service import PipelineError, PipelineService, WaitTimeoutError
+    service = PipelineService(database, autostart=False, require_handlers=False)
+    await service.storage.create_missing_tables(include_reference=True)
+    try:
+        await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+        task = await service.submit(tenant, pipeline_id, "o", "never run", {})
+        with pytest.raises(WaitTimeoutError, match="still pending") as raised:
+            await service.wait(tenant, task["id"], timeout=0.1)
+        assert isinstance(raised.value, PipelineError) and isinstance(raised.value, TimeoutError)
+    finally:
+        await service.stop()
