@@ -92,15 +92,21 @@ class MySQLConnector:
             await self.open()
         conn = await self._reach(self._pool.acquire())
         try:  # every path releases what it acquired: a leak would starve the pool
-            sor = self._sqlor_for(conn)
-            await sqlor_adapter.bind(sor, conn)
-            try:
+            async with self._bound(conn) as sor:
                 yield sor
-            finally:
-                await sqlor_adapter.unbind(sor)
         finally:
             # aiomysql closes (does not reuse) a connection still inside a transaction
             self._pool.release(conn)
+
+    @asynccontextmanager
+    async def _bound(self, conn):
+        """The connection's sqlor, bound to it for one use and unbound on every path."""
+        sor = self._sqlor_for(conn)
+        await sqlor_adapter.bind(sor, conn)
+        try:
+            yield sor
+        finally:
+            await sqlor_adapter.unbind(sor)
 
     @asynccontextmanager
     async def read_session(self):
@@ -111,12 +117,8 @@ class MySQLConnector:
                     autocommit=True, charset="utf8mb4", connect_timeout=self.connect_timeout, **self.kwargs))
             conn = self._reader
             try:
-                sor = self._sqlor_for(conn)
-                await sqlor_adapter.bind(sor, conn)
-                try:
+                async with self._bound(conn) as sor:
                     yield sor
-                finally:
-                    await sqlor_adapter.unbind(sor)
             except BaseException:
                 self._reader = None  # a failed connection is not reused
                 conn.close()
