@@ -66,15 +66,22 @@ def test_json2ddl_output_applies_cleanly_to_mariadb():
     assert columns[("pipeline_artifacts", "content")] == "longtext"
 
 
-async def test_safe_path_builds_the_same_columns_and_keeps_rows():
-    ddl_db = scratch_name("ddl2")
-    scratch_mysql_database(ddl_db)
-    conn = mysql_admin(database=ddl_db, client_flag=65536)
+def json2ddl_database(name):
+    """A scratch database made with the ecosystem's DDL (json2ddl's output, run as one
+    multi-statement script); returns its URL."""
+    url = scratch_mysql_database(name)
+    conn = mysql_admin(database=name, client_flag=65536)  # CLIENT.MULTI_STATEMENTS
     with conn.cursor() as cur:
         cur.execute(json2ddl_output())
         while cur.nextset():
             pass
     conn.close()
+    return url
+
+
+async def test_safe_path_builds_the_same_columns_and_keeps_rows():
+    ddl_db = scratch_name("ddl2")
+    json2ddl_database(ddl_db)
     safe_db = scratch_name("safe")
     url = scratch_mysql_database(safe_db)
     storage = Storage.from_description(url)
@@ -125,13 +132,7 @@ async def test_an_old_schema_gets_binary_id_columns_in_place_once(caplog):
     in it: create_missing_tables changes only the id columns' collation, keeps rows, types,
     nullability and comments, and does nothing the second time."""
     database = scratch_name("upgrade")
-    url = scratch_mysql_database(database)
-    conn = mysql_admin(database=database, client_flag=65536)
-    with conn.cursor() as cur:
-        cur.execute(json2ddl_output())
-        while cur.nextset():
-            pass
-    conn.close()
+    url = json2ddl_database(database)
     before = collations_of(database)
     assert before[("pipeline_tasks", "tenant_id")][2] == "utf8mb4_unicode_ci"
     storage = Storage.from_description(url)
