@@ -16,7 +16,7 @@ so that it is seen as one.
 class PipelineError(Exception):
     """Base class of every error raised by pipeline_service."""
 
-    status = "error"
+    status: str = "error"
 
 
 class NotFoundError(PipelineError):

@@ -20,7 +20,7 @@ MAX_NAME = 64    # step names and step types: str(64)
 MAX_TITLE = 255  # a task's title, a pipeline's name: str(255)
 
 
-def check_id(value, what, max_length=MAX_ID):
+def check_id(value: object, what: str, max_length: int = MAX_ID) -> str:
     """``value`` if it is an id by the rule above, else an InvalidInputError naming ``what``."""
     if not isinstance(value, str) or not value:
         raise InvalidInputError(f"{what} must be a non-empty string, got {_shown(value)}")
@@ -33,12 +33,12 @@ def check_id(value, what, max_length=MAX_ID):
     return value
 
 
-def check_name(value, what):
+def check_name(value: object, what: str) -> str:
     """A step name or step type: an id of up to MAX_NAME characters."""
     return check_id(value, what, MAX_NAME)
 
 
-def check_text(value, what, max_length=None):
+def check_text(value: object, what: str, max_length: int | None = None) -> str:
     """Free text (a title, a name, a description): a string the database can store as UTF-8."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
@@ -51,7 +51,7 @@ def check_text(value, what, max_length=None):
     return value
 
 
-def _shown(value):
+def _shown(value: object) -> str:
     """A rejected value for an error message: bounded, printable (repr escapes what is not),
     and never the repr of a caller's object (it may be huge or raise)."""
     if not isinstance(value, str):
@@ -60,7 +60,7 @@ def _shown(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def new_id():
+def new_id() -> str:
     """A 21-character nanoid, the ecosystem's id form (fits the str(32) id columns).
 
     Never one that starts with '-': an id is passed to command lines, where a
@@ -72,12 +72,12 @@ def new_id():
             return value
 
 
-def now_ms():
+def now_ms() -> int:
     """Wall-clock time as integer epoch milliseconds (the tables' time unit)."""
     return time.time_ns() // 1_000_000
 
 
-def iso(ms):
+def iso(ms: int | None) -> str | None:
     """Epoch milliseconds as an ISO-8601 UTC string for the API, None stays None."""
     if ms is None:
         return None

@@ -8,6 +8,7 @@ surrogate (not UTF-8), at most ``MAX_JSON_DEPTH`` levels deep (deeper input made
 """
 import json
 import math
+from typing import Any, NoReturn
 
 from .exceptions import InvalidInputError
 
@@ -23,16 +24,17 @@ _CONTAINERS = (dict, list, tuple)
 _SCALARS = (str, int, type(None))  # bool is an int; floats are checked for NaN/Infinity
 
 
-def to_json(value):
+def to_json(value: Any) -> str:
     """Strict JSON text (NaN and Infinity raise ValueError: they are not JSON)."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def from_json(text):
+def from_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def check_json_object(value, what, max_depth=MAX_JSON_DEPTH, max_bytes=MAX_JSON_BYTES):
+def check_json_object(value: object, what: str, max_depth: int = MAX_JSON_DEPTH,
+                      max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """``value`` if it is a JSON object the tables can store, else an InvalidInputError naming ``what``."""
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
@@ -49,9 +51,9 @@ def check_json_object(value, what, max_depth=MAX_JSON_DEPTH, max_bytes=MAX_JSON_
     return value
 
 
-def _check_tree(value, what, max_depth):
+def _check_tree(value: dict[str, Any], what: str, max_depth: int) -> None:
     """Walk the containers without recursion (a deep input would exhaust Python's stack)."""
-    stack = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
@@ -71,7 +73,7 @@ def _check_tree(value, what, max_depth):
                                         "JSON-serialisable (use dicts, lists, strings, numbers, booleans and None)")
 
 
-def check_copies(text, copies, what, limit=MAX_SUBMIT_BYTES):
+def check_copies(text: str, copies: int, what: str, limit: int = MAX_SUBMIT_BYTES) -> None:
     """Refuse JSON ``text`` that one transaction would write ``copies`` times past ``limit`` bytes."""
     size = len(text.encode("utf-8")) * copies
     if size > limit:
@@ -79,15 +81,15 @@ def check_copies(text, copies, what, limit=MAX_SUBMIT_BYTES):
                                 f"step's input): {size:,} bytes in all; the limit is {limit:,} bytes")
 
 
-def _where(key):
+def _where(key: object) -> str:
     return f"index {key}" if isinstance(key, int) else f"key {ascii(key)[:60]}"
 
 
-def _refuse_constant(name):
+def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json_object(value, what):
+def parse_json_object(value: object, what: str) -> dict[str, Any]:
     """A JSON object given as a dict or as JSON text, checked by ``check_json_object``."""
     if isinstance(value, str):
         try:

@@ -7,17 +7,23 @@ from data.  ``transaction()`` commits when its block succeeds and, on any error
 import asyncio
 import logging
 import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
 
 from . import queries
 from . import schema
 from . import sqlor_adapter
-from .connectors import connector_for
+from .connectors import MySQLConnector, SQLiteConnector, connector_for
 from ..exceptions import StorageError
 
 log = logging.getLogger(__name__)
 # sqlor treats these parameter names as paging/sorting instructions
 RESERVED_PARAMS = {"page", "rows", "sort"}
+
+Connector = MySQLConnector | SQLiteConnector
+Row = dict[str, Any]  # one result row, column name -> value
+T = TypeVar("T")
 
 
 class Transaction:
@@ -30,21 +36,21 @@ class Transaction:
     transaction rolls back as usual.
     """
 
-    def __init__(self, sor, connector):
-        self._sor = sor
+    def __init__(self, sor: Any, connector: Connector) -> None:
+        self._sor = sor  # sqlor's dialect object, bound to a live connection
         self._connector = connector
-        self._deferred = []  # bound statements waiting for the next round trip
-        self.committed_callbacks = []
+        self._deferred: list[Any] = []  # bound statements waiting for the next round trip
+        self.committed_callbacks: list[Callable[[], object]] = []
 
-    def on_commit(self, callback):
+    def on_commit(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once this transaction has committed (never if it rolls back)."""
         self.committed_callbacks.append(callback)
 
-    def defer(self, name, /, **params):
+    def defer(self, name: str, /, **params: Any) -> None:
         """Queue a data-changing statement, sent with the next statement or the commit."""
         self._deferred.append(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params)))
 
-    def defer_many(self, name, rows):
+    def defer_many(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
         """Queue an ``INSERT ... VALUES (...)`` for every dict in ``rows``, as one multi-row statement."""
         if not rows:
             return
@@ -52,20 +58,20 @@ class Transaction:
             sql, _ = prepare(name, self._connector.dialect, row)
         self._deferred.append(sqlor_adapter.bound_many(self._sor, sql, rows))
 
-    async def execute(self, name, /, **params):
+    async def execute(self, name: str, /, **params: Any) -> int:
         """Run a data-changing statement now; return the number of rows it changed."""
         await self._send(name, params)
         return self._sor.cur.rowcount
 
-    async def fetch_all(self, name, /, **params):
+    async def fetch_all(self, name: str, /, **params: Any) -> list[Row]:
         await self._send(name, params)
         return await sqlor_adapter.fetch_rows(self._sor)
 
-    async def fetch_one(self, name, /, **params):
+    async def fetch_one(self, name: str, /, **params: Any) -> Row | None:
         found = await self.fetch_all(name, **params)
         return found[0] if found else None
 
-    async def fetch_union(self, name, /, rows):
+    async def fetch_union(self, name: str, /, rows: Sequence[dict[str, Any]]) -> list[Row]:
         """The rows of the named SELECT run with every dict in ``rows``, as one statement
         (UNION ALL of one branch per dict): one round trip, however many branches."""
         if not rows:
@@ -74,15 +80,15 @@ class Transaction:
         await self._send_bound(sqlor_adapter.bound_union(self._sor, sql, rows))
         return await sqlor_adapter.fetch_rows(self._sor)
 
-    async def _send(self, name, params):
+    async def _send(self, name: str, params: dict[str, Any]) -> None:
         await self._send_bound(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params)))
 
-    async def _send_bound(self, statement):
+    async def _send_bound(self, statement: Any) -> None:
         batch, self._deferred = [*self._deferred, statement], []
         with driver_errors(self._connector):
             await sqlor_adapter.execute(self._sor, batch)
 
-    async def commit(self):
+    async def commit(self) -> None:
         """Send what is deferred and commit (on MySQL, one round trip)."""
         batch, self._deferred = self._deferred, []
         with driver_errors(self._connector):
@@ -90,7 +96,7 @@ class Transaction:
 
 
 @contextmanager
-def driver_errors(connector):
+def driver_errors(connector: Connector) -> Iterator[None]:
     """Re-raise a driver error as the package exception the connector maps it to, if any."""
     try:
         yield
@@ -101,7 +107,7 @@ def driver_errors(connector):
         raise translated from exc
 
 
-def prepare(name, dialect, params):
+def prepare(name: str, dialect: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The named statement for ``dialect``; checks every parameter is given (sqlor
     would otherwise bind a missing one silently).  A list value is expanded by the
     adapter: ``IN (${ids}$)`` becomes one bound parameter per item."""
@@ -112,10 +118,10 @@ def prepare(name, dialect, params):
     return sql, params
 
 
-_parameters_cache = {}
+_parameters_cache: dict[str, tuple[str, ...]] = {}
 
 
-def statement_parameters(sql):
+def statement_parameters(sql: str) -> tuple[str, ...]:
     names = _parameters_cache.get(sql)
     if names is None:
         names = _parameters_cache[sql] = tuple(dict.fromkeys(sqlor_adapter.PLACEHOLDER.findall(sql)))
@@ -128,28 +134,28 @@ def statement_parameters(sql):
 class Storage:
     """The database of one pipeline_service instance."""
 
-    def __init__(self, connector):
+    def __init__(self, connector: Connector) -> None:
         self.connector = connector
 
     @classmethod
-    def from_description(cls, description):
+    def from_description(cls, description: str | dict[str, Any]) -> "Storage":
         return cls(connector_for(description))
 
     @property
-    def dialect(self):
+    def dialect(self) -> str:
         return self.connector.dialect
 
-    def describe(self):
+    def describe(self) -> str:
         return self.connector.describe()
 
-    async def open(self):
+    async def open(self) -> None:
         await self.connector.open()
 
-    async def close(self):
+    async def close(self) -> None:
         await self.connector.close()
 
     @asynccontextmanager
-    async def transaction(self):
+    async def transaction(self) -> AsyncIterator[Transaction]:
         async with self.connector.session() as sor:
             tx = Transaction(sor, self.connector)
             try:
@@ -165,16 +171,18 @@ class Storage:
         for callback in tx.committed_callbacks:
             callback()
 
-    async def probe(self, name, /, **params):
+    async def probe(self, name: str, /, **params: Any) -> list[Row]:
         """Run a read-only statement outside any transaction (one round trip, no COMMIT):
         the executor's idle polling costs one query per poll this way."""
         async with self.connector.read_session() as sor:
             return await Transaction(sor, self.connector).fetch_all(name, **params)
 
-    async def atomic(self, fn, attempts=5):
+    async def atomic(self, fn: Callable[[Transaction], Awaitable[T]], attempts: int = 5) -> T:
         """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock
         victim (or a lock wait timed out); a StorageError once ``attempts`` all were."""
-        for attempt in range(1, attempts + 1):
+        attempt = 0
+        while True:  # every pass returns, raises, or runs the body again
+            attempt += 1
             try:
                 async with self.transaction() as tx:
                     return await fn(tx)
@@ -182,14 +190,14 @@ class Storage:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
                 if not self.connector.retryable(cause):
                     raise
-                if attempt == attempts:  # never the driver's own exception (see exceptions.py)
+                if attempt >= attempts:  # never the driver's own exception (see exceptions.py)
                     raise StorageError(f"{self.describe()} gave up a transaction after {attempts} attempts, "
                                        f"each ended by a lock conflict ({cause}); nothing of it was written, "
                                        f"try again") from exc
                 log.info("transaction conflict on %s, running it again (%s)", self.describe(), cause)
                 await asyncio.sleep(0.005 * attempt)
 
-    async def _rollback_quietly(self, sor):
+    async def _rollback_quietly(self, sor: Any) -> None:
         # the original error is what the caller must see; a failed rollback only
         # means the connection is gone, and the pool discards it
         try:
@@ -197,7 +205,7 @@ class Storage:
         except Exception:
             log.warning("rollback failed on %s", self.describe(), exc_info=True)
 
-    async def create_missing_tables(self, include_reference=False):
+    async def create_missing_tables(self, include_reference: bool = False) -> list[str]:
         """Create the module's tables (and indexes) that do not exist yet. Never drops."""
         tables = schema.OWNED_TABLES + (schema.REFERENCE_TABLES if include_reference else ())
         async with self.connector.session() as sor:
@@ -208,7 +216,7 @@ class Storage:
             await sqlor_adapter.commit(sor)
         return list(tables)
 
-    async def _create(self, sor, tables):
+    async def _create(self, sor: Any, tables: Sequence[str]) -> None:
         for table in tables:
             for ddl in schema.create_statements(table, self.dialect):
                 await sqlor_adapter.run(sor, ddl, {})
