@@ -10,8 +10,11 @@ Rules every cache follows (docs/ARCHITECTURE.md, "Caches change only at commit")
   or a caller changing its copy changes nothing here.
 Each cache's own rule is beside it.
 """
+from typing import Any
+
 from cachetools import LRUCache, TTLCache
 
+from ..dag import Dag
 from .records import TaskPlan
 
 # task plans, bounded by their total number of steps (~0.6 KB each): fair dispatch keeps a
@@ -26,30 +29,33 @@ DEFINITION_CACHE_SIZE = 256
 DEFINITION_TTL_SECONDS = 1.0
 BLOCKER_MEMORY = 65536   # waiting steps whose unfinished dependency is remembered (Progress)
 
+TaskKey = tuple[str, str]                 # (tenant, task)
+ArtifactKey = tuple[str, str, str, int]   # (tenant, task, step, version)
+
 
 class EngineCaches:
     def __init__(self) -> None:
         # (tenant, task) -> TaskPlan: immutable after submit; dropped when the task ends
-        self.plans = LRUCache(PLAN_CACHE_STEPS, getsizeof=lambda plan: plan.size)
+        self.plans: LRUCache[TaskKey, TaskPlan] = LRUCache(PLAN_CACHE_STEPS, getsizeof=lambda plan: plan.size)
         # (tenant, task, step, version) -> input made here, until the step is claimed
-        self.inputs = LRUCache(ARTIFACT_CACHE_SIZE)
+        self.inputs: LRUCache[ArtifactKey, Any] = LRUCache(ARTIFACT_CACHE_SIZE)
         # (tenant, task, step, version) -> output stored here, for the inputs it feeds
-        self.outputs = LRUCache(ARTIFACT_CACHE_SIZE)
+        self.outputs: LRUCache[ArtifactKey, Any] = LRUCache(ARTIFACT_CACHE_SIZE)
         # pipeline id -> Dag as defined; dropped when define_pipeline commits here
-        self.definitions = TTLCache(DEFINITION_CACHE_SIZE, DEFINITION_TTL_SECONDS)
+        self.definitions: TTLCache[str, Dag] = TTLCache(DEFINITION_CACHE_SIZE, DEFINITION_TTL_SECONDS)
         # (tenant, task, step) -> index of a dependency not succeeded when last looked at: a
         # hint only (a wrong one costs a read), so it is kept even if its transaction rolls back
-        self.blockers = LRUCache(BLOCKER_MEMORY)
+        self.blockers: LRUCache[tuple[str, str, str], int] = LRUCache(BLOCKER_MEMORY)
         # tenants believed to have ready steps: added when steps become ready here (at commit),
         # removed by a claim that finds none of theirs (see claiming.Claimer)
-        self.ready_tenants: set = set()
+        self.ready_tenants: set[str] = set()
 
-    def remember_plan(self, key, plan: TaskPlan) -> None:
+    def remember_plan(self, key: TaskKey, plan: TaskPlan) -> None:
         if plan.size <= self.plans.maxsize:  # a larger DAG is read when needed, never cached
             self.plans[key] = plan
 
-    def forget_plan(self, key) -> None:
+    def forget_plan(self, key: TaskKey) -> None:
         self.plans.pop(key, None)
 
-    def artifact(self, kind: str, key, content) -> None:
+    def artifact(self, kind: str, key: ArtifactKey, content: Any) -> None:
         (self.inputs if kind == "input" else self.outputs)[key] = content

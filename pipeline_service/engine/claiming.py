@@ -41,7 +41,7 @@ class Claimer:
         self.caches = caches
         self._tenants_checked_at = 0
         self._tenant_cursor = ""       # the last tenant of the last page read (see _tenants_with_ready_steps)
-        self._served = LRUCache(TENANT_MEMORY)  # tenant -> claim round it was last served in
+        self._served: LRUCache[str, int] = LRUCache(TENANT_MEMORY)  # tenant -> claim round it was last served in
         self._rounds = 0
 
     async def claim_ready(self, owner, free, lease_ms, step_types, running_per_tenant, tenant_limit=None):

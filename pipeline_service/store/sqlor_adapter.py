@@ -76,7 +76,7 @@ async def unbind(sor):
         await cur.close()
 
 
-_translations = {}
+_translations: dict[tuple, tuple[str, tuple[str, ...], list[str]]] = {}  # see translate()
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}\$")
 OPTIONAL_BLOCK = re.compile(r"\$<(\w+)>\$")
 
