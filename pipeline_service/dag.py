@@ -1,47 +1,20 @@
-"""The DAG of a task and the state machines of tasks and steps.
+"""The DAG of a task: step definitions and their options, the DAG, the cascade plan.
 
 The DAG is built from the task's step snapshot (the rows of
-``pipeline_task_steps``, or of ``pipeline_steps`` at submit) and validated once;
-the state machines are tables of allowed transitions.
+``pipeline_task_steps``, or of ``pipeline_steps`` at submit) and validated once.
+(Statuses and their transitions are in ``status.py``.)
 """
 import heapq
 import json
 import math
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .json_objects import check_json_object, parse_json_object, to_json
-from .exceptions import InvalidInputError, InvalidStateError
+from .exceptions import InvalidInputError
 from .ids import check_name
-
-TASK_STATUSES = ("pending", "running", "paused", "succeeded", "failed", "cancelled")
-# `skipped`: never ran because an upstream step failed (the task is `failed`).
-STEP_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "skipped")
-
-TASK_TRANSITIONS = {
-    "pending": {"running", "paused", "cancelled"},
-    "running": {"paused", "succeeded", "failed", "cancelled"},
-    "paused": {"running", "cancelled"},
-    "succeeded": {"running"},   # a human edit re-runs part of it
-    "failed": {"running", "cancelled"},  # retry from a step / edit; or give it up
-    "cancelled": set(),         # terminal
-}
-STEP_TRANSITIONS = {
-    "pending": {"running", "cancelled", "skipped"},
-    "running": {"succeeded", "failed", "pending", "cancelled"},  # pending: retry or lost claim
-    "succeeded": {"pending"},
-    "failed": {"pending"},
-    "skipped": {"pending"},
-    "cancelled": set(),
-}
-TERMINAL_TASK_STATUSES = {"succeeded", "failed", "cancelled"}
-
-
-def check_transition(table, kind, current, new):
-    """Raise InvalidStateError unless ``current -> new`` is in ``table``."""
-    if new not in table.get(current, ()):
-        raise InvalidStateError(f"a {kind} that is {current} cannot become {new}")
-
 
 ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
@@ -52,7 +25,7 @@ MIN_INT, MAX_INT = -2**31, 2**31 - 1  # an INT column (seq, versions)
 STEP_KEYS = ("step_name", "step_type", "depends_on", "config", "seq")
 
 
-def check_whole(value, what, minimum=None, maximum=None):
+def check_whole(value: object, what: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` if it is an int (not a bool) within the bounds, else an InvalidInputError."""
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) or (
             maximum is not None and value > maximum):
@@ -60,7 +33,8 @@ def check_whole(value, what, minimum=None, maximum=None):
     return value
 
 
-def check_seconds(value, what, minimum=0.0, maximum=MAX_SECONDS, allow_minimum=True):
+def check_seconds(value: Any, what: str, minimum: float = 0.0, maximum: float = MAX_SECONDS,
+                  allow_minimum: bool = True) -> float:
     """``value`` if it is a finite number of seconds within the bounds, else an InvalidInputError."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and (
         value >= minimum if allow_minimum else value > minimum) and value <= maximum
@@ -70,13 +44,13 @@ def check_seconds(value, what, minimum=0.0, maximum=MAX_SECONDS, allow_minimum=T
     return value
 
 
-def _bounds(minimum, maximum):
+def _bounds(minimum: int | None, maximum: int | None) -> str:
     if minimum is not None and maximum is not None:
         return f" from {minimum} to {maximum}"
     return f" >= {minimum}" if minimum is not None else (f" <= {maximum}" if maximum is not None else "")
 
 
-def _number(value):
+def _number(value: object) -> str:
     """A rejected option for a message: numbers as such, anything else by its type (its repr may be huge)."""
     short = isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**30)
     return repr(value) if short else type(value).__name__
@@ -88,25 +62,25 @@ class StepDef:
 
     name: str
     step_type: str
-    depends_on: tuple = ()
-    config: dict = field(default_factory=dict, compare=False, hash=False)
+    depends_on: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     seq: int = 0
 
     @property
-    def timeout(self):
+    def timeout(self) -> float | None:
         return self.config.get("timeout")
 
     @property
-    def max_attempts(self):
+    def max_attempts(self) -> int:
         return 1 + int(self.config.get("retries") or 0)
 
-    def retry_delay(self, attempt):
+    def retry_delay(self, attempt: int) -> float:
         """Seconds before the retry that follows failed attempt number ``attempt`` (1-based),
         doubling each time, never more than MAX_SECONDS."""
         return min(MAX_SECONDS, float(self.config.get("retry_delay") or 0) * 2.0 ** min(attempt - 1, 64))
 
 
-def parse_depends_on(value, step_name="?"):
+def parse_depends_on(value: object, step_name: str = "?") -> tuple[str, ...]:
     """A JSON list of step names, a comma-separated string, or empty/None."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return ()
@@ -127,7 +101,7 @@ def parse_depends_on(value, step_name="?"):
     return tuple(dict.fromkeys(value))
 
 
-def parse_config(value, step_name="?"):
+def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
     """A JSON object (or empty); engine options are checked, the rest passed through."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
@@ -142,14 +116,14 @@ def parse_config(value, step_name="?"):
     return value
 
 
-def step_from_row(row):
+def step_from_row(row: Mapping[str, Any]) -> StepDef:
     name = check_name(row["step_name"], "step_name")
     return StepDef(name=name, step_type=row["step_type"], depends_on=parse_depends_on(row.get("depends_on"), name),
                    config=parse_config(row.get("config"), name),
                    seq=check_whole(row.get("seq") or 0, f"step {name!r}: seq", MIN_INT, MAX_INT))
 
 
-def definition_rows(pipeline_id, steps):
+def definition_rows(pipeline_id: str, steps: object) -> list[dict[str, Any]]:
     """The steps of ``define_pipeline`` checked (each step, then the DAG) as pipeline_steps
     columns, before anything is written."""
     if not isinstance(steps, (list, tuple)):
@@ -160,7 +134,7 @@ def definition_rows(pipeline_id, steps):
     return rows
 
 
-def definition_row(spec, position):
+def definition_row(spec: object, position: int) -> dict[str, Any]:
     """A step of ``define_pipeline`` (a dict), checked, as the columns of a pipeline_steps row."""
     if not isinstance(spec, dict):
         raise InvalidInputError(f"a step is a dict with keys {', '.join(STEP_KEYS)}, got {type(spec).__name__}")
@@ -178,18 +152,18 @@ def definition_row(spec, position):
 class Dag:
     """A validated DAG of steps: topological order, successors, downstream sets."""
 
-    def __init__(self, steps, label="pipeline"):
+    def __init__(self, steps: Iterable[StepDef], label: str = "pipeline") -> None:
         steps = list(steps)
         if not steps:
             raise InvalidInputError(f"{label} has no steps")
-        self.steps = {}
+        self.steps: dict[str, StepDef] = {}
         for step in steps:
             check_name(step.name, f"{label}: step_name")
             check_name(step.step_type, f"{label}: step {step.name!r}: step_type")
             if step.name in self.steps:
                 raise InvalidInputError(f"{label}: duplicate step name {step.name!r}")
             self.steps[step.name] = step
-        self.successors = {name: [] for name in self.steps}
+        self.successors: dict[str, list[str]] = {name: [] for name in self.steps}
         for step in steps:
             for dep in step.depends_on:
                 if dep == step.name:
@@ -200,7 +174,7 @@ class Dag:
         self.order = self._topological_order(label)
         self.position = {name: i for i, name in enumerate(self.order)}
 
-    def _topological_order(self, label):
+    def _topological_order(self, label: str) -> list[str]:
         """Kahn's algorithm with a heap (n log n: a DAG of 10,000 steps is built at every
         submit and plan); among the steps free to go, display order (seq, name) first."""
         indegree = {name: len(step.depends_on) for name, step in self.steps.items()}
@@ -218,7 +192,7 @@ class Dag:
             raise InvalidInputError(f"{label}: the steps form a cycle: {' -> '.join(self._a_cycle(set(order)))}")
         return order
 
-    def _a_cycle(self, acyclic):
+    def _a_cycle(self, acyclic: set[str]) -> list[str]:
         """One cycle among the steps not in ``acyclic``, as a closed path of names."""
         start = next(n for n in self.steps if n not in acyclic)
         path, seen = [start], {start: 0}
@@ -230,14 +204,14 @@ class Dag:
             path.append(nxt)
 
     @classmethod
-    def from_rows(cls, rows, label):
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], label: str) -> "Dag":
         """The DAG of step rows (of pipeline_steps or pipeline_task_steps)."""
         return cls([step_from_row(r) for r in rows], label=label)
 
-    def roots(self):
+    def roots(self) -> list[str]:
         return [n for n in self.order if not self.steps[n].depends_on]
 
-    def downstream(self, names):
+    def downstream(self, names: Iterable[str]) -> set[str]:
         """Every step reachable from ``names`` (breadth first), excluding ``names`` themselves."""
         start = set(names)
         seen, queue = set(), deque(start)
@@ -249,7 +223,7 @@ class Dag:
         return seen - start
 
 
-def check_updates(updates, rerun_from=None):
+def check_updates(updates: object, rerun_from: object = None) -> dict[str, dict[str, Any]]:
     """The arguments of a modify, checked before anything is read: ``updates`` maps step
     names to ``{'output': {...}}`` and/or ``{'input': {...}}`` (JSON objects)."""
     if not isinstance(updates, dict):
@@ -271,13 +245,13 @@ def check_updates(updates, rerun_from=None):
 class CascadePlan:
     """What a human edit changes: every tuple is in topological order."""
 
-    edited_outputs: tuple
-    edited_inputs: tuple
-    rerun: tuple        # steps reset and run again
-    interrupted: tuple  # steps whose running handler must be stopped first
+    edited_outputs: tuple[str, ...]
+    edited_inputs: tuple[str, ...]
+    rerun: tuple[str, ...]        # steps reset and run again
+    interrupted: tuple[str, ...]  # steps whose running handler must be stopped first
 
 
-def cascade_plan(dag, updates, rerun_from=None):
+def cascade_plan(dag: Dag, updates: dict[str, dict[str, Any]], rerun_from: str | None = None) -> CascadePlan:
     """The affected set of a modify (docs/SEMANTICS.md), computed by BFS over the DAG.
 
     Re-run: the downstream steps of every edited output, every step whose input
