@@ -1,6 +1,8 @@
 """Shared fixtures: a real MariaDB (the host's code path) and SQLite (the embedded default).
 
-MariaDB is found at $PIPELINE_TEST_MYSQL (default mysql://root@127.0.0.1:3306/pipeline_test).
+MariaDB is found at $PIPELINE_TEST_MYSQL (default mysql://root@127.0.0.1:3306/pipeline_test_<pid>:
+a database of this session's own, created by the session and dropped with its scratch
+databases at its end, so two runs on one MariaDB never drop each other's databases).
 Outside CI a missing MariaDB skips the MySQL variants; with CI=true it fails them.
 """
 import asyncio
@@ -14,7 +16,9 @@ import pytest
 from pipeline_service.ids import new_id
 from pipeline_service.store.storage import Storage
 
-MYSQL_URL = os.environ.get("PIPELINE_TEST_MYSQL", "mysql://root@127.0.0.1:3306/pipeline_test")
+# an explicit $PIPELINE_TEST_MYSQL is kept after the session (to be looked at); our own name is not
+OWN_DATABASE = "PIPELINE_TEST_MYSQL" not in os.environ
+MYSQL_URL = os.environ.get("PIPELINE_TEST_MYSQL", f"mysql://root@127.0.0.1:3306/pipeline_test_{os.getpid()}")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -82,6 +86,28 @@ def mysql_user(user, password, db):
     conn.close()
 
 
+def pytest_sessionfinish(session):
+    """Drop this session's own database, its scratch databases and the users named after them
+    (only when the session chose the name: an explicit $PIPELINE_TEST_MYSQL is left alone)."""
+    if OWN_DATABASE and mysql_available():
+        drop_session_databases()
+
+
+def drop_session_databases():
+    main = mysql_parts()["db"]
+    conn = mysql_admin()
+    with conn.cursor() as cur:
+        cur.execute("SHOW DATABASES")
+        for (name,) in cur.fetchall():
+            if name == main or name.startswith(main + "_"):
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cur.execute("SELECT user, host FROM mysql.user")
+        for user, host in cur.fetchall():
+            if user.startswith(main + "_"):
+                cur.execute("DROP USER IF EXISTS %s@%s", (user, host))
+    conn.close()
+
+
 @pytest.fixture(scope="session")
 def mysql_url():
     require_mysql()
@@ -138,6 +164,17 @@ async def service(database):
     svc = PipelineService(database, poll_interval=0.2, concurrency=64)
     await svc.storage.create_missing_tables(include_reference=True)
     await svc.start()
+    yield svc
+    await svc.stop(timeout=5)
+
+
+@pytest.fixture
+async def stepper(database):
+    """A PipelineService on the backend under test whose engine the test steps by hand
+    (``await stepper.executor.run_once()``): no loop runs, nothing depends on timing."""
+    from pipeline_service import PipelineService
+    svc = PipelineService(database, concurrency=64, autostart=False)
+    await svc.storage.create_missing_tables(include_reference=True)
     yield svc
     await svc.stop(timeout=5)
 

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..json_objects import check_json_object, from_json, to_json
-from ..exceptions import DatabaseUnavailableError, InvalidInputError, StorageError
+from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
 from .handlers import SyncThreads, call_handler
 from ..ids import new_id, now_ms
 from .records import Outcome
@@ -71,6 +71,15 @@ class Failed:
 
     message: str
     exc: BaseException = None
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one ``run_once()`` did: the claims it made, and the outcomes recorded for them in claim
+    order (a claim taken away meanwhile, or whose outcome could not be recorded, has none)."""
+
+    claims: tuple
+    outcomes: tuple
 
 
 class OutcomeNotStored(Exception):
@@ -237,17 +246,37 @@ class Executor:
         while not self._stopping:
             # a step's slot is free once its handler ends; at most `concurrency` outcomes wait to be recorded
             free = min(self.concurrency - len(self._slots), 2 * self.concurrency - len(self._running))
-            step_types = self.handlers.step_types()
-            if free <= 0 or not step_types:
+            if free <= 0 or len(await self._claim_and_run(free)) < free:
                 return
-            claims = await self.claimer.claim_ready(self.owner, free, self.lease_ms, step_types,
-                                                    Counter(c.tenant_id for c in self._slots),
-                                                    self.tenant_concurrency)
-            for claim in claims:
-                self._slots.add(claim)
-                self._running[claim] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
-            if len(claims) < free:
-                return
+
+    async def _claim_and_run(self, limit):
+        """Claim up to ``limit`` ready steps of this process's step types and start running them;
+        the runs started (claim -> asyncio task)."""
+        step_types = self.handlers.step_types()
+        if not step_types:
+            return {}
+        claims = await self.claimer.claim_ready(self.owner, limit, self.lease_ms, step_types,
+                                                Counter(c.tenant_id for c in self._slots), self.tenant_concurrency)
+        for claim in claims:
+            self._slots.add(claim)
+            self._running[claim] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
+        return {claim: self._running[claim] for claim in claims}
+
+    async def run_once(self):
+        """One claim round by hand: claim what is ready (up to ``concurrency``), run every claimed
+        handler to its end, record the outcomes, and say what it did (a ``Round``).
+
+        No loop and no timing: a test steps the engine deterministically (the successors a round
+        makes ready run in the next one; a step due later, after a retry delay, is not waited
+        for; expired leases are not recovered). Only while the executor is not started
+        (a service built with ``autostart=False``).
+        """
+        if self.started:
+            raise InvalidStateError("run_once() steps the engine by hand; the executor's loop is running "
+                                    "(build the service with autostart=False, or stop it first)")
+        runs = await self._claim_and_run(self.concurrency)
+        outcomes = await asyncio.gather(*runs.values())
+        return Round(claims=tuple(runs), outcomes=tuple(o for o in outcomes if o is not None))
 
     async def _heartbeat_loop(self):
         """Until stop() ends it: extend the leases of the claims running here."""
@@ -272,18 +301,19 @@ class Executor:
 
     # ---- one step ------------------------------------------------------------------
     async def _run_step(self, claim):
+        """Run a claimed step and record its outcome; the Outcome recorded, or None."""
         try:
             started = await self.recorder.start_step(claim)
             step = started.step
             result = await self._attempt(claim, step, started.input)
             self._free_slot(claim)
             try:
-                await self._record_outcome(claim, step, result)
+                return await self._record_outcome(claim, step, result)
             except OutcomeNotStored as exc:  # this outcome alone: its attempt fails with the database's reason
-                await self._record_outcome(claim, step, Failed(f"its outcome could not be stored: {exc}"))
+                return await self._record_outcome(claim, step, Failed(f"its outcome could not be stored: {exc}"))
         except asyncio.CancelledError:
             if claim in self._revoked:
-                return  # cancelled or re-planned: the database already says so
+                return None  # cancelled or re-planned: the database already says so
             raise
         except Exception:
             # e.g. a database outage mid-step: the lease expires and the step runs again
@@ -329,10 +359,13 @@ class Executor:
         return _stored_form(result, step.step_type)
 
     async def _record_outcome(self, claim, step, result):
+        """The Outcome, once recorded; None if the claim had been taken away meanwhile."""
         outcome = _outcome(claim, step, result)
-        await self._record(outcome, len(result) if isinstance(result, str) else 0)
+        if not await self._record(outcome, len(result) if isinstance(result, str) else 0):
+            return None
         if outcome.retry_delay:
             asyncio.get_running_loop().call_later(outcome.retry_delay, self.wake)
+        return outcome
 
     async def _record(self, outcome, chars):
         """Have the outcome recorded with whatever else finished meanwhile (group commit);

@@ -72,6 +72,8 @@ class Recorder:
                 tx.defer("requeue_step", id=c.id, ready_at=ready_at, error=o.error, attempt=c.attempt,
                          owner=c.owner, now=now)
                 row.update(status="pending", ready_at=ready_at)
+                if ready_at is not None:  # claimed here without waiting for a refresh of the tenant list
+                    tx.on_commit(lambda tenant=c.tenant_id: self.caches.ready_tenants.add(tenant))
             else:
                 tx.defer("fail_step", id=c.id, error=o.error, attempt=c.attempt, owner=c.owner, now=now)
                 row.update(status="failed", error=o.error)
