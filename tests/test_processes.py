@@ -12,7 +12,8 @@ import pytest
 
 from pipeline_service import PipelineService, StorageError
 from pipeline_service.ids import new_id
-from conftest import mysql_admin, scratch_mysql_database, scratch_name
+from conftest import IN_CI, mysql_admin, scratch_mysql_database, scratch_name
+from private_mariadb import INSTALL_DB, MARIADBD, PrivateMariaDB
 
 MP_DB = scratch_name("mp")
 pytestmark = pytest.mark.slow
@@ -88,7 +89,38 @@ async def submitter(mp_db):
     svc = PipelineService(mp_db, autostart=False, require_handlers=False)
     await svc.storage.create_missing_tables(include_reference=True)
     yield svc
-    await svc.storage.close()
+    await svc.stop()
+
+
+@pytest.fixture
+def private_server():
+    """A MariaDB server of this test's own (see private_mariadb.py), always removed after it."""
+    if not (MARIADBD and INSTALL_DB):
+        message = "mariadbd and mariadb-install-db are needed to start a private MariaDB server"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PrivateMariaDB()
+    try:
+        server.install().start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+async def private_hosts(private_server, tmp_path):
+    h = Hosts(private_server.database("pipeline"), tmp_path)
+    yield h
+    h.stop()  # before the server goes (this fixture is torn down first)
+
+
+@pytest.fixture
+async def private_submitter(private_hosts):
+    svc = PipelineService(private_hosts.db, autostart=False, require_handlers=False)
+    await svc.storage.create_missing_tables(include_reference=True)
+    yield svc
+    await svc.stop()
 
 
 async def wait_succeeded(svc, tenant, n, timeout):
@@ -118,8 +150,8 @@ async def where_things_are(svc, tenant):
     return f"tasks by status {tasks}; steps by (status, ready, owner) {dict(steps)}"
 
 
-def artifact_counts(db_name, tenant):
-    conn = mysql_admin(database=db_name)
+def artifact_counts(conn, tenant):
+    """Output artifacts per step, running steps and crash counts of ``tenant``'s tasks (closes ``conn``)."""
     with conn.cursor() as cur:
         cur.execute("SELECT task_id, step_name, count(*), max(version) FROM pipeline_artifacts "
                     "WHERE tenant_id = %s AND kind = 'output' GROUP BY task_id, step_name", (tenant,))
@@ -144,7 +176,7 @@ async def test_three_processes_run_200_tasks_each_step_once(hosts, submitter):
     assert {t for t, _ in ends} == set(ids)
     pids = {e[1] for e in hosts.events() if e[0] == "end"}
     assert len(pids) >= 2, "the work was not shared between processes"
-    rows, running, _ = artifact_counts(MP_DB, tenant)
+    rows, running, _ = artifact_counts(mysql_admin(database=MP_DB), tenant)
     assert len(rows) == 1000 and all(count == 1 and version == 1 for _, _, count, version in rows)
     assert running == 0
 
@@ -172,7 +204,7 @@ async def test_kill_9_mid_step_another_process_finishes(hosts, submitter):
         rerun = min(float(e[4]) for e in events if e[0] == "start" and (e[2], e[3]) == key and e[1] != str(victim.pid))
         assert rerun - killed_at < lease + poll + 1.0, f"{key} waited {rerun - killed_at:.2f}s to run again"
         assert key in ended
-    rows, running, crashes = artifact_counts(MP_DB, tenant)
+    rows, running, crashes = artifact_counts(mysql_admin(database=MP_DB), tenant)
     assert len(rows) == 20 and all(count == 1 for _, _, count, _ in rows), "an output was stored twice"
     assert running == 0
     assert all(crashes[key] == 1 for key in orphans)
@@ -197,24 +229,15 @@ async def test_cancel_in_one_process_stops_a_handler_in_another(hosts, submitter
     assert (await submitter.node(tenant, task["id"], "long"))["output"] is None
 
 
-def restart_mariadb():
-    subprocess.run(["mysqladmin", "--protocol=tcp", "-h127.0.0.1", "-uroot", "shutdown"], check=True)
-    time.sleep(2)
-    subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"],
-                   check=True)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            mysql_admin().close()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+def noticed_trouble(log):
+    return "database trouble" in log or "could not be recorded" in log or "cannot extend leases" in log
 
 
 @pytest.mark.restarts_mariadb
-async def test_mariadb_restart_mid_run_every_task_finishes(hosts, submitter):
+async def test_mariadb_restart_mid_run_every_task_finishes(private_server, private_hosts, private_submitter):
+    """The processes' MariaDB (a private one: the machine's server is never touched) is killed
+    mid-run and started again: every task finishes, every output is stored once."""
+    hosts, submitter = private_hosts, private_submitter
     await submitter.define_pipeline("mp-chain", [
         {"step_name": "a", "step_type": "mp-slow", "config": {"sleep": 0.3}},
         {"step_name": "b", "step_type": "mp-slow", "depends_on": ["a"], "config": {"sleep": 0.3}},
@@ -227,13 +250,16 @@ async def test_mariadb_restart_mid_run_every_task_finishes(hosts, submitter):
     while sum(1 for e in hosts.events() if e[0] == "end") < 10:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    await asyncio.to_thread(restart_mariadb)
+    private_server.kill()
+    deadline = time.monotonic() + 20
+    while not all(noticed_trouble(hosts.stderr(i)) for i in (0, 1)):  # both noticed, then it comes back
+        assert time.monotonic() < deadline, "a process never noticed its database was gone"
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(private_server.start)
     await wait_succeeded(submitter, tenant, 20, timeout=120)
-    rows, running, _ = artifact_counts(MP_DB, tenant)
+    rows, running, _ = artifact_counts(private_server.admin(database="pipeline"), tenant)
     assert len(rows) == 60 and all(count == 1 for _, _, count, _ in rows)
     assert running == 0
-    logs = hosts.stderr(0) + hosts.stderr(1)
-    assert "database trouble" in logs or "could not be recorded" in logs or "cannot extend leases" in logs, logs[-2000:]
 
 
 async def test_sqlite_refuses_a_second_process(tmp_path):
