@@ -70,7 +70,7 @@ class Failed:
     """An attempt without a storable result: the message to store, and the exception behind it."""
 
     message: str
-    exc: BaseException = None
+    exc: BaseException | None = None
 
 
 @dataclass(frozen=True)
