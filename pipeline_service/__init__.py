@@ -1,7 +1,7 @@
 """pipeline_service: a production-line (DAG) execution engine for ahserver hosts."""
 from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipeline_detail, pipeline_list,
-                  pipeline_modify, pipeline_node, pipeline_pause, pipeline_register_handler, pipeline_resume,
-                  pipeline_submit, register_handler, shutdown)
+                  pipeline_modify, pipeline_node, pipeline_off, pipeline_on, pipeline_pause,
+                  pipeline_register_handler, pipeline_resume, pipeline_submit, register_handler, shutdown)
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
                          InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError,
                          WaitTimeoutError)
@@ -14,5 +14,6 @@ __all__ = [
     "pipeline_submit", "pipeline_list", "pipeline_detail", "pipeline_node", "pipeline_modify",
     "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_register_handler",
     "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
+    "pipeline_on", "pipeline_off",
     "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError", "WaitTimeoutError",
 ]

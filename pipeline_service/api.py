@@ -6,10 +6,12 @@ get_module_dbname), else the embedded SQLite file ``pipeline_service.db``.
 """
 from .host import config as host_config
 from .exceptions import ConfigurationError
+from .engine.events import Events
 from .engine.handlers import register_handler
 from .service import PipelineService
 
 _service = None
+_events = Events()  # the default service's event subscriptions (pipeline_on), whenever it is built
 _hosted = False  # set by load_pipeline_service(): then the host must configure the database
 DEFAULT_STOP_TIMEOUT = 30.0
 _stop_timeout = DEFAULT_STOP_TIMEOUT
@@ -37,7 +39,10 @@ def configure(database=None, **options):
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
         raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
     _stop_timeout = float(timeout)
-    _service = PipelineService(database, **options)
+    if "events" in options:  # subscriptions must outlive the service
+        raise ConfigurationError("the default service takes no events option: subscribe with "
+                                 "pipeline_service.pipeline_on(event, callback)")
+    _service = PipelineService(database, events=_events, **options)
     return _service
 
 
@@ -93,6 +98,15 @@ async def pipeline_cancel(tenant_id, task_id):
 
 def pipeline_register_handler(step_type, fn):
     return register_handler(step_type, fn)
+
+
+def pipeline_on(event, callback):
+    """Subscribe ``callback`` to ``event`` (README, "Events") of the default service, built already or not."""
+    return _events.on(event, callback)
+
+
+def pipeline_off(event, callback):
+    _events.off(event, callback)
 
 
 async def define_pipeline(pipeline_id, steps, name=None, description=None):

@@ -18,6 +18,7 @@ from .ids import MAX_TITLE, check_id, check_name, check_text
 from .engine.caches import EngineCaches
 from .engine.claiming import Claimer
 from .engine.control import Control
+from .engine.events import DRAIN_SECONDS, Callback, Events
 from .engine.handlers import DEFAULT_REGISTRY
 from .engine.plans import Plans
 from .engine.progress import Progress
@@ -44,23 +45,35 @@ def require_flag(value, what):
     return value
 
 
+def owned_events(events):
+    """The service's event bus: a fresh one unless the caller hands one in (api: the default service's)."""
+    if events is None:
+        return Events()
+    if not isinstance(events, Events):
+        raise InvalidInputError(f"events must be an Events or None, got {type(events).__name__}")
+    return events
+
+
 class PipelineService:
     def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
-                 max_crashes=3, create_schema=False, autostart=True, require_handlers=True, sync_threads=32):
+                 max_crashes=3, create_schema=False, autostart=True, require_handlers=True, sync_threads=32,
+                 events: Events | None = None):
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.handlers = DEFAULT_REGISTRY
+        self.events = owned_events(events)  # lifecycle events for the host: on(), off()
         self.caches = EngineCaches()
         plans = Plans(self.caches)
-        progress = Progress(plans, self.caches)
-        self.tasks = Tasks(self.storage, self.caches, progress, self.handlers)
+        progress = Progress(plans, self.caches, self.events)
+        self.tasks = Tasks(self.storage, self.caches, progress, self.handlers, self.events)
         self.reads = Reads(self.storage)
-        self.control = Control(self.storage, plans, progress)
+        self.control = Control(self.storage, plans, progress, self.events)
         self.claimer = Claimer(self.storage, self.caches)
-        self.recorder = Recorder(self.storage, plans, progress, self.caches)
-        self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, concurrency=concurrency,
+        self.recorder = Recorder(self.storage, plans, progress, self.caches, self.events)
+        self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, self.events,
+                                 concurrency=concurrency,
                                  tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
                                  lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads)
         self.create_schema = create_schema
@@ -87,8 +100,18 @@ class PipelineService:
     async def stop(self, timeout=30.0):
         """Stop gracefully: no new claims, running steps get ``timeout`` seconds to finish."""
         await self.executor.stop(timeout=timeout)
+        await self.events.drain(min(timeout, DRAIN_SECONDS))  # callbacks may still read the database
         await self.storage.close()
         self._opened = False
+
+    # ---- lifecycle events (README, "Events") ----------------------------------
+    def on(self, event: str, callback: Callback) -> Callback:
+        """Call ``callback(event_dict)`` after each ``event`` this process commits ("*": every event);
+        a coroutine function is awaited. Never blocks the engine; a callback that raises is logged."""
+        return self.events.on(event, callback)
+
+    def off(self, event: str, callback: Callback) -> None:
+        self.events.off(event, callback)
 
     # ---- pipelines ---------------------------------------------------------
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):

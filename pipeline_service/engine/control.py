@@ -8,6 +8,7 @@ from ..dag import TASK_TRANSITIONS, cascade_plan, check_transition
 from ..exceptions import InvalidStateError, NotFoundError
 from ..ids import now_ms
 from ..views import task_summary
+from .events import Events
 from .plans import Plans
 from .progress import Progress
 
@@ -30,10 +31,11 @@ def claims_to_stop(steps):
 
 
 class Control:
-    def __init__(self, storage, plans: Plans, progress: Progress) -> None:
+    def __init__(self, storage, plans: Plans, progress: Progress, events: Events) -> None:
         self.storage = storage
         self.plans = plans
         self.progress = progress
+        self.events = events  # task.paused, task.resumed, task.cancelled, task.modified: at commit
 
     async def _control(self, tenant_id, task_id, change):
         """Run ``change(writes, states, task_status)`` with the task's row and step rows locked;
@@ -60,6 +62,7 @@ class Control:
                      error=None, finished_at=None, now=now, from_status=status)
             tx.defer("hold_ready_steps", tenant_id=tenant_id, now=now,
                      ids=[s["id"] for s in states.values() if s["status"] == "pending" and s["ready_at"] is not None])
+            self.events.at_commit(tx, "task.paused", tenant_id, task_id)
         return (await self._control(tenant_id, task_id, change))[1]
 
     async def resume(self, tenant_id, task_id):
@@ -72,6 +75,7 @@ class Control:
                 raise InvalidStateError(f"task {task_id!r} is {status}: only a paused task can be resumed")
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                      error=None, finished_at=None, now=now, from_status="paused")
+            self.events.at_commit(tx, "task.resumed", tenant_id, task_id)  # before the task's end, if it ends now
             await self.progress.go_on(writes, tenant_id, task_id, states, "running")
         return (await self._control(tenant_id, task_id, change))[1]
 
@@ -88,6 +92,7 @@ class Control:
             tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="cancelled",
                      error=None, finished_at=now, now=now, from_status=status)
             self.plans.forget_at_commit(tx, tenant_id, task_id)
+            self.events.at_commit(tx, "task.cancelled", tenant_id, task_id)
             return running
         running, summary = await self._control(tenant_id, task_id, change)
         return summary, running
@@ -131,6 +136,7 @@ class Control:
                 tx.defer("set_task_status", tenant_id=tenant_id, task_id=task_id, status="running",
                          error=None, finished_at=None, now=now, from_status=status)
                 status = "running"
+            self.events.at_commit(tx, "task.modified", tenant_id, task_id, rerun=list(cascade.rerun))
             if status in ("running", "pending"):  # pending: its reset roots are made ready again
                 await self.progress.go_on(writes, tenant_id, task_id, states, status)
             return cascade.rerun, interrupted

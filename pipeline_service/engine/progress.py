@@ -7,14 +7,16 @@ whose dependencies all succeeded, with their inputs; then settles a task that ca
 no more progress.
 """
 from .caches import EngineCaches
+from .events import Events
 from .plans import Plans
 from .writes import Writes
 
 
 class Progress:
-    def __init__(self, plans: Plans, caches: EngineCaches) -> None:
+    def __init__(self, plans: Plans, caches: EngineCaches, events: Events) -> None:
         self.plans = plans
         self.caches = caches
+        self.events = events  # task.succeeded, task.failed: at commit
 
     def writes(self, tx, now: int) -> Writes:
         return Writes(self.caches, tx, now)
@@ -135,6 +137,7 @@ class Progress:
             if not r["has_unsucceeded"]:
                 tx.defer("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
                          from_status=statuses[key], **ids)
+                self.events.at_commit(tx, "task.succeeded", *key)
             elif r["has_failed"]:
                 position = (await self.plans.get(tx, *key)).dag.position
                 failed = sorted(await tx.fetch_all("failed_steps", **ids), key=lambda f: position[f["step_name"]])
@@ -142,6 +145,7 @@ class Progress:
                 tx.defer("skip_waiting_steps", now=now, **ids)
                 tx.defer("set_task_status", status="failed", error=error, finished_at=now, now=now,
                          from_status=statuses[key], **ids)
+                self.events.at_commit(tx, "task.failed", *key, error=error)
             else:
                 continue
             self.plans.forget_at_commit(tx, *key)

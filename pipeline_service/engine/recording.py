@@ -8,19 +8,27 @@ away changes nothing, and each output version is stored exactly once.
 from ..ids import now_ms
 from ..json_objects import from_json
 from .caches import EngineCaches
+from .events import Events
 from .plans import Plans
 from .progress import Progress
 from .records import StartedStep
 
 ACTIVE = ("pending", "running")  # task statuses in which steps run: a step put back is ready again at once
+LOST_WORKER = "lost its worker (the process died or stalled mid-step); run again"  # a recovery's step.retrying
+
+
+def run_attempt(step) -> int:
+    """The attempt a locked step row is on, counted within its current run (as Claim.run_attempt)."""
+    return int(step["attempt"]) - int(step["attempt_base"])
 
 
 class Recorder:
-    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches) -> None:
+    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches, events: Events) -> None:
         self.storage = storage
         self.plans = plans
         self.progress = progress
         self.caches = caches
+        self.events = events  # step.succeeded, step.retrying, step.failed: at commit
 
     async def start_step(self, claim) -> StartedStep:
         """The claimed step's definition and input (stored when it became ready)."""
@@ -66,18 +74,25 @@ class Recorder:
                 succeeded.append(c.id)
                 row.update(status="succeeded", output_version=version)
                 changed.setdefault(key, []).append(c.step_name)
+                self.events.at_commit(tx, "step.succeeded", *key, step_name=c.step_name, attempt=c.run_attempt,
+                                      output_version=version)
             elif o.retry_delay is not None:
                 # a paused task holds the step: resume makes it ready again
                 ready_at = now + int(o.retry_delay * 1000) if task_status in ACTIVE else None
-                tx.defer("requeue_step", id=c.id, ready_at=ready_at, error=o.error, attempt=c.attempt,
-                         owner=c.owner, now=now)
+                tx.defer("requeue_step", id=c.id, ready_at=ready_at, error=o.error, error_trace=o.trace,
+                         attempt=c.attempt, owner=c.owner, now=now)
                 row.update(status="pending", ready_at=ready_at)
+                self.events.at_commit(tx, "step.retrying", *key, step_name=c.step_name, attempt=c.run_attempt,
+                                      error=o.error, traceback=o.trace, retry_delay=o.retry_delay)
                 if ready_at is not None:  # claimed here without waiting for a refresh of the tenant list
                     tx.on_commit(lambda tenant=c.tenant_id: self.caches.ready_tenants.add(tenant))
             else:
-                tx.defer("fail_step", id=c.id, error=o.error, attempt=c.attempt, owner=c.owner, now=now)
+                tx.defer("fail_step", id=c.id, error=o.error, error_trace=o.trace, attempt=c.attempt,
+                         owner=c.owner, now=now)
                 row.update(status="failed", error=o.error)
                 changed.setdefault(key, [])
+                self.events.at_commit(tx, "step.failed", *key, step_name=c.step_name, attempt=c.run_attempt,
+                                      error=o.error, traceback=o.trace)
         if succeeded:  # checked running on the locked rows above
             tx.defer("succeed_steps", ids=succeeded, now=now)
         unsettled = {}  # running tasks in which nothing was made ready: they may have ended
@@ -141,8 +156,14 @@ class Recorder:
                      f"mid-step); not run again")
             if await tx.execute("fail_lost_step", id=row["id"], error=error, now=now) != 1:
                 return 0
+            self.events.at_commit(tx, "step.failed", *key, step_name=row["step_name"], attempt=run_attempt(step),
+                                  error=error, traceback=None)
             if task_status in ACTIVE:  # pending: it died before the task started
                 await self.progress.settle(tx, {key: task_status}, now)
             return 1
         ready_at = now if task_status in ACTIVE else None
-        return await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
+        recovered = await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
+        if recovered:
+            self.events.at_commit(tx, "step.retrying", *key, step_name=row["step_name"], attempt=run_attempt(step),
+                                  error=LOST_WORKER, traceback=None, retry_delay=0)
+        return recovered

@@ -6,16 +6,18 @@ from ..json_objects import check_copies, from_json, to_json
 from ..views import task_summary
 from .caches import EngineCaches
 from .progress import Progress
+from .events import Events
 from .records import TaskPlan
 
 
 class Tasks:
-    def __init__(self, storage, caches: EngineCaches, progress: Progress, handlers) -> None:
+    def __init__(self, storage, caches: EngineCaches, progress: Progress, handlers, events: Events) -> None:
         self.storage = storage
         self.caches = caches
         self.progress = progress
         self.handlers = handlers  # the service's handler registry: submit refuses types it cannot run
 
+        self.events = events  # task.submitted: at commit
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
         """Create or replace a pipeline definition (rows of pipelines / pipeline_steps);
         ``steps`` are checked rows (``dag.definition_rows``)."""
@@ -72,6 +74,7 @@ class Tasks:
         tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
+        self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
                     n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:

@@ -28,7 +28,8 @@ PROGRESS = """
 # it reads the step rows it needs (READ COMMITTED: the latest commits).  Step rows
 # change only under that lock, except a claim (pending -> running), which locks its
 # rows with SKIP LOCKED and so never waits.  SQLite serialises whole transactions.
-STEP_STATES = """SELECT s.id, s.tenant_id, s.task_id, s.step_name, s.status, s.ready_at, s.attempt, s.owner,
+STEP_STATES = """SELECT s.id, s.tenant_id, s.task_id, s.step_name, s.status, s.ready_at, s.attempt,
+    s.attempt_base, s.owner,
     s.crash_count, s.input_version, s.input_stale, s.output_version, s.error,
     (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = s.tenant_id AND t.id = s.task_id) AS task_status
     FROM pipeline_task_steps s"""
@@ -97,9 +98,9 @@ STATEMENTS = {
     "insert_step": f"""INSERT INTO pipeline_task_steps ({STEP_COLUMNS}) VALUES (${{id}}$, ${{tenant_id}}$,
         ${{task_id}}$, ${{step_name}}$, ${{step_type}}$, ${{depends_on}}$, ${{config}}$, ${{seq}}$, 'pending',
         0, 0, 0, ${{input_version}}$, 0, NULL, NULL, ${{ready_at}}$, NULL, NULL, NULL, NULL, ${{now}}$)""",
-    "get_steps": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
+    "get_steps": f"""SELECT {STEP_COLUMNS}, error_trace FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$""",
-    "get_step": f"""SELECT {STEP_COLUMNS} FROM pipeline_task_steps
+    "get_step": f"""SELECT {STEP_COLUMNS}, error_trace FROM pipeline_task_steps
         WHERE tenant_id = ${{tenant_id}}$ AND task_id = ${{task_id}}$ AND step_name = ${{step_name}}$""",
     # the states a state change needs, read under its task locks (see STEP_STATES):
     # some steps by id (a finish: linear in what it touches, not in the task's size) ...
@@ -162,7 +163,8 @@ STATEMENTS = {
     "release_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, owner = NULL,
         lease_expires_at = NULL, attempt_base = attempt_base + 1, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
-    "fail_lost_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
+    "fail_lost_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, error_trace = NULL,
+        owner = NULL,
         lease_expires_at = NULL, crash_count = crash_count + 1, finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND lease_expires_at < ${now}$""",
     # the rows were just selected FOR UPDATE (SKIP LOCKED): this claims all of them
@@ -172,13 +174,16 @@ STATEMENTS = {
     # fenced by the claim token (attempt) and owner: a late result of a run whose
     # claim was taken away changes nothing (succeed_steps: checked on the locked rows)
     "succeed_steps": """UPDATE pipeline_task_steps SET status = 'succeeded',
-        output_version = COALESCE(output_version, 0) + 1, error = NULL, owner = NULL, lease_expires_at = NULL,
+        output_version = COALESCE(output_version, 0) + 1, error = NULL, error_trace = NULL, owner = NULL,
+        lease_expires_at = NULL,
         finished_at = ${now}$, updated_at = ${now}$
         WHERE id IN (${ids}$) AND status = 'running'""",
-    "fail_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$, owner = NULL,
+    "fail_step": """UPDATE pipeline_task_steps SET status = 'failed', error = ${error}$,
+        error_trace = ${error_trace}$, owner = NULL,
         lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     "requeue_step": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = ${ready_at}$, error = ${error}$,
+        error_trace = ${error_trace}$,
         owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
         WHERE id = ${id}$ AND status = 'running' AND attempt = ${attempt}$ AND owner = ${owner}$""",
     # steps become ready together with the input they will run on, in their task's place
@@ -200,12 +205,14 @@ STATEMENTS = {
         lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
         WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ('pending', 'running', 'skipped')""",
     # a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
-    "reset_steps": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = NULL, error = NULL, owner = NULL,
+    "reset_steps": """UPDATE pipeline_task_steps SET status = 'pending', ready_at = NULL, error = NULL,
+        error_trace = NULL, owner = NULL,
         lease_expires_at = NULL, attempt_base = attempt, input_stale = ${input_stale}$, finished_at = NULL,
         updated_at = ${now}$
         WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$""",
     "set_manual_output": """UPDATE pipeline_task_steps SET status = 'succeeded', output_version = ${output_version}$,
-        error = NULL, ready_at = NULL, owner = NULL, lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+        error = NULL, error_trace = NULL, ready_at = NULL, owner = NULL, lease_expires_at = NULL,
+        finished_at = ${now}$, updated_at = ${now}$
         WHERE id = ${id}$ AND tenant_id = ${tenant_id}$""",
     "set_manual_input": """UPDATE pipeline_task_steps SET input_version = ${input_version}$, input_stale = 0,
         updated_at = ${now}$
