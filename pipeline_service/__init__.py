@@ -13,7 +13,7 @@ __all__ = [
     "configure", "get_service", "shutdown", "define_pipeline",
     "pipeline_submit", "pipeline_list", "pipeline_detail", "pipeline_node", "pipeline_modify",
     "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_register_handler",
-    "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
     "pipeline_on", "pipeline_off",
+    "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
     "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError", "WaitTimeoutError",
 ]

@@ -33,6 +33,8 @@ FUNCTIONS = {
     "pipeline_resume": api.pipeline_resume,
     "pipeline_cancel": api.pipeline_cancel,
     "pipeline_register_handler": api.pipeline_register_handler,
+    "pipeline_on": api.pipeline_on,
+    "pipeline_off": api.pipeline_off,
 }
 _hooked = False
 

@@ -21,6 +21,6 @@ def step_view(row):
         "status": row["status"], "attempt": int(row["attempt"]) - int(row["attempt_base"]),
         "input_version": row["input_version"], "output_version": row["output_version"],
         "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
-    }
         # the last failed attempt's traceback (its innermost frames), until the step succeeds or is re-run
         "traceback": row["error_trace"],
+    }

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 DB = scratch_name("deploy")
 USER, PASSWORD = "pipeline_deploy", "d3ploy pa$$ word"
-LONG_STEP = 8.0      # seconds: far longer than the stop grace below
+LONG_STEP = 4.0      # seconds: far longer than the stop grace below (stop_timeout 1 s)
 POLL = 0.2
 LEASE = 30.0         # a lease that expired would take far longer than a hand-back
 

@@ -15,7 +15,7 @@ from conftest import scratch_mysql_database, scratch_name
 from pipeline_service import PipelineService, register_handler
 from pipeline_service.store import sqlor_adapter
 
-POLL = 0.2    # seconds: a short poll interval keeps the test short
+POLL = 0.1    # seconds: a short poll interval keeps the test short (each window waits POLLS + 2 of them)
 POLLS = 6     # probes in a measured window
 
 

@@ -42,7 +42,8 @@ MAX_BATCH = 256  # outcomes recorded per transaction at most
 # must fit max_allowed_packet (16 MiB by default) after SQL escaping (up to twice the text)
 MAX_BATCH_CHARS = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 2000   # of a failed attempt's message as stored (the task's error joins them)
-TRACEBACK_FRAMES = 20    # of a handler's traceback as logged (the innermost ones)
+TRACEBACK_FRAMES = 20    # of a handler's traceback as logged and stored (the innermost ones)
+MAX_TRACE_CHARS = 8192   # of a failed attempt's traceback as stored (its end: the innermost frames)
 # transactions recording outcomes at once: while one waits for its commit, the next
 # batch is written (both lock their tasks' rows in index order: no deadlock)
 RECORDERS = 2
@@ -87,13 +88,14 @@ class OutcomeNotStored(Exception):
 
 
 class Executor:
-    def __init__(self, storage, claimer, recorder, handlers, concurrency=64, tenant_concurrency=None,
+    def __init__(self, storage, claimer, recorder, handlers, events, concurrency=64, tenant_concurrency=None,
                  poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.storage = storage
         self.claimer = claimer      # claims ready steps (fairness over tenants)
         self.recorder = recorder    # records outcomes, leases, hand-backs, recovery
         self.handlers = handlers    # the registry: which step types this process runs, and how
+        self.events = events        # tells hosts when a handler starts (step.started)
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
         self.poll_interval = poll_interval
@@ -341,6 +343,8 @@ class Executor:
         if claim in self._revoked:
             raise asyncio.CancelledError()  # taken away before it began
         _log_step(logging.DEBUG, claim, "started")
+        self.events.emit("step.started", claim.tenant_id, claim.task_id, step_name=claim.step_name,
+                         attempt=claim.run_attempt)
         config = from_json(to_json(step.config))  # the handler's own copy, not the cached plan's
         deadline = asyncio.timeout(step.timeout)
         self._in_handler.add(claim)
@@ -476,23 +480,36 @@ def _outcome(claim, step, result):
         _log_step(logging.DEBUG, claim, "succeeded")
         return Outcome(claim, output=from_json(result))  # a fresh copy, equal to what is stored
     error = _storable(result.message)
+    trace = _trace(result.exc)
     if claim.run_attempt < step.max_attempts:
         delay = step.retry_delay(claim.run_attempt)
-        _log_step(logging.INFO, claim, f"failed, retried in {delay:g}s: {error}", result.exc)
-        return Outcome(claim, error=error, retry_delay=delay)
-    _log_step(logging.WARNING, claim, f"failed: {error}", result.exc)
-    return Outcome(claim, error=error)
+        _log_step(logging.INFO, claim, f"failed, retried in {delay:g}s: {error}", trace)
+        return Outcome(claim, error=error, retry_delay=delay, trace=_stored_trace(trace))
+    _log_step(logging.WARNING, claim, f"failed: {error}", trace)
+    return Outcome(claim, error=error, trace=_stored_trace(trace))
 
 
-def _log_step(level, claim, what, exc=None):
-    """A step outcome in the log, with its tenant, task, step and attempt as fields (and a
-    handler's exception with the innermost TRACEBACK_FRAMES frames of its traceback)."""
+def _trace(exc):
+    """A handler's exception with the innermost TRACEBACK_FRAMES frames of its traceback, or None."""
+    if exc is None:
+        return None
+    return _utf8("".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))).rstrip()
+
+
+def _stored_trace(trace):
+    """A traceback as the step row keeps it: its last MAX_TRACE_CHARS characters (the innermost
+    frames and the exception are at the end)."""
+    if trace is None or len(trace) <= MAX_TRACE_CHARS:
+        return trace
+    return "…" + trace[-(MAX_TRACE_CHARS - 1):]
+
+
+def _log_step(level, claim, what, trace=None):
+    """A step outcome in the log, with its tenant, task, step and attempt as fields (and the
+    traceback of what a handler raised)."""
     if not log.isEnabledFor(level):
         return
-    trace = ""
-    if exc is not None:
-        trace = "\n" + _utf8("".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))).rstrip()
     log.log(level, "pipeline step %s (tenant %s, task %s, attempt %d) %s%s", claim.step_name, claim.tenant_id,
-            claim.task_id, claim.run_attempt, what, trace,
+            claim.task_id, claim.run_attempt, what, "" if trace is None else "\n" + trace,
             extra={"tenant": claim.tenant_id, "task": claim.task_id, "step": claim.step_name,
                    "attempt": claim.run_attempt})

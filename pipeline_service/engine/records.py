@@ -40,12 +40,14 @@ class Claim:
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt ended: ``output`` (succeeded), or ``error`` with a ``retry_delay``
-    (another attempt follows) or without one (the step failed)."""
+    (another attempt follows) or without one (the step failed); ``trace``: the traceback of
+    what the handler raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
     output: Optional[dict] = None
     error: Optional[str] = None
     retry_delay: Optional[float] = None
+    trace: Optional[str] = None
 
 
 @dataclass(frozen=True)

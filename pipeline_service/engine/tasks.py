@@ -72,9 +72,9 @@ class Tasks:
         plan = TaskPlan(dag, params, ids)
         tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
         tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
+        self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-        self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
                     n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:

@@ -15,6 +15,8 @@ SQLite compares text exactly by default (BINARY).
 import json
 from pathlib import Path
 
+from ..exceptions import StorageError
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pipeline_service/
 MODELS_DIR = PACKAGE_DIR.parent / "models"  # the source tree's
 OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts")
@@ -86,6 +88,26 @@ def exact_columns(table):
 MYSQL_COLUMNS = """SELECT column_name AS name, column_type AS type, is_nullable AS nullable,
     collation_name AS collation, column_comment AS comment FROM information_schema.columns
     WHERE table_schema = DATABASE() AND table_name = ${table}$"""
+# the columns of one table as SQLite has them (only their names are used there)
+SQLITE_COLUMNS = "SELECT name FROM pragma_table_info(${table}$)"
+COLUMNS = {"mysql": MYSQL_COLUMNS, "sqlite": SQLITE_COLUMNS}
+
+
+def add_column_statements(table, dialect, columns):
+    """``ALTER TABLE ... ADD COLUMN`` for each column of the model the table lacks (a table made
+    by an older version); ``columns``: rows of COLUMNS[dialect].  Only nullable columns can be
+    added to a table with rows: a NOT NULL one is a StorageError naming it."""
+    have = {column["name"].lower() for column in columns}
+    types = MYSQL_TYPES if dialect == "mysql" else SQLITE_TYPES
+    statements = []
+    for field in load_model(table)["fields"]:
+        if field["name"] in have:
+            continue
+        if field.get("nullable") == "no":
+            raise StorageError(f"table {table} has no column {field['name']} and it cannot be added in place "
+                               "(NOT NULL without a default): migrate the table by hand")
+        statements.append(f"ALTER TABLE {table} ADD COLUMN {_column(field, types, dialect).strip()}")
+    return statements
 
 
 def upgrade_statement(table, columns):

@@ -218,11 +218,17 @@ class Storage:
 
     async def _create(self, sor: Any, tables: Sequence[str]) -> None:
         for table in tables:
-            for ddl in schema.create_statements(table, self.dialect):
+            create_table, *indexes = schema.create_statements(table, self.dialect)
+            await sqlor_adapter.run(sor, create_table, {})
+            await sqlor_adapter.run(sor, schema.COLUMNS[self.dialect], {"table": table})
+            columns = await sqlor_adapter.fetch_rows(sor)
+            for ddl in schema.add_column_statements(table, self.dialect, columns):  # a table of an older version
+                log.warning("%s: %s", self.describe(), ddl)
+                await sqlor_adapter.run(sor, ddl, {})
+            for ddl in indexes:  # after the columns: an index may be on a column just added
                 await sqlor_adapter.run(sor, ddl, {})
             if self.dialect == "mysql":  # tables made before ids compared exactly (or by json2ddl)
-                await sqlor_adapter.run(sor, schema.MYSQL_COLUMNS, {"table": table})
-                upgrade = schema.upgrade_statement(table, await sqlor_adapter.fetch_rows(sor))
+                upgrade = schema.upgrade_statement(table, columns)
                 if upgrade is not None:
                     log.warning("%s: giving the id columns of %s a binary collation", self.describe(), table)
                     await sqlor_adapter.run(sor, upgrade, {})
