@@ -5,8 +5,8 @@ from ..ids import new_id, now_ms
 from ..json_objects import check_copies, from_json, to_json
 from ..views import task_summary
 from .caches import EngineCaches
-from .progress import Progress
 from .events import Events
+from .progress import Progress
 from .records import TaskPlan
 
 
@@ -16,8 +16,8 @@ class Tasks:
         self.caches = caches
         self.progress = progress
         self.handlers = handlers  # the service's handler registry: submit refuses types it cannot run
-
         self.events = events  # task.submitted: at commit
+
     async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
         """Create or replace a pipeline definition (rows of pipelines / pipeline_steps);
         ``steps`` are checked rows (``dag.definition_rows``)."""
