@@ -265,14 +265,16 @@ async def test_mariadb_restart_mid_run_every_task_finishes(private_server, priva
 async def test_sqlite_refuses_a_second_process(tmp_path):
     path = tmp_path / "single.db"
     svc = PipelineService(f"sqlite:///{path}", create_schema=True, autostart=False)
-    await svc.start()
     code = ("import asyncio\nfrom pipeline_service import Storage\n"
             f"st = Storage.from_description('sqlite:///{path}')\n"
             "async def main():\n    async with st.transaction() as tx: pass\n"
             "try:\n    asyncio.run(main())\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    await svc.stop()
+    try:
+        await svc.start()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    finally:
+        await svc.stop()
     assert "StorageError" in done.stdout and "in use by another process" in done.stdout, done.stdout + done.stderr
     assert "use MySQL/MariaDB" in done.stdout
 
