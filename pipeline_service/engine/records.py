@@ -1,8 +1,8 @@
 """The plain records passed between the engine's components."""
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
-from ..dag import Dag
+from ..dag import Dag, StepDef
 
 
 @dataclass(frozen=True)
@@ -10,8 +10,8 @@ class TaskPlan:
     """What never changes in a task after submit: its DAG, its params and its step row ids."""
 
     dag: Dag
-    params: dict
-    ids: dict  # step name -> step row id
+    params: dict[str, Any]
+    ids: dict[str, str]  # step name -> step row id
 
     @property
     def size(self) -> int:
@@ -44,15 +44,15 @@ class Outcome:
     what the handler raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
-    output: Optional[dict] = None
-    error: Optional[str] = None
-    retry_delay: Optional[float] = None
-    trace: Optional[str] = None
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    retry_delay: float | None = None
+    trace: str | None = None
 
 
 @dataclass(frozen=True)
 class StartedStep:
     """What a claimed step runs with: its definition and its input."""
 
-    step: Any   # dag.StepDef
-    input: dict
+    step: StepDef
+    input: dict[str, Any]
