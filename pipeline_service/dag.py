@@ -1,8 +1,8 @@
-"""The DAG of a task and the state machines of tasks and steps.
+"""The DAG of a task: step definitions and their options, the DAG, the cascade plan.
 
 The DAG is built from the task's step snapshot (the rows of
-``pipeline_task_steps``, or of ``pipeline_steps`` at submit) and validated once;
-the state machines are tables of allowed transitions.
+``pipeline_task_steps``, or of ``pipeline_steps`` at submit) and validated once.
+(Statuses and their transitions are in ``status.py``.)
 """
 import heapq
 import json
@@ -13,37 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .json_objects import check_json_object, parse_json_object, to_json
-from .exceptions import InvalidInputError, InvalidStateError
+from .exceptions import InvalidInputError
 from .ids import check_name
-
-TASK_STATUSES = ("pending", "running", "paused", "succeeded", "failed", "cancelled")
-# `skipped`: never ran because an upstream step failed (the task is `failed`).
-STEP_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "skipped")
-
-TASK_TRANSITIONS = {
-    "pending": {"running", "paused", "cancelled"},
-    "running": {"paused", "succeeded", "failed", "cancelled"},
-    "paused": {"running", "cancelled"},
-    "succeeded": {"running"},   # a human edit re-runs part of it
-    "failed": {"running", "cancelled"},  # retry from a step / edit; or give it up
-    "cancelled": set(),         # terminal
-}
-STEP_TRANSITIONS = {
-    "pending": {"running", "cancelled", "skipped"},
-    "running": {"succeeded", "failed", "pending", "cancelled"},  # pending: retry or lost claim
-    "succeeded": {"pending"},
-    "failed": {"pending"},
-    "skipped": {"pending"},
-    "cancelled": set(),
-}
-TERMINAL_TASK_STATUSES = {"succeeded", "failed", "cancelled"}
-
-
-def check_transition(table, kind, current, new):
-    """Raise InvalidStateError unless ``current -> new`` is in ``table``."""
-    if new not in table.get(current, ()):
-        raise InvalidStateError(f"a {kind} that is {current} cannot become {new}")
-
 
 ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf

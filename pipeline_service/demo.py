@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .engine.handlers import register_handler
 from .service import PipelineService
+from .status import TERMINAL_TASK_STATUSES
 
 PIPELINE_ID = "demo-article"
 PRODUCTION_LINE = [
@@ -78,7 +79,7 @@ async def follow(service, console, tasks, title):
             details = [await service.detail(t["tenant_id"], t["id"]) for t in tasks]
             for d in details:
                 progress.update(bars[d["id"]], completed=d["progress"]["succeeded"], status=d["status"])
-            if all(d["status"] in ("succeeded", "failed", "cancelled") for d in details):
+            if all(d["status"] in TERMINAL_TASK_STATUSES for d in details):
                 return details
             await asyncio.sleep(0.1)
 

@@ -25,7 +25,8 @@ from .engine.progress import Progress
 from .engine.reads import Reads
 from .engine.recording import Recorder
 from .engine.tasks import Tasks
-from .dag import MAX_INT, TASK_STATUSES, check_updates, check_whole, definition_rows
+from .dag import MAX_INT, check_updates, check_whole, definition_rows
+from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
 from .store.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class PipelineService:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             detail = await self.detail(tenant_id, task_id)
-            if detail["status"] in ("succeeded", "failed", "cancelled", "paused"):
+            if detail["status"] in TERMINAL_TASK_STATUSES or detail["status"] == TaskStatus.PAUSED:
                 return detail
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"task {task_id} still {detail['status']} after {timeout}s")

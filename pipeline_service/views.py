@@ -6,7 +6,8 @@ from .ids import iso
 def task_summary(row):
     return {
         "id": row["id"], "tenant_id": row["tenant_id"], "pipeline_id": row["pipeline_id"],
-        "owner_id": row["owner_id"], "title": row["title"], "status": row["status"], "error": row["error"],
+        "owner_id": row["owner_id"], "title": row["title"], "status": str(row["status"]),  # a plain str, not the enum
+        "error": row["error"],
         "progress": {"total": int(row["n_total"]), "succeeded": int(row["n_succeeded"]),
                      "running": int(row["n_running"]), "failed": int(row["n_failed"])},
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pipeline_service import PipelineService, register_handler
 from pipeline_service.exceptions import PipelineError
 from pipeline_service.engine.handlers import registered_step_types, unregister_handler
-from pipeline_service.dag import TASK_STATUSES
+from pipeline_service.status import TASK_STATUSES
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
 TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts", "pipelines", "pipeline_steps")

@@ -178,3 +178,25 @@ async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_anot
     task = await service.submit("acme", "org1", "o")
     assert [s["step_name"] for s in (await service.detail("acme", task["id"]))["steps"]] == ["a"]
     await service.stop()
+
+
+async def test_indexes_are_created_without_the_mariadb_only_if_not_exists():
+    """``CREATE INDEX IF NOT EXISTS`` is MariaDB syntax that MySQL 8 refuses: on MySQL an index
+    is created plainly, only when information_schema does not list it (the same statements run
+    here, on MariaDB): a missing index is made again, the present ones are left alone."""
+    for table in schema.OWNED_TABLES + schema.REFERENCE_TABLES:
+        for ddl in schema.index_statements(table, "mysql").values():
+            assert "IF NOT EXISTS" not in ddl.upper(), ddl
+    database = scratch_name("indexes")
+    storage = Storage.from_description(scratch_mysql_database(database))
+    await storage.create_missing_tables()
+    wanted = columns_of(database)[1]
+    assert ("pipeline_task_steps", "pipeline_task_steps_ready") in wanted
+    conn = mysql_admin(database=database)
+    with conn.cursor() as cur:
+        cur.execute("DROP INDEX pipeline_task_steps_ready ON pipeline_task_steps")
+    conn.close()
+    await storage.create_missing_tables()
+    await storage.create_missing_tables()
+    await storage.close()
+    assert columns_of(database)[1] == wanted

@@ -1,12 +1,11 @@
-"""The DAG and the state tables, without a database."""
+"""The DAG and the handler registry, without a database (statuses: test_status.py)."""
 import logging
 
 import pytest
 
-from pipeline_service import InvalidInputError, InvalidStateError, register_handler
+from pipeline_service import InvalidInputError, register_handler
 from pipeline_service.engine.handlers import get_handler, unregister_handler
-from pipeline_service.dag import (STEP_TRANSITIONS, TASK_TRANSITIONS, Dag, StepDef, check_transition,
-                                    parse_config, parse_depends_on)
+from pipeline_service.dag import Dag, StepDef, parse_config, parse_depends_on
 
 
 def dag(*specs):
@@ -61,13 +60,6 @@ def test_retry_delay_doubles():
     step = StepDef("a", "t", (), {"retries": 3, "retry_delay": 0.5})
     assert step.max_attempts == 4
     assert [step.retry_delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
-
-
-def test_transition_tables():
-    check_transition(TASK_TRANSITIONS, "task", "running", "paused")
-    with pytest.raises(InvalidStateError, match="cancelled cannot become running"):
-        check_transition(TASK_TRANSITIONS, "task", "cancelled", "running")
-    assert STEP_TRANSITIONS["cancelled"] == set()
 
 
 def test_register_handler_validates_and_replacement_is_logged(caplog):

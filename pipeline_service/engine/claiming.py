@@ -77,7 +77,7 @@ class Claimer:
         roots = {(r["tenant_id"], r["task_id"]) for r in claimed if not parse_depends_on(r["depends_on"])}
         if roots:
             await self._mark_started(roots, now)
-        return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], int(r["attempt"]) + 1,
+        return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], r["attempt"],
                       int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
 
     async def _mark_started(self, keys, now):
@@ -114,7 +114,10 @@ class Claimer:
         """Claim up to ``shares[tenant]`` ready steps of each tenant, oldest first, in one statement."""
         rows = await tx.fetch_union("select_ready_steps", [
             dict(tenant_id=tenant, now=now, step_types=step_types, limit=share) for tenant, share in shares.items()])
-        if rows:  # locked above (FOR UPDATE): all of them are claimed
-            tx.defer("claim_steps", ids=[r["id"] for r in rows], owner=owner, lease_expires_at=now + lease_ms,
-                     now=now)
+        by_attempt = {}  # locked above (FOR UPDATE): all of them are claimed
+        for r in rows:  # with their next attempt, the claim token: computed here only, stored as is
+            r["attempt"] = int(r["attempt"]) + 1
+            by_attempt.setdefault(r["attempt"], []).append(r["id"])
+        for attempt, ids in by_attempt.items():
+            tx.defer("claim_steps", ids=ids, attempt=attempt, owner=owner, lease_expires_at=now + lease_ms, now=now)
         return rows

@@ -6,6 +6,7 @@ by primary key (docs/ARCHITECTURE.md, "the task row lock"); then makes ready the
 whose dependencies all succeeded, with their inputs; then settles a task that can make
 no more progress.
 """
+from ..status import StepStatus, TaskAction, task_transition
 from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
@@ -23,7 +24,7 @@ class Progress:
 
     async def lock_states(self, tx, wanted):
         """Lock the task rows of ``wanted`` ({(tenant_id, task_id): step names, or None for all
-        the task's steps}) in id order (see queries.STEP_STATES), then read those steps;
+        the task's steps}) in id order (see store/queries.sql, its head), then read those steps;
         for each task found, ``(states by step name, task status)`` as last committed."""
         tx.defer("lock_tasks", task_ids=sorted({k[1] for k in wanted}), tenant_ids=sorted({k[0] for k in wanted}))
         rows, ids = [], []
@@ -73,7 +74,7 @@ class Progress:
         made = False
         for name in dict.fromkeys(candidates):
             row = states[name]
-            if row["status"] == "pending" and row["ready_at"] is None and await self.dependencies_succeeded(
+            if row["status"] == StepStatus.PENDING and row["ready_at"] is None and await self.dependencies_succeeded(
                     writes.tx, (tenant_id, task_id), plan, name, states):
                 await self._make_ready(writes, tenant_id, task_id, plan, name, states)
                 made = True
@@ -91,7 +92,7 @@ class Progress:
             part = [deps[(start + i) % len(deps)] for i in range(looked, min(looked + chunk, len(deps)))]
             await self._read_states(tx, key, plan, [d for d in part if d not in states], states)
             for i, dep in enumerate(part, start=looked):
-                if states[dep]["status"] != "succeeded":
+                if states[dep]["status"] != StepStatus.SUCCEEDED:
                     self.caches.blockers[memo] = (start + i) % len(deps)
                     return False
             looked, chunk = looked + len(part), chunk * 2
@@ -135,16 +136,16 @@ class Progress:
                 continue
             ids = dict(tenant_id=key[0], task_id=key[1])
             if not r["has_unsucceeded"]:
-                tx.defer("set_task_status", status="succeeded", error=None, finished_at=now, now=now,
-                         from_status=statuses[key], **ids)
+                tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.SUCCEED, key[1]),
+                         error=None, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.succeeded", *key)
             elif r["has_failed"]:
                 position = (await self.plans.get(tx, *key)).dag.position
                 failed = sorted(await tx.fetch_all("failed_steps", **ids), key=lambda f: position[f["step_name"]])
                 error = "; ".join(f"step {f['step_name']!r} failed: {f['error']}" for f in failed)
                 tx.defer("skip_waiting_steps", now=now, **ids)
-                tx.defer("set_task_status", status="failed", error=error, finished_at=now, now=now,
-                         from_status=statuses[key], **ids)
+                tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.FAIL, key[1]),
+                         error=error, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.failed", *key, error=error)
             else:
                 continue

@@ -7,13 +7,13 @@ away changes nothing, and each output version is stored exactly once.
 """
 from ..ids import now_ms
 from ..json_objects import from_json
+from ..status import ACTIVE_TASK_STATUSES as ACTIVE, StepStatus, TaskStatus
 from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
 from .progress import Progress
 from .records import StartedStep
 
-ACTIVE = ("pending", "running")  # task statuses in which steps run: a step put back is ready again at once
 LOST_WORKER = "lost its worker (the process died or stalled mid-step); run again"  # a recovery's step.retrying
 
 
@@ -58,12 +58,13 @@ class Recorder:
         now = now_ms()
         locked = await self.progress.lock_states(tx, await self.progress.touched(tx, outcomes))
         writes = self.progress.writes(tx, now)
-        recorded, succeeded, changed = [], [], {}
+        recorded, succeeded, changed = [], {}, {}  # succeeded: {new output version: step ids}
         for o in outcomes:
             c, key = o.claim, (o.claim.tenant_id, o.claim.task_id)
             states, task_status = locked.get(key, ({}, None))
             row = states.get(c.step_name)
-            if row is None or (row["status"], row["attempt"], row["owner"]) != ("running", c.attempt, c.owner):
+            if row is None or (row["status"], row["attempt"], row["owner"]) != (
+                    StepStatus.RUNNING, c.attempt, c.owner):
                 recorded.append(False)  # the claim was taken away: the result is discarded
                 continue
             recorded.append(True)
@@ -71,8 +72,8 @@ class Recorder:
                 version = (row["output_version"] or 0) + 1
                 writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, o.output, "engine",
                                 {"input_version": c.input_version})
-                succeeded.append(c.id)
-                row.update(status="succeeded", output_version=version)
+                succeeded.setdefault(version, []).append(c.id)
+                row.update(status=StepStatus.SUCCEEDED, output_version=version)
                 changed.setdefault(key, []).append(c.step_name)
                 self.events.at_commit(tx, "step.succeeded", *key, step_name=c.step_name, attempt=c.run_attempt,
                                       output_version=version)
@@ -81,24 +82,24 @@ class Recorder:
                 ready_at = now + int(o.retry_delay * 1000) if task_status in ACTIVE else None
                 tx.defer("requeue_step", id=c.id, ready_at=ready_at, error=o.error, error_trace=o.trace,
                          attempt=c.attempt, owner=c.owner, now=now)
-                row.update(status="pending", ready_at=ready_at)
-                self.events.at_commit(tx, "step.retrying", *key, step_name=c.step_name, attempt=c.run_attempt,
-                                      error=o.error, traceback=o.trace, retry_delay=o.retry_delay)
+                row.update(status=StepStatus.PENDING, ready_at=ready_at)
                 if ready_at is not None:  # claimed here without waiting for a refresh of the tenant list
                     tx.on_commit(lambda tenant=c.tenant_id: self.caches.ready_tenants.add(tenant))
+                self.events.at_commit(tx, "step.retrying", *key, step_name=c.step_name, attempt=c.run_attempt,
+                                      error=o.error, traceback=o.trace, retry_delay=o.retry_delay)
             else:
                 tx.defer("fail_step", id=c.id, error=o.error, error_trace=o.trace, attempt=c.attempt,
                          owner=c.owner, now=now)
-                row.update(status="failed", error=o.error)
+                row.update(status=StepStatus.FAILED, error=o.error)
                 changed.setdefault(key, [])
                 self.events.at_commit(tx, "step.failed", *key, step_name=c.step_name, attempt=c.run_attempt,
                                       error=o.error, traceback=o.trace)
-        if succeeded:  # checked running on the locked rows above
-            tx.defer("succeed_steps", ids=succeeded, now=now)
+        for version, ids in succeeded.items():  # checked running on the locked rows above
+            tx.defer("succeed_steps", ids=ids, output_version=version, now=now)
         unsettled = {}  # running tasks in which nothing was made ready: they may have ended
         for key, finished in changed.items():
             states, task_status = locked[key]
-            if task_status == "running" and not await self.progress.advance(writes, *key, states, finished):
+            if task_status == TaskStatus.RUNNING and not await self.progress.advance(writes, *key, states, finished):
                 unsettled[key] = task_status
         writes.flush()
         await self.progress.settle(tx, unsettled, now)
@@ -149,12 +150,12 @@ class Recorder:
         key = (row["tenant_id"], row["task_id"])
         states, task_status = (await self.progress.lock_states(tx, {key: [row["step_name"]]})).get(key, ({}, None))
         step = states.get(row["step_name"])
-        if step is None or step["status"] != "running":
+        if step is None or step["status"] != StepStatus.RUNNING:
             return 0
-        if step["crash_count"] + 1 >= max_crashes:
-            error = (f"lost its worker {step['crash_count'] + 1} times (the process died or stalled "
-                     f"mid-step); not run again")
-            if await tx.execute("fail_lost_step", id=row["id"], error=error, now=now) != 1:
+        crashes = step["crash_count"] + 1  # computed here only: the statements store it as is
+        if crashes >= max_crashes:
+            error = f"lost its worker {crashes} times (the process died or stalled mid-step); not run again"
+            if await tx.execute("fail_lost_step", id=row["id"], error=error, crash_count=crashes, now=now) != 1:
                 return 0
             self.events.at_commit(tx, "step.failed", *key, step_name=row["step_name"], attempt=run_attempt(step),
                                   error=error, traceback=None)
@@ -162,7 +163,7 @@ class Recorder:
                 await self.progress.settle(tx, {key: task_status}, now)
             return 1
         ready_at = now if task_status in ACTIVE else None
-        recovered = await tx.execute("recover_step", id=row["id"], ready_at=ready_at, now=now)
+        recovered = await tx.execute("recover_step", id=row["id"], ready_at=ready_at, crash_count=crashes, now=now)
         if recovered:
             self.events.at_commit(tx, "step.retrying", *key, step_name=row["step_name"], attempt=run_attempt(step),
                                   error=LOST_WORKER, traceback=None, retry_delay=0)

@@ -3,6 +3,7 @@ from ..dag import Dag
 from ..exceptions import HandlerError, InvalidInputError, NotFoundError
 from ..ids import new_id, now_ms
 from ..json_objects import check_copies, from_json, to_json
+from ..status import TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
@@ -55,7 +56,7 @@ class Tasks:
             raise HandlerError("no handler is registered for " + ", ".join(
                 f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                 owner_id=owner_id, title=title, params=params_text, status="pending", now=now)
+                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
         roots = set(dag.roots())  # ready at once, with their inputs
         check_copies(params_text, len(roots) + 1, "params")
         ids = {name: new_id() for name in dag.order}
@@ -74,7 +75,7 @@ class Tasks:
         tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
-                    status="pending", error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
+                    status=TaskStatus.PENDING, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
                     n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:

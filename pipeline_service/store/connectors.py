@@ -59,7 +59,7 @@ class MySQLConnector:
                 return
             self._pool = await self._reach(aiomysql.create_pool(
                 minsize=self.minsize, maxsize=self.maxsize, autocommit=False, charset="utf8mb4",
-                # every read sees the latest committed rows (see queries.lock_step_states)
+                # every read sees the latest committed rows (see store/queries.sql, its head)
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 connect_timeout=self.connect_timeout, **self.kwargs))
 

@@ -2,8 +2,11 @@
 
 ``json2ddl mysql models/`` (xls2ddl) renders destructive DDL (it starts with
 ``drop table if exists``).  This module renders the *non-destructive* form —
-``CREATE TABLE IF NOT EXISTS`` plus ``CREATE INDEX IF NOT EXISTS`` — for MySQL
-and SQLite from the same models, so a host can create missing tables safely.
+``CREATE TABLE IF NOT EXISTS`` plus the indexes — for MySQL and SQLite from the
+same models, so a host can create missing tables safely.  ``CREATE INDEX IF NOT
+EXISTS`` is MariaDB's and SQLite's, not MySQL 8's: on MySQL an index is created
+plainly, and only when ``information_schema.statistics`` does not list it
+(``MYSQL_INDEXES``, see ``Storage.create_missing_tables``).
 
 Id columns carry ``"collation": "utf8mb4_bin"`` in the models: they compare
 exactly (``ACME`` is not ``acme``).  The ecosystem's MySQL template has no
@@ -57,7 +60,12 @@ def _column(field, types, dialect):
 
 
 def create_statements(table, dialect):
-    """``CREATE ... IF NOT EXISTS`` statements for one table in one dialect."""
+    """The table's ``CREATE TABLE IF NOT EXISTS``, then its indexes' ``CREATE INDEX`` (see
+    index_statements), in one dialect."""
+    return [create_table_statement(table, dialect), *index_statements(table, dialect).values()]
+
+
+def create_table_statement(table, dialect):
     model = load_model(table)
     types = MYSQL_TYPES if dialect == "mysql" else SQLITE_TYPES
     summary = model["summary"][0]
@@ -66,12 +74,18 @@ def create_statements(table, dialect):
     columns = [_column(f, types, dialect) for f in model["fields"]]
     columns.append(f"  PRIMARY KEY ({', '.join(primary)})")
     tail = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci" if dialect == "mysql" else ""
-    statements = [f"CREATE TABLE IF NOT EXISTS {table} (\n" + ",\n".join(columns) + f"\n){tail}"]
-    for index in model.get("indexes", []):
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n" + ",\n".join(columns) + f"\n){tail}"
+
+
+def index_statements(table, dialect):
+    """{index name: its ``CREATE INDEX``}: ``IF NOT EXISTS`` on SQLite; plain on MySQL, whose
+    version 8 lacks it (MariaDB's syntax): run only for an index MYSQL_INDEXES does not list."""
+    if_not_exists = "IF NOT EXISTS " if dialect == "sqlite" else ""
+    statements = {}
+    for index in load_model(table).get("indexes", []):
         unique = "UNIQUE " if index["idxtype"] == "unique" else ""
-        # the same index name json2ddl gives: <table>_<index>
-        statements.append(f"CREATE {unique}INDEX IF NOT EXISTS {table}_{index['name']} "
-                          f"ON {table} ({', '.join(index['idxfields'])})")
+        name = f"{table}_{index['name']}"  # the same index name json2ddl gives: <table>_<index>
+        statements[name] = f"CREATE {unique}INDEX {if_not_exists}{name} ON {table} ({', '.join(index['idxfields'])})"
     return statements
 
 
@@ -87,6 +101,9 @@ def exact_columns(table):
 # the columns of one table as MySQL has them (run with ${table}$ bound)
 MYSQL_COLUMNS = """SELECT column_name AS name, column_type AS type, is_nullable AS nullable,
     collation_name AS collation, column_comment AS comment FROM information_schema.columns
+    WHERE table_schema = DATABASE() AND table_name = ${table}$"""
+# the names of one table's indexes as MySQL has them (run with ${table}$ bound)
+MYSQL_INDEXES = """SELECT DISTINCT index_name AS name FROM information_schema.statistics
     WHERE table_schema = DATABASE() AND table_name = ${table}$"""
 # the columns of one table as SQLite has them (only their names are used there)
 SQLITE_COLUMNS = "SELECT name FROM pragma_table_info(${table}$)"

@@ -1,6 +1,6 @@
 """All of the package's database access: named statements run in transactions.
 
-``Storage`` speaks in statements named in ``queries.py``; it never builds SQL
+``Storage`` speaks in statements named in ``queries.sql``; it never builds SQL
 from data.  ``transaction()`` commits when its block succeeds and, on any error
 (cancellation included), rolls back and re-raises — it never swallows.
 """
@@ -210,25 +210,43 @@ class Storage:
         tables = schema.OWNED_TABLES + (schema.REFERENCE_TABLES if include_reference else ())
         async with self.connector.session() as sor:
             with warnings.catch_warnings():
-                # MySQL reports every IF NOT EXISTS that found the object as a warning
-                warnings.filterwarnings("ignore", message=r".*(already exists|Duplicate key name)")
+                # MySQL reports every CREATE TABLE IF NOT EXISTS that found the table as a warning
+                warnings.filterwarnings("ignore", message=r".*already exists")
                 await self._create(sor, tables)
             await sqlor_adapter.commit(sor)
         return list(tables)
 
     async def _create(self, sor: Any, tables: Sequence[str]) -> None:
         for table in tables:
-            create_table, *indexes = schema.create_statements(table, self.dialect)
-            await sqlor_adapter.run(sor, create_table, {})
+            await sqlor_adapter.run(sor, schema.create_table_statement(table, self.dialect), {})
             await sqlor_adapter.run(sor, schema.COLUMNS[self.dialect], {"table": table})
             columns = await sqlor_adapter.fetch_rows(sor)
             for ddl in schema.add_column_statements(table, self.dialect, columns):  # a table of an older version
                 log.warning("%s: %s", self.describe(), ddl)
                 await sqlor_adapter.run(sor, ddl, {})
-            for ddl in indexes:  # after the columns: an index may be on a column just added
-                await sqlor_adapter.run(sor, ddl, {})
+            await self._create_indexes(sor, table)  # after the columns: an index may be on a column just added
             if self.dialect == "mysql":  # tables made before ids compared exactly (or by json2ddl)
                 upgrade = schema.upgrade_statement(table, columns)
                 if upgrade is not None:
                     log.warning("%s: giving the id columns of %s a binary collation", self.describe(), table)
                     await sqlor_adapter.run(sor, upgrade, {})
+
+    async def _create_indexes(self, sor: Any, table: str) -> None:
+        """Create the table's indexes that do not exist.  SQLite: ``CREATE INDEX IF NOT EXISTS``.
+        MySQL: that is MariaDB syntax, MySQL 8 refuses it; so an index is created only if
+        information_schema does not list it, and one another process made meanwhile (the
+        CREATE failed, and now it is listed) is not an error."""
+        indexes = schema.index_statements(table, self.dialect)
+        present = await self._mysql_indexes(sor, table) if self.dialect == "mysql" else set()
+        for name, ddl in indexes.items():
+            if name in present:
+                continue
+            try:
+                await sqlor_adapter.run(sor, ddl, {})
+            except Exception:
+                if self.dialect != "mysql" or name not in await self._mysql_indexes(sor, table):
+                    raise
+
+    async def _mysql_indexes(self, sor: Any, table: str) -> set[str]:
+        await sqlor_adapter.run(sor, schema.MYSQL_INDEXES, {"table": table})
+        return {row["name"].lower() for row in await sqlor_adapter.fetch_rows(sor)}  # names ignore case there
