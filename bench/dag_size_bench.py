@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
-from pipeline_service import PipelineService, register_handler  # noqa: E402
+from pipeline_service import PipelineService  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
 
 STEP_TYPE = "dag-size-noop"
@@ -56,8 +56,8 @@ async def one_task(service, pipeline_id, timeout):
 
 
 async def run_backend(database, sizes, rounds, timeout=600):
-    register_handler(STEP_TYPE, noop)
     service = PipelineService(database, concurrency=64, poll_interval=1.0)
+    service.register_handler(STEP_TYPE, noop)
     await service.storage.create_missing_tables(include_reference=True)
     await service.start()
     for shape, make in SHAPES.items():

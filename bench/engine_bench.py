@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import diamond, MYSQL_URL, ensure_mysql_database, median, server_cpu_seconds  # noqa: E402
 from bench import storage_bench  # noqa: E402
-from pipeline_service import PipelineService, register_handler  # noqa: E402
+from pipeline_service import PipelineService  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
 
 DIAMOND = diamond("bench-noop")
@@ -96,8 +96,8 @@ async def loaded_run(service, pipeline_id, tasks, submit):
 
 
 async def run_backend(database, tasks, concurrency):
-    register_handler("bench-noop", noop)
     service = PipelineService(database, concurrency=concurrency, poll_interval=1.0)
+    service.register_handler("bench-noop", noop)
     await service.storage.create_missing_tables(include_reference=True)
     await service.start()
     pipeline_id = "bench-diamond"

@@ -22,7 +22,7 @@ import pymysql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import diamond, ensure_mysql_database, median  # noqa: E402
-from pipeline_service import PipelineService, register_handler  # noqa: E402
+from pipeline_service import PipelineService  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
 
 URL = "mysql://root@127.0.0.1:3306/pipeline_bench_mp"
@@ -78,8 +78,8 @@ async def fairness(backlog_tasks=2000, probes=10):
         first_start.setdefault(task_id, time.monotonic())
         await asyncio.sleep(0.05)
         return {}
-    register_handler("fair-work", work)
     service = PipelineService(URL, concurrency=32, autostart=False)
+    service.register_handler("fair-work", work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline("fair", diamond("fair-work"))
     for i in range(backlog_tasks):  # 10,000 steps queued by tenant A before anything runs

@@ -20,7 +20,7 @@ import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import MYSQL_URL, diamond, ensure_mysql_database, median  # noqa: E402
-from pipeline_service import PipelineService, register_handler  # noqa: E402
+from pipeline_service import PipelineService  # noqa: E402
 from pipeline_service.ids import new_id  # noqa: E402
 
 DIAMOND = diamond("tenant-noop")
@@ -49,6 +49,7 @@ async def one_run(url, tenants, tasks, timeout=300):
     """Steps/s of one service draining ``tasks`` diamond tasks spread over ``tenants`` tenants."""
     run = "run-" + new_id()[:8]
     service = PipelineService(url, concurrency=64, poll_interval=1.0, autostart=False)
+    service.register_handler("tenant-noop", noop)
     await service.define_pipeline("tenant-diamond", DIAMOND)
     names = [f"{run}-{i:04d}" for i in range(tenants)]
     for first in range(0, tasks, SUBMITS_AT_ONCE):
@@ -75,7 +76,6 @@ def measure(tasks=2000, rounds=3, url=MYSQL_URL):
     """{"<n> tenants": steps/s (median), ..., "ratio": many / few}, the counts interleaved."""
     ensure_mysql_database(url)
     asyncio.run(_schema(url))
-    register_handler("tenant-noop", noop)
     samples = {n: [] for n in TENANT_COUNTS}
     for _ in range(rounds):
         for n in TENANT_COUNTS:

@@ -5,11 +5,12 @@ from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipe
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
                          InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError,
                          WaitTimeoutError)
+from .engine.handlers import HandlerRegistry
 from .service import PipelineService
 from .store.storage import Storage
 
 __all__ = [
-    "register_handler", "PipelineService", "Storage",
+    "register_handler", "PipelineService", "HandlerRegistry", "Storage",
     "configure", "get_service", "shutdown", "define_pipeline",
     "pipeline_submit", "pipeline_list", "pipeline_detail", "pipeline_node", "pipeline_modify",
     "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_register_handler",

@@ -3,14 +3,19 @@
 The default service is built on first use: from ``configure(database=...)`` if the
 caller gave one, else from the host's configuration (config.json +
 get_module_dbname), else the embedded SQLite file ``pipeline_service.db``.
+
+Its handler registry is kept here, apart from the service: a host registers its
+handlers in its init function, before the service exists, and every service that
+``configure()`` builds (again after ``shutdown()``) is built with this same registry.
 """
 from .host import config as host_config
 from .exceptions import ConfigurationError
 from .engine.events import Events
-from .engine.handlers import register_handler
+from .engine.handlers import HandlerRegistry
 from .service import PipelineService
 
 _service = None
+_handlers = HandlerRegistry()  # the default service's handlers, whenever it is built
 _events = Events()  # the default service's event subscriptions (pipeline_on), whenever it is built
 _hosted = False  # set by load_pipeline_service(): then the host must configure the database
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -35,6 +40,9 @@ def configure(database=None, **options):
         if _hosted:
             options = {**host_config.host_options(), **options}
         options.setdefault("create_schema", database == host_config.EMBEDDED_DEFAULT)
+    if "handlers" in options:  # a registry passed here would be lost by the next configure()
+        raise ConfigurationError("the default service takes no handlers option: register them with "
+                                 "pipeline_service.register_handler(step_type, fn)")
     timeout = options.pop("stop_timeout", DEFAULT_STOP_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
         raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
@@ -42,7 +50,7 @@ def configure(database=None, **options):
     if "events" in options:  # subscriptions must outlive the service
         raise ConfigurationError("the default service takes no events option: subscribe with "
                                  "pipeline_service.pipeline_on(event, callback)")
-    _service = PipelineService(database, events=_events, **options)
+    _service = PipelineService(database, handlers=_handlers, events=_events, **options)
     return _service
 
 
@@ -94,6 +102,11 @@ async def pipeline_resume(tenant_id, task_id):
 
 async def pipeline_cancel(tenant_id, task_id):
     return await get_service().cancel(tenant_id, task_id)
+
+
+def register_handler(step_type, fn):
+    """Register ``fn`` for ``step_type`` with the default service, built already or not yet."""
+    return _handlers.register(step_type, fn)
 
 
 def pipeline_register_handler(step_type, fn):

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .engine.handlers import register_handler
+from . import api
 from .service import PipelineService
 from .status import TERMINAL_TASK_STATUSES
 
@@ -34,8 +34,11 @@ PRODUCTION_LINE = [
 TENANTS = {"acme": ["tea", "kites"], "globex": ["volcanoes", "tides"], "initech": ["staplers", "printers"]}
 
 
-def register_demo_handlers(speed=1.0):
-    """The line's handlers; ``speed`` scales their working time (0.01 for tests)."""
+def register_demo_handlers(speed=1.0, service=None):
+    """Register the line's handlers with ``service``, else with the default service (a host's);
+    ``speed`` scales their working time (0.01 for tests)."""
+    register = api.register_handler if service is None else service.register_handler
+
     async def work(config):
         await asyncio.sleep(float(config.get("work", 1.0)) * speed * random.uniform(0.7, 1.3))
 
@@ -61,10 +64,10 @@ def register_demo_handlers(speed=1.0):
         article = input_data["upstream"]["merge"]
         return {"verdict": "approved" if article["words"] > 10 else "too short", "words": article["words"]}
 
-    register_handler("demo.outline", outline)
-    register_handler("demo.draft", draft)
-    register_handler("demo.merge", merge)
-    register_handler("demo.review", review)
+    register("demo.outline", outline)
+    register("demo.draft", draft)
+    register("demo.merge", merge)
+    register("demo.review", review)
 
 
 async def follow(service, console, tasks, title):
@@ -103,8 +106,8 @@ async def summary_table(service, tasks):
 async def run_demo(database="sqlite:///pipeline_service.db", speed=1.0, console=None):
     """Run the whole demo; returns the final details of every task."""
     console = console or Console()
-    register_demo_handlers(speed)
     service = PipelineService(database, concurrency=32)
+    register_demo_handlers(speed, service)
     try:
         await service.storage.create_missing_tables(include_reference=True)
         await service.define_pipeline(PIPELINE_ID, PRODUCTION_LINE, name="article production line",

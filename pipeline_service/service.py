@@ -1,4 +1,4 @@
-"""The app facade: one PipelineService = one database + the engine's components + one executor.
+"""The app facade: one PipelineService = one database + the engine's components + one executor + its handlers.
 
 It composes the engine (docs/ARCHITECTURE.md): one cache object handed to the
 components that need it; ``tasks`` (define, submit), ``reads``, ``control`` (pause,
@@ -10,6 +10,7 @@ themselves the first time they are called inside a running event loop.
 """
 import asyncio
 import logging
+from collections.abc import Callable
 
 from .json_objects import check_json_object
 from .engine.executor import Executor
@@ -19,7 +20,7 @@ from .engine.caches import EngineCaches
 from .engine.claiming import Claimer
 from .engine.control import Control
 from .engine.events import DRAIN_SECONDS, Callback, Events
-from .engine.handlers import DEFAULT_REGISTRY
+from .engine.handlers import HandlerRegistry
 from .engine.plans import Plans
 from .engine.progress import Progress
 from .engine.reads import Reads
@@ -46,6 +47,15 @@ def require_flag(value, what):
     return value
 
 
+def owned_registry(handlers):
+    """The service's own registry: a fresh empty one unless the caller hands one in."""
+    if handlers is None:
+        return HandlerRegistry()
+    if not isinstance(handlers, HandlerRegistry):
+        raise InvalidInputError(f"handlers must be a HandlerRegistry or None, got {type(handlers).__name__}")
+    return handlers
+
+
 def owned_events(events):
     """The service's event bus: a fresh one unless the caller hands one in (api: the default service's)."""
     if events is None:
@@ -58,12 +68,12 @@ def owned_events(events):
 class PipelineService:
     def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
                  max_crashes=3, create_schema=False, autostart=True, require_handlers=True, sync_threads=32,
-                 events: Events | None = None):
+                 handlers: HandlerRegistry | None = None, events: Events | None = None):
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
+        self.handlers = owned_registry(handlers)  # this service's step types: it claims only these
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
-        self.handlers = DEFAULT_REGISTRY
         self.events = owned_events(events)  # lifecycle events for the host: on(), off()
         self.caches = EngineCaches()
         plans = Plans(self.caches)
@@ -104,6 +114,17 @@ class PipelineService:
         await self.events.drain(min(timeout, DRAIN_SECONDS))  # callbacks may still read the database
         await self.storage.close()
         self._opened = False
+
+    # ---- handlers ----------------------------------------------------------
+    def register_handler(self, step_type: str, fn: Callable) -> Callable:
+        """Run steps of ``step_type`` with ``fn`` in this service only; registering again replaces."""
+        self.handlers.register(step_type, fn)
+        self.executor.wake()  # ready steps of this type are claimed now, not at the next poll
+        return fn
+
+    def unregister_handler(self, step_type: str) -> None:
+        """This service claims no more steps of ``step_type`` (those running here finish)."""
+        self.handlers.unregister(step_type)
 
     # ---- lifecycle events (README, "Events") ----------------------------------
     def on(self, event: str, callback: Callback) -> Callback:

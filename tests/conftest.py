@@ -159,7 +159,8 @@ def tenant():
 
 @pytest.fixture
 async def service(database):
-    """A PipelineService on the backend under test, its executor running."""
+    """A PipelineService on the backend under test, its executor running; a test registers
+    its handlers on it (``service.register_handler``): its registry starts empty."""
     from pipeline_service import PipelineService
     svc = PipelineService(database, poll_interval=0.2, concurrency=64)
     await svc.storage.create_missing_tables(include_reference=True)
@@ -185,11 +186,7 @@ def pipeline_id():
 
 
 @pytest.fixture
-def step_type(request):
-    """A step-type prefix unique to the test: the handler registry is process-wide."""
-    from pipeline_service.engine.handlers import registered_step_types, unregister_handler
-    prefix = "st-" + new_id()[:8]
-    yield prefix
-    for name in registered_step_types():
-        if name.startswith(prefix):
-            unregister_handler(name)
+def step_type():
+    """A step-type prefix unique to the test: the MariaDB database is shared by the whole session,
+    so a step left ready by an earlier test is never one this test's service can run."""
+    return "st-" + new_id()[:8]

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 
 
 def main():
@@ -43,12 +43,11 @@ def main():
         record("end", task_id, step_name)
         return {"pid": os.getpid(), "step": step_name}
 
-    register_handler("mp-noop", noop)
-    register_handler("mp-slow", slow)
-
     async def run():
         service = PipelineService(args.db, concurrency=args.concurrency, poll_interval=args.poll,
                                   lease_seconds=args.lease)
+        service.register_handler("mp-noop", noop)
+        service.register_handler("mp-slow", slow)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await service.start()

@@ -3,7 +3,7 @@ steps are asked in one statement (UNION ALL), not one round trip each — with 2
 tenants of one task each, a statement per tenant cost a round trip per claimed step."""
 from collections import Counter
 
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 from pipeline_service.engine.claiming import TENANTS_PER_STATEMENT
 from test_idle import RoundTrips
 
@@ -14,8 +14,8 @@ async def work(tenant_id, task_id, step_name, input_data, config):
 
 async def backlog(database, pipeline_id, step_type, tenants):
     """A service that has not started its executor, with one ready step for each of ``tenants``."""
-    register_handler(step_type, work)
     service = PipelineService(database, autostart=False)
+    service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
     for tenant_id in tenants:

@@ -5,16 +5,16 @@ import time
 
 import pytest
 
-from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError, register_handler
+from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError
 
 
 class Line:
     """Handlers that record every call per step; a step may be told to wait on a gate or fail."""
 
-    def __init__(self, step_type, delay=0.0):
+    def __init__(self, service, step_type, delay=0.0):
         self.calls, self.gates, self.failing, self.cancelled = [], {}, set(), []
         self.delay = delay
-        register_handler(step_type, self.handler)
+        service.register_handler(step_type, self.handler)
 
     async def handler(self, tenant_id, task_id, step_name, input_data, config):
         call = {"step": step_name, "start": time.monotonic(), "input": input_data}
@@ -56,7 +56,7 @@ async def until(predicate, timeout=10.0):
 
 
 async def test_pause_mid_run_starts_nothing_until_resume(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     gate = line.gate("a")
     await linear(service, pipeline_id, step_type, "abc")
     task = await service.submit(tenant, pipeline_id, "o", "pause", {})
@@ -80,7 +80,7 @@ async def test_pause_mid_run_starts_nothing_until_resume(service, tenant, pipeli
 
 
 async def test_pause_before_start_and_resume(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     await linear(service, pipeline_id, step_type, "ab")
     await service.executor.stop()  # nothing claims: the task stays pending
     service.autostart = False
@@ -96,7 +96,7 @@ async def test_pause_before_start_and_resume(service, tenant, pipeline_id, step_
 
 
 async def test_cancel_stops_a_sleeping_handler_and_stores_nothing(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     line.gate("b")  # b would sleep "forever" (30 s in the issue's words)
     await linear(service, pipeline_id, step_type, "abc")
     task = await service.submit(tenant, pipeline_id, "o", "cancel", {})
@@ -129,7 +129,7 @@ async def test_cancel_discards_what_a_sync_handler_returns_later(service, tenant
         time.sleep(0.6)
         returned.set()
         return {"late": True}
-    register_handler(step_type, slow)
+    service.register_handler(step_type, slow)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "sync cancel", {})
     await until(started.is_set)
@@ -141,7 +141,7 @@ async def test_cancel_discards_what_a_sync_handler_returns_later(service, tenant
 
 
 async def test_edit_a_middle_output_reruns_only_its_downstream(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     await linear(service, pipeline_id, step_type, "abcd")
     task = await service.submit(tenant, pipeline_id, "o", "edit", {"p": 1})
     await service.wait(tenant, task["id"])
@@ -163,7 +163,7 @@ async def test_edit_a_middle_output_reruns_only_its_downstream(service, tenant, 
 
 
 async def test_edit_an_input_is_used_as_is(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     await linear(service, pipeline_id, step_type, "abc")
     task = await service.submit(tenant, pipeline_id, "o", "edit input", {"p": 1})
     await service.wait(tenant, task["id"])
@@ -179,7 +179,7 @@ async def test_edit_an_input_is_used_as_is(service, tenant, pipeline_id, step_ty
 
 
 async def test_retry_from_a_failed_step_after_fixing_the_cause(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     line.failing.add("b")
     await linear(service, pipeline_id, step_type, "abc")
     task = await service.submit(tenant, pipeline_id, "o", "retry", {})
@@ -196,7 +196,7 @@ async def test_retry_from_a_failed_step_after_fixing_the_cause(service, tenant, 
 
 
 async def test_modify_while_a_downstream_step_is_running(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     await linear(service, pipeline_id, step_type, "abc")
     gate = line.gate("c")
     task = await service.submit(tenant, pipeline_id, "o", "busy", {})
@@ -214,7 +214,7 @@ async def test_modify_while_a_downstream_step_is_running(service, tenant, pipeli
 
 
 async def test_modify_racing_pause(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     await linear(service, pipeline_id, step_type, "abc")
     task = await service.submit(tenant, pipeline_id, "o", "race", {})
     await service.wait(tenant, task["id"])
@@ -246,7 +246,7 @@ async def pause_when_running(service, tenant, task_id):
 
 
 async def test_modify_a_paused_task_keeps_it_paused(service, tenant, pipeline_id, step_type):
-    line = Line(step_type)
+    line = Line(service, step_type)
     gate = line.gate("b")
     await linear(service, pipeline_id, step_type, "abc")
     task = await service.submit(tenant, pipeline_id, "o", "paused edit", {})
@@ -272,7 +272,7 @@ async def test_modify_a_paused_task_keeps_it_paused(service, tenant, pipeline_id
     ([], None, "updates must be a dict"),
 ])
 async def test_bad_modify_changes_nothing(service, tenant, pipeline_id, step_type, updates, rerun_from, message):
-    Line(step_type)
+    Line(service, step_type)
     await linear(service, pipeline_id, step_type, "ab")
     task = await service.submit(tenant, pipeline_id, "o", "bad", {})
     before = await service.wait(tenant, task["id"])
@@ -284,7 +284,7 @@ async def test_bad_modify_changes_nothing(service, tenant, pipeline_id, step_typ
 
 
 async def test_control_of_another_tenants_task_is_not_found(service, tenant, pipeline_id, step_type):
-    Line(step_type)
+    Line(service, step_type)
     await linear(service, pipeline_id, step_type, "ab")
     task = await service.submit(tenant, pipeline_id, "o", "mine", {})
     await service.wait(tenant, task["id"])
@@ -297,7 +297,7 @@ async def test_control_of_another_tenants_task_is_not_found(service, tenant, pip
 
 
 async def test_resume_of_a_finished_task_is_refused(service, tenant, pipeline_id, step_type):
-    Line(step_type)
+    Line(service, step_type)
     await linear(service, pipeline_id, step_type, "a")
     task = await service.submit(tenant, pipeline_id, "o", "done", {})
     await service.wait(tenant, task["id"])
@@ -314,7 +314,7 @@ async def test_resume_of_a_finished_task_is_refused(service, tenant, pipeline_id
 ])
 async def test_modify_of_a_task_not_started_yet_runs_it(service, tenant, pipeline_id, step_type, updates,
                                                        rerun_from, runs):
-    line = Line(step_type)
+    line = Line(service, step_type)
     await linear(service, pipeline_id, step_type, "abc")
     await service.executor.stop()  # nothing claims: the task stays pending
     service.autostart = False

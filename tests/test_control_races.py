@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline_service import InvalidStateError, PipelineService, register_handler
+from pipeline_service import InvalidStateError, PipelineService
 
 STEPS = [{"step_name": "a"}, {"step_name": "b", "depends_on": ["a"]}, {"step_name": "c", "depends_on": ["a"]},
          {"step_name": "d", "depends_on": ["b", "c"]}, {"step_name": "e", "depends_on": ["d"]}]
@@ -22,9 +22,9 @@ async def test_concurrent_control_never_deadlocks(mysql_schema, tenant, pipeline
     async def work(tenant_id, task_id, step_name, input_data, config):
         await asyncio.sleep(random.random() * 0.005)
         return {"step": step_name}
-    register_handler(step_type, work)
     # the heartbeat (every lease/3) stays out of the way: the test is about control and finish
     service = PipelineService(mysql_schema, concurrency=32, poll_interval=0.05, lease_seconds=120)
+    service.register_handler(step_type, work)
     await service.define_pipeline(pipeline_id, [dict(s, step_type=step_type) for s in STEPS])
     tasks = [(await service.submit(tenant, pipeline_id, "o", f"t{i}", {}))["id"] for i in range(6)]
     rng = random.Random(7)

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from pipeline_service import HandlerError, InvalidInputError, NotFoundError, register_handler
-from pipeline_service.engine.handlers import unregister_handler
+from pipeline_service import HandlerError, InvalidInputError, NotFoundError
 from pipeline_service.engine.records import Outcome
 from pipeline_service.ids import new_id, now_ms
 
@@ -30,7 +29,7 @@ async def count_tasks(service, tenant):
 
 async def test_linear_pipeline_passes_outputs_downstream(service, tenant, pipeline_id, step_type):
     calls = []
-    register_handler(step_type, recorder(calls))
+    service.register_handler(step_type, recorder(calls))
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type, "config": {"model": "m1"}},
         {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
@@ -52,7 +51,7 @@ async def test_linear_pipeline_passes_outputs_downstream(service, tenant, pipeli
 
 async def test_diamond_joins_both_branches(service, tenant, pipeline_id, step_type):
     calls = []
-    register_handler(step_type, recorder(calls, delay=0.05))
+    service.register_handler(step_type, recorder(calls, delay=0.05))
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type},
         {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
@@ -72,7 +71,7 @@ async def test_diamond_joins_both_branches(service, tenant, pipeline_id, step_ty
 
 async def test_fifty_wide_fan_out_runs_concurrently(service, tenant, pipeline_id, step_type):
     calls = []
-    register_handler(step_type, recorder(calls, delay=0.3))
+    service.register_handler(step_type, recorder(calls, delay=0.3))
     steps = [{"step_name": "root", "step_type": step_type}]
     steps += [{"step_name": f"w{i:02d}", "step_type": step_type, "depends_on": ["root"]} for i in range(50)]
     steps += [{"step_name": "join", "step_type": step_type, "depends_on": [f"w{i:02d}" for i in range(50)]}]
@@ -101,7 +100,7 @@ async def test_retry_then_success(service, tenant, pipeline_id, step_type):
         if len(attempts) < 3:
             raise RuntimeError(f"transient #{len(attempts)}")
         return {"ok": True}
-    register_handler(step_type, flaky)
+    service.register_handler(step_type, flaky)
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type, "config": {"retries": 2, "retry_delay": 0.1}}])
     task = await service.submit(tenant, pipeline_id, "o", "flaky", {})
@@ -113,12 +112,12 @@ async def test_retry_then_success(service, tenant, pipeline_id, step_type):
 
 async def test_failure_after_last_retry(service, tenant, pipeline_id, step_type):
     calls = []
-    register_handler(step_type + "-ok", recorder(calls))
+    service.register_handler(step_type + "-ok", recorder(calls))
 
     async def broken(tenant_id, task_id, step_name, input_data, config):
         calls.append({"step": step_name})
         raise ValueError("the model refused")
-    register_handler(step_type + "-bad", broken)
+    service.register_handler(step_type + "-bad", broken)
     await service.define_pipeline(pipeline_id, [
         {"step_name": "bad", "step_type": step_type + "-bad", "config": {"retries": 1}},
         {"step_name": "after_bad", "step_type": step_type + "-ok", "depends_on": ["bad"]},
@@ -139,7 +138,7 @@ async def test_failure_after_last_retry(service, tenant, pipeline_id, step_type)
 
 
 async def test_timeout_fails_the_attempt(service, tenant, pipeline_id, step_type):
-    register_handler(step_type, recorder([], delay=5))
+    service.register_handler(step_type, recorder([], delay=5))
     await service.define_pipeline(pipeline_id, [{"step_name": "slow", "step_type": step_type,
                                                  "config": {"timeout": 0.2}}])
     started = time.monotonic()
@@ -156,7 +155,7 @@ async def test_sync_handler_runs_in_a_worker_thread(service, tenant, pipeline_id
         threads.append(threading.current_thread())
         time.sleep(0.05)
         return {"thread": threading.current_thread().name}
-    register_handler(step_type, blocking)
+    service.register_handler(step_type, blocking)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "sync", {})
     detail = await service.wait(tenant, task["id"])
@@ -173,7 +172,7 @@ async def test_sync_handler_runs_in_a_worker_thread(service, tenant, pipeline_id
 async def test_unusable_results_fail_the_step(service, tenant, pipeline_id, step_type, result, message):
     async def bad(*args):
         return result
-    register_handler(step_type, bad)
+    service.register_handler(step_type, bad)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "bad result", {})
     detail = await service.wait(tenant, task["id"])
@@ -195,24 +194,24 @@ async def test_a_step_no_handler_here_can_run_waits_for_one(service, tenant, pip
     async def first(*args):
         await gate.wait()
         return {}
-    register_handler(step_type + "-first", first)
-    register_handler(step_type + "-later", recorder(calls))
+    service.register_handler(step_type + "-first", first)
+    service.register_handler(step_type + "-later", recorder(calls))
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type + "-first"},
         {"step_name": "b", "step_type": step_type + "-later", "depends_on": ["a"]}])
     task = await service.submit(tenant, pipeline_id, "o", "t", {})
-    unregister_handler(step_type + "-later")
+    service.unregister_handler(step_type + "-later")
     gate.set()
     await asyncio.sleep(1.0)
     detail = await service.detail(tenant, task["id"])
     assert detail["status"] == "running" and [s["status"] for s in detail["steps"]] == ["succeeded", "pending"]
-    register_handler(step_type + "-later", recorder(calls))  # a process that can run it appears
+    service.register_handler(step_type + "-later", recorder(calls))  # a process that can run it appears
     assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
     assert [c["step"] for c in calls] == ["b"]
 
 
 async def test_cyclic_pipeline_is_rejected_with_nothing_written(service, tenant, pipeline_id, step_type):
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     async with service.storage.transaction() as tx:  # rows as pipeline_core could have written them
         await tx.execute("insert_pipeline", id=pipeline_id, name="cyclic", description=None)
         for name, deps in (("a", '["c"]'), ("b", "a"), ("c", '["b"]')):
@@ -244,7 +243,7 @@ async def test_bad_ids_are_refused(service, args, message):
     ([1], "must be a JSON object"), ("x", "must be a JSON object"), ({"a": {1, 2}}, "not JSON-serialisable"),
 ])
 async def test_bad_params_are_refused(service, tenant, pipeline_id, step_type, params, message):
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     with pytest.raises(InvalidInputError, match=message):
         await service.submit(tenant, pipeline_id, "o", "t", params)
@@ -263,9 +262,9 @@ async def test_editing_pipeline_steps_does_not_change_a_submitted_task(service, 
     async def first(tenant_id, task_id, step_name, input_data, config):
         await gate.wait()
         return {"first": True}
-    register_handler(step_type + "-first", first)
-    register_handler(step_type + "-old", recorder(calls, result={"v": "old"}))
-    register_handler(step_type + "-new", recorder(calls, result={"v": "new"}))
+    service.register_handler(step_type + "-first", first)
+    service.register_handler(step_type + "-old", recorder(calls, result={"v": "old"}))
+    service.register_handler(step_type + "-new", recorder(calls, result={"v": "new"}))
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type + "-first"},
         {"step_name": "b", "step_type": step_type + "-old", "depends_on": ["a"], "config": {"k": 1}}])
@@ -288,7 +287,7 @@ async def step_names_of(service, tenant, task):
 
 
 async def test_a_redefinition_here_reaches_the_next_submit_at_once(service, tenant, pipeline_id, step_type):
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == ["a"]
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
@@ -300,7 +299,7 @@ async def test_a_redefinition_here_reaches_the_next_submit_at_once(service, tena
 async def test_an_edit_made_by_pipeline_core_reaches_new_tasks_within_the_cache_time(service, tenant, pipeline_id,
                                                                                     step_type):
     from pipeline_service.engine.caches import DEFINITION_TTL_SECONDS
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     assert await step_names_of(service, tenant, await service.submit(tenant, pipeline_id, "o", "t", {})) == ["a"]
     async with service.storage.transaction() as tx:  # pipeline_core's own pages write the rows directly
@@ -312,7 +311,7 @@ async def test_an_edit_made_by_pipeline_core_reaches_new_tasks_within_the_cache_
 
 
 async def test_other_tenants_task_is_not_found_everywhere(service, tenant, pipeline_id, step_type):
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "mine", {"secret": 1})
     await service.wait(tenant, task["id"])
@@ -332,7 +331,7 @@ async def test_other_tenants_task_is_not_found_everywhere(service, tenant, pipel
 
 
 async def test_list_paging_and_filters(service, tenant, pipeline_id, step_type):
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     other = pipeline_id + "x"
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     await service.define_pipeline(other, [{"step_name": "a", "step_type": step_type}])
@@ -361,7 +360,7 @@ async def test_list_paging_and_filters(service, tenant, pipeline_id, step_type):
 
 
 async def test_node_returns_the_input_that_produced_the_output(service, tenant, pipeline_id, step_type):
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type}, {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
     task = await service.submit(tenant, pipeline_id, "o", "node", {"q": 1})
@@ -384,8 +383,8 @@ async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(database
     """Crash re-runs are counted apart from handler errors and bounded (max_crashes)."""
     from pipeline_service import PipelineService
     calls = []
-    register_handler(step_type, recorder(calls))
     service = PipelineService(database, poll_interval=0.1, max_crashes=2, autostart=False)
+    service.register_handler(step_type, recorder(calls))
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
                                                  "config": {"retries": 5}}])
@@ -406,7 +405,7 @@ async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(database
 
 async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipeline_id, step_type):
     calls = []
-    register_handler(step_type, recorder(calls))
+    service.register_handler(step_type, recorder(calls))
     await service.executor.stop()
     service.autostart = False
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
@@ -425,8 +424,8 @@ async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipe
 async def test_stop_is_graceful_running_steps_finish_and_are_recorded(database, tenant, pipeline_id, step_type):
     from pipeline_service import PipelineService
     calls = []
-    register_handler(step_type, recorder(calls, delay=0.4))
     service = PipelineService(database, poll_interval=0.1)
+    service.register_handler(step_type, recorder(calls, delay=0.4))
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
                                                 {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
@@ -449,8 +448,8 @@ async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bo
     once as many outcomes wait as there are slots, nothing more is claimed."""
     from pipeline_service import PipelineService
     calls, recording = [], asyncio.Event()
-    register_handler(step_type, recorder(calls))
     service = PipelineService(database, poll_interval=0.1, concurrency=1)
+    service.register_handler(step_type, recorder(calls))
     await service.storage.create_missing_tables(include_reference=True)
     finish = service.recorder.finish
 
@@ -471,7 +470,7 @@ async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bo
 
 async def test_the_oldest_tasks_ready_steps_are_claimed_first(service, tenant, pipeline_id, step_type):
     """A successor takes its task's place in the queue: under a backlog, started tasks finish first."""
-    register_handler(step_type, recorder([]))
+    service.register_handler(step_type, recorder([]))
     await service.executor.stop()
     service.autostart = False
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},

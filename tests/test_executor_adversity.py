@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from pipeline_service.store.storage import Storage
 
@@ -29,8 +29,11 @@ async def until(condition, timeout=10.0, what="the condition"):
         await asyncio.sleep(0.02)
 
 
-async def new_service(database, **options):
+async def new_service(database, handlers=None, **options):
+    """A service (a process, in these tests) running ``handlers`` ({step_type: fn})."""
     service = PipelineService(database, **{"poll_interval": 0.1, **options})
+    for step_type, fn in (handlers or {}).items():
+        service.register_handler(step_type, fn)
     await service.storage.create_missing_tables(include_reference=True)
     return service
 
@@ -59,8 +62,8 @@ async def test_a_graceful_stop_hands_a_running_step_back_at_once_three_deploys_c
         if len(calls) <= 3:  # deployed three times while it runs
             await asyncio.sleep(3600)
         return {"runs": len(calls)}
-    register_handler(step_type, long_step)
-    service = await new_service(database, lease_seconds=30.0)
+    handlers = {step_type: long_step}
+    service = await new_service(database, handlers, lease_seconds=30.0)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "deployed", {})
     for deploy in (1, 2, 3):
@@ -70,7 +73,7 @@ async def test_a_graceful_stop_hands_a_running_step_back_at_once_three_deploys_c
         assert row["status"] == "pending" and row["ready_at"] is not None  # ready for anyone, now
         assert row["owner"] is None and row["lease_expires_at"] is None
         assert row["crash_count"] == 0 and row["attempt"] - row["attempt_base"] == 0  # no budget used
-        service = await new_service(database, lease_seconds=30.0)
+        service = await new_service(database, handlers, lease_seconds=30.0)
         await service.start()  # the next process takes it up within a poll, not a lease
     detail = await service.wait(tenant, task["id"], timeout=10)
     assert detail["status"] == "succeeded" and detail["steps"][0]["attempt"] == 1
@@ -88,12 +91,12 @@ async def test_another_process_takes_a_handed_back_step_within_a_poll_interval(m
         if len(started) == 1:
             await asyncio.sleep(3600)
         return {}
-    register_handler(step_type, long_step)
-    leaving = await new_service(mysql_schema, lease_seconds=30.0, poll_interval=poll)
+    handlers = {step_type: long_step}
+    leaving = await new_service(mysql_schema, handlers, lease_seconds=30.0, poll_interval=poll)
     await leaving.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await leaving.submit(tenant, pipeline_id, "o", "deployed", {})
     await until(lambda: started)
-    staying = await new_service(mysql_schema, lease_seconds=30.0, poll_interval=poll)
+    staying = await new_service(mysql_schema, handlers, lease_seconds=30.0, poll_interval=poll)
     await staying.start()
     await leaving.stop(timeout=0.1)
     stopped = time.monotonic()
@@ -113,8 +116,8 @@ async def test_a_step_handed_back_in_a_paused_task_waits_for_resume(database, te
         if len(calls) == 1:
             await asyncio.sleep(3600)
         return {}
-    register_handler(step_type, long_step)
-    service = await new_service(database)
+    handlers = {step_type: long_step}
+    service = await new_service(database, handlers)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "paused", {})
     await until(lambda: calls)
@@ -122,7 +125,7 @@ async def test_a_step_handed_back_in_a_paused_task_waits_for_resume(database, te
     await service.stop(timeout=0.1)
     row = await stored_row(database, tenant, task["id"], "a")
     assert row["status"] == "pending" and row["ready_at"] is None and row["crash_count"] == 0
-    service = await new_service(database)
+    service = await new_service(database, handlers)
     await service.start()
     await service.resume(tenant, task["id"])
     assert (await service.wait(tenant, task["id"]))["status"] == "succeeded" and len(calls) == 2
@@ -146,7 +149,7 @@ async def run_together(service, pipeline_id, step_type, results):
         arrived.append(tenant_id)
         await release.wait()
         return results[tenant_id]
-    register_handler(step_type, handler)
+    service.register_handler(step_type, handler)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     tasks = {tenant: await service.submit(tenant, pipeline_id, "o", "together", {}) for tenant in results}
     await until(lambda: len(arrived) == len(results))
@@ -209,7 +212,7 @@ async def test_an_outcome_the_database_refuses_fails_only_its_own_attempt(tmp_pa
 async def test_an_error_message_that_is_not_utf8_is_stored_escaped(service, tenant, pipeline_id, step_type):
     async def failing(*args):
         raise ValueError("bad \ud800 byte " + "y" * 10_000)
-    register_handler(step_type, failing)
+    service.register_handler(step_type, failing)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "surrogate", {})
     detail = await service.wait(tenant, task["id"])
@@ -234,7 +237,7 @@ async def test_handlers_and_callers_never_share_objects_with_what_is_stored(serv
             release_c.set()
         return {"by": step_name}
     release_c = asyncio.Event()
-    register_handler(step_type, handler)
+    service.register_handler(step_type, handler)
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type},
         {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
@@ -262,7 +265,7 @@ async def test_a_handler_editing_its_config_does_not_change_the_engine_options(s
         if len(attempts) == 1:
             raise RuntimeError("first attempt fails")
         return {}
-    register_handler(step_type, handler)
+    service.register_handler(step_type, handler)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
                                                  "config": {"retries": 1}}])
     task = await service.submit(tenant, pipeline_id, "o", "config", {})
@@ -284,9 +287,8 @@ async def test_a_step_held_by_this_process_that_nothing_runs_is_taken_back(datab
     async def orphan_step(*args):
         orphan_ran.append(time.monotonic())
         return {}
-    register_handler(step_type + "-long", long_step)
-    register_handler(step_type + "-orphan", orphan_step)
-    service = await new_service(database, lease_seconds=1.0, autostart=False)
+    handlers = {step_type + "-long": long_step, step_type + "-orphan": orphan_step}
+    service = await new_service(database, handlers, lease_seconds=1.0, autostart=False)
     await service.define_pipeline(pipeline_id, [{"step_name": "o", "step_type": step_type + "-orphan"}])
     await service.define_pipeline(pipeline_id + "L", [{"step_name": "l", "step_type": step_type + "-long"}])
     orphan = await service.submit(tenant, pipeline_id, "o", "orphan", {})
@@ -313,9 +315,8 @@ async def test_hung_plain_handlers_of_one_tenant_never_block_another_tenant(data
 
     def instant(*args):
         return {"instant": True}
-    register_handler(step_type + "-hang", hang)
-    register_handler(step_type + "-instant", instant)
-    service = await new_service(database, sync_threads=4)
+    handlers = {step_type + "-hang": hang, step_type + "-instant": instant}
+    service = await new_service(database, handlers, sync_threads=4)
     await service.start()
     await service.define_pipeline(pipeline_id, [{"step_name": "h", "step_type": step_type + "-hang",
                                                  "config": {"timeout": 0.2}}])
@@ -338,14 +339,14 @@ async def test_hung_plain_handlers_of_one_tenant_never_block_another_tenant(data
 def test_a_hung_plain_handler_does_not_keep_the_process_from_exiting(tmp_path):
     script = textwrap.dedent(f"""
         import asyncio, time
-        from pipeline_service import PipelineService, register_handler
+        from pipeline_service import PipelineService
 
         def hang(*args):
             time.sleep(3600)
 
         async def main():
-            register_handler("hang", hang)
             service = PipelineService("sqlite:///{tmp_path / 'exit.db'}", create_schema=True, poll_interval=0.1)
+            service.register_handler("hang", hang)
             await service.storage.create_missing_tables(include_reference=True)
             await service.define_pipeline("p", [{{"step_name": "h", "step_type": "hang",
                                                   "config": {{"timeout": 0.2}}}}])
@@ -382,8 +383,8 @@ async def test_whatever_a_handler_raises_fails_only_its_attempt(service, tenant,
 
     def plain_handler(*args):
         raise raised
-    register_handler(step_type, async_handler if kind == "async" else plain_handler)
-    register_handler(step_type + "-ok", lambda *args: {"ok": True})
+    service.register_handler(step_type, async_handler if kind == "async" else plain_handler)
+    service.register_handler(step_type + "-ok", lambda *args: {"ok": True})
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     await service.define_pipeline(pipeline_id + "ok", [{"step_name": "a", "step_type": step_type + "-ok"}])
     task = await service.submit(tenant, pipeline_id, "o", "hostile", {})
@@ -411,8 +412,8 @@ async def test_an_old_run_ending_after_its_step_was_reclaimed_leaves_the_new_run
             else:
                 new_cancelled.set()
             raise
-    register_handler(step_type, handler)
-    service = await new_service(database, concurrency=2)
+    handlers = {step_type: handler}
+    service = await new_service(database, handlers, concurrency=2)
     await service.start()
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     task = await service.submit(tenant, pipeline_id, "o", "re-claimed", {})
@@ -432,7 +433,7 @@ async def test_step_outcomes_are_logged_with_their_fields_and_traceback(service,
                                                                         caplog):
     def broken_handler(*args):
         raise ValueError("no such model")
-    register_handler(step_type, broken_handler)
+    service.register_handler(step_type, broken_handler)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
                                                  "config": {"retries": 1}}])
     with caplog.at_level(logging.DEBUG, logger="pipeline_service.engine.executor"):
@@ -455,7 +456,7 @@ async def test_an_unexpected_error_in_the_dispatch_loop_is_logged_with_its_trace
             raise KeyError("a bug")
         return await claim_ready(*args)
     service.claimer.claim_ready = buggy_claim
-    register_handler(step_type, lambda *args: {})  # something to claim for
+    service.register_handler(step_type, lambda *args: {})  # something to claim for
     with caplog.at_level(logging.ERROR, logger="pipeline_service.engine.executor"):
         service.executor.wake()
         await until(lambda: failed)
@@ -476,8 +477,8 @@ async def test_a_control_change_stops_only_the_claim_it_saw_not_a_later_one(data
         except asyncio.CancelledError:
             cancelled.append(1)
             raise
-    register_handler(step_type, long_step)
-    service = await new_service(database)
+    handlers = {step_type: long_step}
+    service = await new_service(database, handlers)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     await service.submit(tenant, pipeline_id, "o", "re-claimed", {})
     await until(lambda: service.executor._running)

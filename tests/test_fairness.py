@@ -2,7 +2,7 @@
 import asyncio
 import time
 
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 from pipeline_service.engine.claiming import TENANTS_PER_CLAIM
 
 
@@ -14,8 +14,8 @@ async def test_a_backlog_of_one_tenant_does_not_starve_another(database, tenant,
         finished.setdefault(tenant_id, 0)
         finished[tenant_id] += 1
         return {}
-    register_handler(step_type, work)
     service = PipelineService(database, concurrency=8, poll_interval=0.2)
+    service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
     heavy, light = tenant + "-A", tenant + "-B"
@@ -41,8 +41,8 @@ async def test_per_tenant_limit_caps_one_tenant_not_the_others(database, tenant,
         await asyncio.sleep(0.1)
         in_flight[tenant_id] -= 1
         return {}
-    register_handler(step_type, work)
     service = PipelineService(database, concurrency=16, tenant_concurrency=2, poll_interval=0.2)
+    service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [
         {"step_name": f"s{i}", "step_type": step_type} for i in range(10)])
@@ -63,8 +63,8 @@ async def test_a_new_tenant_is_served_behind_many_busy_tenants(database, tenant,
         started.setdefault(tenant_id, time.monotonic())
         await asyncio.sleep(0.05)
         return {}
-    register_handler(step_type, work)
     service = PipelineService(database, concurrency=8, poll_interval=0.2)
+    service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
     busy = [f"{tenant}-{i:02d}" for i in range(TENANTS_PER_CLAIM + 8)]

@@ -14,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 from pipeline_service.exceptions import PipelineError
-from pipeline_service.engine.handlers import registered_step_types, unregister_handler
 from pipeline_service.status import TASK_STATUSES
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
@@ -195,20 +194,20 @@ def test_define_pipeline(world, pipeline, definition, name, description):
 
 @BUDGET
 @given(step_type=ids("fz-handler"), fn=st.one_of(st.just(lambda *args: {}), garbage))
-def test_register_handler(step_type, fn):
-    before = registered_step_types()
+def test_register_handler(world, step_type, fn):
+    before = world.service.handlers.step_types()
     try:
-        register_handler(step_type, fn)
+        world.service.register_handler(step_type, fn)
     except PipelineError:
-        assert registered_step_types() == before
+        assert world.service.handlers.step_types() == before
     else:
-        unregister_handler(step_type)
+        world.service.unregister_handler(step_type)
 
 
 options = st.fixed_dictionaries({}, optional={
     name: st.one_of(garbage, st.integers(-2, 100), st.floats(-1, 100))
     for name in ("concurrency", "tenant_concurrency", "poll_interval", "lease_seconds", "max_crashes",
-                 "create_schema", "autostart", "require_handlers")})
+                 "create_schema", "autostart", "require_handlers", "handlers")})
 databases = st.one_of(st.sampled_from([
     "sqlite:///fz.db", "sqlite:///", "sqlite://x", "mysql://root@127.0.0.1:99999/db", "mysql://root@h:abc/db",
     "mysql://[::1/db", "mysql://root@h/", "postgres://h/db", "", {"driver": "mysql", "kwargs": {"port": "x", "db": "d"}},

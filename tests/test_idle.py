@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import scratch_mysql_database, scratch_name
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 from pipeline_service.store import sqlor_adapter
 
 POLL = 0.1    # seconds: a short poll interval keeps the test short (each window waits POLLS + 2 of them)
@@ -87,8 +87,8 @@ async def idle_service(empty_database, step_type):
     """A running service with a handler for ``step_type`` only, on the empty database."""
     async def work(tenant_id, task_id, step_name, input_data, config):
         return {}
-    register_handler(step_type, work)
     service = PipelineService(empty_database, poll_interval=POLL)
+    service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.start()
     yield service
@@ -124,8 +124,8 @@ async def test_a_thousand_paused_or_waiting_tasks_cost_nothing_while_idle(empty_
     async def fail(tenant_id, task_id, step_name, input_data, config):
         failed.append(task_id)
         raise RuntimeError("not now")
-    register_handler(step_type, fail)
     service = PipelineService(empty_database, poll_interval=POLL, autostart=False)
+    service.register_handler(step_type, fail)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type, "config": {"retries": 1, "retry_delay": 3600}},

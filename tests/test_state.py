@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from pipeline_service import InvalidInputError, register_handler
-from pipeline_service.engine.handlers import get_handler, unregister_handler
+from pipeline_service import InvalidInputError
+from pipeline_service.engine.handlers import HandlerRegistry
 from pipeline_service.dag import Dag, StepDef, parse_config, parse_depends_on
 
 
@@ -63,16 +63,19 @@ def test_retry_delay_doubles():
 
 
 def test_register_handler_validates_and_replacement_is_logged(caplog):
+    registry = HandlerRegistry()
     with pytest.raises(InvalidInputError):
-        register_handler("", lambda *a: {})
+        registry.register("", lambda *a: {})
     with pytest.raises(InvalidInputError):
-        register_handler("x-type", "not callable")
+        registry.register("x-type", "not callable")
+    assert registry.step_types() == []
     first, second = (lambda *a: {}), (lambda *a: {"v": 2})
-    register_handler("x-type", first)
+    registry.register("x-type", first)
     with caplog.at_level(logging.INFO, logger="pipeline_service.engine.handlers"):
-        register_handler("x-type", second)
-    assert get_handler("x-type") is second and "replaced" in caplog.text
-    unregister_handler("x-type")
+        registry.register("x-type", second)
+    assert registry.get("x-type") is second and "replaced" in caplog.text
+    registry.unregister("x-type")
+    assert registry.get("x-type") is None and registry.step_types() == []
 
 
 def test_cascade_plan_affected_sets():

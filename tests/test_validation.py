@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_service import PipelineService, register_handler
+from pipeline_service import PipelineService
 from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_SUBMIT_BYTES, check_json_object, to_json
 from pipeline_service.exceptions import InvalidInputError, NotFoundError, PipelineError, StorageError
 from pipeline_service.ids import new_id
@@ -36,7 +36,7 @@ async def small(tenant_id, task_id, step_name, input_data, config):
 
 
 async def define_chain(service, pipeline_id, step_type, *names, handler=echo):
-    register_handler(step_type, handler)
+    service.register_handler(step_type, handler)
     await service.define_pipeline(pipeline_id, [
         {"step_name": n, "step_type": step_type, **({"depends_on": [names[i - 1]]} if i else {})}
         for i, n in enumerate(names)])
@@ -155,7 +155,7 @@ async def test_oversized_params_are_refused_naming_the_limit(service, tenant, pi
         await refused(lambda: service.submit(tenant, pipeline_id, "o", params={"b": "x" * size}),
                       f"limit is {MAX_JSON_BYTES:,} bytes")
     roots = pipeline_id + "r"  # four first steps: params are stored five times in one write
-    register_handler(step_type, small)
+    service.register_handler(step_type, small)
     await service.define_pipeline(roots, [{"step_name": f"r{i}", "step_type": step_type} for i in range(4)])
     await refused(lambda: service.submit(tenant, roots, "o", params={"b": "x" * (MAX_JSON_BYTES - 100)}),
                   f"limit is {MAX_SUBMIT_BYTES:,} bytes")
@@ -203,7 +203,7 @@ async def test_bad_definitions_are_refused(service, tenant, pipeline_id, step_ty
 
 async def test_engine_options_written_by_pipeline_core_are_checked_at_submit(service, tenant, pipeline_id,
                                                                              step_type):
-    register_handler(step_type, small)
+    service.register_handler(step_type, small)
     async with service.storage.transaction() as tx:  # a definition written straight into the tables
         await tx.execute("insert_pipeline", id=pipeline_id, name="core", description=None)
         await tx.execute("insert_pipeline_step", id=new_id(), pipeline_id=pipeline_id, step_name="a",
@@ -216,7 +216,7 @@ async def test_engine_options_written_by_pipeline_core_are_checked_at_submit(ser
     {"poll_interval": 0}, {"poll_interval": -1}, {"poll_interval": "1"}, {"poll_interval": math.nan},
     {"lease_seconds": 0}, {"lease_seconds": math.inf}, {"max_crashes": None}, {"max_crashes": 0},
     {"concurrency": 0}, {"concurrency": 2.5}, {"concurrency": True}, {"tenant_concurrency": 0},
-    {"autostart": "yes"}, {"create_schema": 1},
+    {"autostart": "yes"}, {"create_schema": 1}, {"handlers": {"a": print}},
 ])
 def test_bad_service_options_are_refused(tmp_path, options):
     with pytest.raises(InvalidInputError):

@@ -10,6 +10,7 @@ import inspect
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from ..exceptions import InvalidInputError
 
@@ -17,12 +18,17 @@ log = logging.getLogger(__name__)
 
 
 class HandlerRegistry:
-    """step_type -> the function that does the step's work."""
+    """step_type -> the function that does the step's work.
+
+    Each ``PipelineService`` owns one (docs/ARCHITECTURE.md, "Invariants"): its executor
+    claims only the step types registered here, so two services in one process never
+    run each other's steps.  The default service's registry lives in ``api``.
+    """
 
     def __init__(self) -> None:
-        self._handlers: dict = {}
+        self._handlers: dict[str, Callable] = {}
 
-    def register(self, step_type, fn):
+    def register(self, step_type: str, fn: Callable) -> Callable:
         """Register ``fn`` for ``step_type``; registering again replaces (and logs it)."""
         if not isinstance(step_type, str) or not step_type.strip():
             raise InvalidInputError(f"step_type must be a non-empty string, got {step_type!r}")
@@ -33,33 +39,14 @@ class HandlerRegistry:
         self._handlers[step_type] = fn
         return fn
 
-    def get(self, step_type):
+    def get(self, step_type: str) -> Callable | None:
         return self._handlers.get(step_type)
 
-    def step_types(self):
+    def step_types(self) -> list[str]:
         return sorted(self._handlers)
 
-    def unregister(self, step_type) -> None:
+    def unregister(self, step_type: str) -> None:
         self._handlers.pop(step_type, None)
-
-
-DEFAULT_REGISTRY = HandlerRegistry()
-
-
-def register_handler(step_type, fn):
-    return DEFAULT_REGISTRY.register(step_type, fn)
-
-
-def get_handler(step_type):
-    return DEFAULT_REGISTRY.get(step_type)
-
-
-def registered_step_types():
-    return DEFAULT_REGISTRY.step_types()
-
-
-def unregister_handler(step_type):
-    DEFAULT_REGISTRY.unregister(step_type)
 
 
 async def call_handler(fn, threads, tenant_id, task_id, step_name, input_data, config):

@@ -54,7 +54,8 @@ class Tasks:
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
             raise HandlerError("no handler is registered for " + ", ".join(
-                f"step_type {t!r} (step {n!r})" for n, t in missing) + "; register one with register_handler()")
+                f"step_type {t!r} (step {n!r})" for n, t in missing)
+                + "; register one with this service's register_handler()")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
         roots = set(dag.roots())  # ready at once, with their inputs
