@@ -55,88 +55,94 @@ async def until(predicate, timeout=10.0):
         await asyncio.sleep(0.01)
 
 
-async def test_pause_mid_run_starts_nothing_until_resume(service, tenant, pipeline_id, step_type):
-    line = Line(service, step_type)
+async def test_pause_mid_run_starts_nothing_until_resume(stepper, tenant, pipeline_id, step_type):
+    line = Line(stepper, step_type)
     gate = line.gate("a")
-    await linear(service, pipeline_id, step_type, "abc")
-    task = await service.submit(tenant, pipeline_id, "o", "pause", {})
+    await linear(stepper, pipeline_id, step_type, "abc")
+    task = await stepper.submit(tenant, pipeline_id, "o", "pause", {})
+    first_round = asyncio.create_task(stepper.executor.run_once())
     await until(lambda: line.count("a") == 1)
-    paused = await service.pause(tenant, task["id"])
+    paused = await stepper.pause(tenant, task["id"])
     assert paused["status"] == "paused"
     gate.set()  # the running step finishes while paused: its output is kept
-    await asyncio.sleep(1.0)
-    detail = await service.detail(tenant, task["id"])
+    assert [o.output["value"] for o in (await first_round).outcomes] == ["a1"]
+    assert (await stepper.executor.run_once()).claims == ()  # nothing starts while paused
+    detail = await stepper.detail(tenant, task["id"])
     assert [s["status"] for s in detail["steps"]] == ["succeeded", "pending", "pending"]
     assert detail["status"] == "paused" and line.count("b") == 0
-    assert (await service.pause(tenant, task["id"]))["status"] == "paused"  # again: a no-op
-    resumed_at = time.monotonic()
-    assert (await service.resume(tenant, task["id"]))["status"] == "running"
-    detail = await service.wait(tenant, task["id"])
-    assert detail["status"] == "succeeded"
+    assert (await stepper.pause(tenant, task["id"]))["status"] == "paused"  # again: a no-op
+    assert (await stepper.resume(tenant, task["id"]))["status"] == "running"
+    assert [[c.step_name for c in (await stepper.executor.run_once()).claims] for _ in "bc"] == [["b"], ["c"]]
+    assert (await stepper.detail(tenant, task["id"]))["status"] == "succeeded"
     assert [line.count(s) for s in "abc"] == [1, 1, 1]
     b = next(c for c in line.calls if c["step"] == "b")
-    assert b["start"] >= resumed_at
     assert b["input"]["upstream"]["a"]["value"] == "a1"
 
 
-async def test_pause_before_start_and_resume(service, tenant, pipeline_id, step_type):
-    line = Line(service, step_type)
-    await linear(service, pipeline_id, step_type, "ab")
-    await service.executor.stop()  # nothing claims: the task stays pending
-    service.autostart = False
-    task = await service.submit(tenant, pipeline_id, "o", "p", {})
+async def test_pause_before_start_and_resume(stepper, tenant, pipeline_id, step_type):
+    line = Line(stepper, step_type)
+    await linear(stepper, pipeline_id, step_type, "ab")
+    task = await stepper.submit(tenant, pipeline_id, "o", "p", {})  # nothing claims: the task stays pending
     assert task["status"] == "pending"
-    assert (await service.pause(tenant, task["id"]))["status"] == "paused"
-    await service.start()
-    await asyncio.sleep(0.5)
+    assert (await stepper.pause(tenant, task["id"]))["status"] == "paused"
+    assert (await stepper.executor.run_once()).claims == ()
     assert line.calls == []
-    await service.resume(tenant, task["id"])
-    detail = await service.wait(tenant, task["id"])
+    await stepper.resume(tenant, task["id"])
+    assert [[c.step_name for c in (await stepper.executor.run_once()).claims] for _ in "ab"] == [["a"], ["b"]]
+    detail = await stepper.detail(tenant, task["id"])
     assert detail["status"] == "succeeded" and detail["started_at"] is not None
 
 
-async def test_cancel_stops_a_sleeping_handler_and_stores_nothing(service, tenant, pipeline_id, step_type):
-    line = Line(service, step_type)
+async def test_cancel_stops_a_sleeping_handler_and_stores_nothing(stepper, tenant, pipeline_id, step_type):
+    line = Line(stepper, step_type)
     line.gate("b")  # b would sleep "forever" (30 s in the words)
-    await linear(service, pipeline_id, step_type, "abc")
-    task = await service.submit(tenant, pipeline_id, "o", "cancel", {})
+    await linear(stepper, pipeline_id, step_type, "abc")
+    task = await stepper.submit(tenant, pipeline_id, "o", "cancel", {})
+    await stepper.executor.run_once()  # a
+    second_round = asyncio.create_task(stepper.executor.run_once())  # b, held at its gate
     await until(lambda: line.count("b") == 1)
     asked = time.monotonic()
-    summary = await service.cancel(tenant, task["id"])
+    summary = await stepper.cancel(tenant, task["id"])
     assert summary["status"] == "cancelled" and summary["finished_at"]
-    await until(lambda: line.cancelled, timeout=1.0)
+    assert (await asyncio.wait_for(second_round, 1.0)).outcomes == ()  # b was stopped: nothing recorded
     assert line.cancelled[0][0] == "b" and line.cancelled[0][1] - asked < 1.0
-    await asyncio.sleep(0.5)
-    detail = await service.detail(tenant, task["id"])
+    assert (await stepper.executor.run_once()).claims == ()  # c never starts
+    detail = await stepper.detail(tenant, task["id"])
     assert [s["status"] for s in detail["steps"]] == ["succeeded", "cancelled", "cancelled"]
     assert line.count("c") == 0
-    node = await service.node(tenant, task["id"], "b")
+    node = await stepper.node(tenant, task["id"], "b")
     assert node["output"] is None and [v["kind"] for v in node["versions"]] == ["input"]
-    assert (await service.cancel(tenant, task["id"]))["status"] == "cancelled"  # again: a no-op
+    assert (await stepper.cancel(tenant, task["id"]))["status"] == "cancelled"  # again: a no-op
     with pytest.raises(InvalidStateError, match="cancelled"):
-        await service.resume(tenant, task["id"])
+        await stepper.resume(tenant, task["id"])
     with pytest.raises(InvalidStateError, match="cancelled"):
-        await service.modify(tenant, task["id"], {}, rerun_from="a")
-    after = await service.detail(tenant, task["id"])
+        await stepper.modify(tenant, task["id"], {}, rerun_from="a")
+    after = await stepper.detail(tenant, task["id"])
     assert after["status"] == "cancelled" and after["steps"] == detail["steps"]
 
 
-async def test_cancel_discards_what_a_sync_handler_returns_later(service, tenant, pipeline_id, step_type):
-    started, returned = threading.Event(), threading.Event()
+async def test_cancel_discards_what_a_sync_handler_returns_later(stepper, tenant, pipeline_id, step_type):
+    started, release, returned = threading.Event(), threading.Event(), threading.Event()
 
     def slow(tenant_id, task_id, step_name, input_data, config):
         started.set()
-        time.sleep(0.6)
+        release.wait(10)  # returns only when the test lets it: after the cancel
         returned.set()
         return {"late": True}
-    service.register_handler(step_type, slow)
-    await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
-    task = await service.submit(tenant, pipeline_id, "o", "sync cancel", {})
-    await until(started.is_set)
-    await service.cancel(tenant, task["id"])
-    await until(returned.is_set)
-    await asyncio.sleep(0.3)
-    node = await service.node(tenant, task["id"], "a")
+    stepper.register_handler(step_type, slow)
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await stepper.submit(tenant, pipeline_id, "o", "sync cancel", {})
+    first_round = asyncio.create_task(stepper.executor.run_once())
+    try:
+        await until(started.is_set)
+        await stepper.cancel(tenant, task["id"])
+        # the round ends without its thread (a plain function cannot be stopped) and records nothing
+        assert (await asyncio.wait_for(first_round, 5)).outcomes == ()
+    finally:
+        release.set()
+    await until(returned.is_set)  # what the thread returned is dropped
+    assert (await stepper.executor.run_once()).claims == ()
+    node = await stepper.node(tenant, task["id"], "a")
     assert node["output"] is None and node["step"]["status"] == "cancelled"
 
 
@@ -245,21 +251,25 @@ async def pause_when_running(service, tenant, task_id):
     raise AssertionError("the task never became pausable")
 
 
-async def test_modify_a_paused_task_keeps_it_paused(service, tenant, pipeline_id, step_type):
-    line = Line(service, step_type)
+async def test_modify_a_paused_task_keeps_it_paused(stepper, tenant, pipeline_id, step_type):
+    line = Line(stepper, step_type)
     gate = line.gate("b")
-    await linear(service, pipeline_id, step_type, "abc")
-    task = await service.submit(tenant, pipeline_id, "o", "paused edit", {})
+    await linear(stepper, pipeline_id, step_type, "abc")
+    task = await stepper.submit(tenant, pipeline_id, "o", "paused edit", {})
+    await stepper.executor.run_once()  # a
+    second_round = asyncio.create_task(stepper.executor.run_once())  # b, held at its gate
     await until(lambda: line.count("b") == 1)
-    await service.pause(tenant, task["id"])
-    result = await service.modify(tenant, task["id"], {"a": {"output": {"value": "A2"}}})
+    await stepper.pause(tenant, task["id"])
+    result = await stepper.modify(tenant, task["id"], {"a": {"output": {"value": "A2"}}})
     assert result["status"] == "paused" and result["rerun"] == ["b", "c"]
     gate.set()
-    await asyncio.sleep(0.5)
-    assert line.count("c") == 0 and (await service.detail(tenant, task["id"]))["status"] == "paused"
-    await service.resume(tenant, task["id"])
-    assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
-    assert (await service.node(tenant, task["id"], "c"))["input"]["upstream"]["b"]["upstream"]["a"] == "A2"
+    assert (await second_round).outcomes == ()  # the run of b the modify re-planned stores nothing
+    assert (await stepper.executor.run_once()).claims == ()  # paused: nothing starts
+    assert line.count("c") == 0 and (await stepper.detail(tenant, task["id"]))["status"] == "paused"
+    await stepper.resume(tenant, task["id"])
+    assert [[c.step_name for c in (await stepper.executor.run_once()).claims] for _ in "bc"] == [["b"], ["c"]]
+    assert (await stepper.detail(tenant, task["id"]))["status"] == "succeeded"
+    assert (await stepper.node(tenant, task["id"], "c"))["input"]["upstream"]["b"]["upstream"]["a"] == "A2"
 
 
 @pytest.mark.parametrize("updates, rerun_from, message", [

@@ -23,21 +23,33 @@ def recorder(calls, result=None, delay=0.0):
     return handler
 
 
+async def step_until_idle(stepper, limit=20):
+    """Step the engine by hand until a round claims nothing: the step names each round claimed."""
+    rounds = []
+    for _ in range(limit):
+        claims = (await stepper.executor.run_once()).claims
+        if not claims:
+            return rounds
+        rounds.append(sorted(c.step_name for c in claims))
+    raise AssertionError(f"still claiming after {limit} rounds: {rounds[-3:]}")
+
+
 async def count_tasks(service, tenant):
     return (await service.list(tenant))["total"]
 
 
-async def test_linear_pipeline_passes_outputs_downstream(service, tenant, pipeline_id, step_type):
+async def test_linear_pipeline_passes_outputs_downstream(stepper, tenant, pipeline_id, step_type):
     calls = []
-    service.register_handler(step_type, recorder(calls))
-    await service.define_pipeline(pipeline_id, [
+    stepper.register_handler(step_type, recorder(calls))
+    await stepper.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type, "config": {"model": "m1"}},
         {"step_name": "b", "step_type": step_type, "depends_on": ["a"]},
         {"step_name": "c", "step_type": step_type, "depends_on": "b"},
     ])
-    task = await service.submit(tenant, pipeline_id, "owner-1", "linear", {"topic": "x"})
+    task = await stepper.submit(tenant, pipeline_id, "owner-1", "linear", {"topic": "x"})
     assert task["status"] == "pending" and task["progress"]["total"] == 3
-    detail = await service.wait(tenant, task["id"])
+    assert await step_until_idle(stepper) == [["a"], ["b"], ["c"]]
+    detail = await stepper.detail(tenant, task["id"])
     assert detail["status"] == "succeeded" and detail["error"] is None
     assert detail["progress"] == {"total": 3, "succeeded": 3, "running": 0, "failed": 0}
     assert [c["step"] for c in calls] == ["a", "b", "c"]
@@ -110,22 +122,24 @@ async def test_retry_then_success(service, tenant, pipeline_id, step_type):
     assert attempts[1] - attempts[0] >= 0.09 and attempts[2] - attempts[1] >= 0.19  # 0.1 s, then doubled
 
 
-async def test_failure_after_last_retry(service, tenant, pipeline_id, step_type):
+async def test_failure_after_last_retry(stepper, tenant, pipeline_id, step_type):
     calls = []
-    service.register_handler(step_type + "-ok", recorder(calls))
+    stepper.register_handler(step_type + "-ok", recorder(calls))
 
     async def broken(tenant_id, task_id, step_name, input_data, config):
         calls.append({"step": step_name})
         raise ValueError("the model refused")
-    service.register_handler(step_type + "-bad", broken)
-    await service.define_pipeline(pipeline_id, [
+    stepper.register_handler(step_type + "-bad", broken)
+    await stepper.define_pipeline(pipeline_id, [
         {"step_name": "bad", "step_type": step_type + "-bad", "config": {"retries": 1}},
         {"step_name": "after_bad", "step_type": step_type + "-ok", "depends_on": ["bad"]},
         {"step_name": "other", "step_type": step_type + "-ok"},
         {"step_name": "after_other", "step_type": step_type + "-ok", "depends_on": ["other"]},
     ])
-    task = await service.submit(tenant, pipeline_id, "o", "fails", {})
-    detail = await service.wait(tenant, task["id"])
+    task = await stepper.submit(tenant, pipeline_id, "o", "fails", {})
+    # the retry (no delay) runs in the round after the first attempt, beside the other branch
+    assert await step_until_idle(stepper) == [["bad", "other"], ["after_other", "bad"]]
+    detail = await stepper.detail(tenant, task["id"])
     steps = {s["step_name"]: s for s in detail["steps"]}
     assert detail["status"] == "failed"
     assert "step 'bad' failed: ValueError: the model refused" in detail["error"]
@@ -468,11 +482,10 @@ async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bo
     await service.stop(timeout=5)
 
 
-async def test_the_oldest_tasks_ready_steps_are_claimed_first(service, tenant, pipeline_id, step_type):
+async def test_the_oldest_tasks_ready_steps_are_claimed_first(stepper, tenant, pipeline_id, step_type):
     """A successor takes its task's place in the queue: under a backlog, started tasks finish first."""
+    service = stepper  # no executor loop: the test claims by hand
     service.register_handler(step_type, recorder([]))
-    await service.executor.stop()
-    service.autostart = False
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
                                                 {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
     older = await service.submit(tenant, pipeline_id, "o", "older", {})

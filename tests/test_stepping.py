@@ -19,7 +19,7 @@ async def test_a_diamond_takes_three_rounds_and_a_fourth_finds_nothing(stepper, 
         calls.append(step_name)
         return {"step": step_name, "after": sorted(input_data["upstream"])}
 
-    stepper.handlers.register(step_type, handler)
+    stepper.register_handler(step_type, handler)
     await stepper.define_pipeline(pipeline_id, diamond(step_type))
     task = await stepper.submit(tenant, pipeline_id, "o", "diamond", {})
     rounds = [await stepper.executor.run_once() for _ in range(4)]
@@ -40,7 +40,7 @@ async def test_a_failing_step_uses_one_round_per_attempt_then_fails(stepper, ten
         attempts.append(step_name)
         raise RuntimeError(f"attempt {len(attempts)} broke")
 
-    stepper.handlers.register(step_type, broken)
+    stepper.register_handler(step_type, broken)
     await stepper.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type, "config": {"retries": 2, "retry_delay": 0}},
         {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
@@ -69,7 +69,7 @@ async def test_a_retry_that_succeeds_feeds_the_next_step(stepper, tenant, pipeli
         return {"step": step_name, "upstream": input_data["upstream"]}
     flaky.failed = False
 
-    stepper.handlers.register(step_type, flaky)
+    stepper.register_handler(step_type, flaky)
     await stepper.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type, "config": {"retries": 1, "retry_delay": 0}},
         {"step_name": "b", "step_type": step_type, "depends_on": ["a"]}])
@@ -82,7 +82,7 @@ async def test_a_retry_that_succeeds_feeds_the_next_step(stepper, tenant, pipeli
 
 
 async def test_a_round_claims_only_its_own_step_types(stepper, tenant, pipeline_id, step_type):
-    stepper.handlers.register(step_type + "-mine", lambda *args: {"ok": True})
+    stepper.register_handler(step_type + "-mine", lambda *args: {"ok": True})
     await stepper.define_pipeline(pipeline_id, [{"step_name": "x", "step_type": step_type + "-other"}])
     stepper.require_handlers = False
     task = await stepper.submit(tenant, pipeline_id, "o", "other", {})
