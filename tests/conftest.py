@@ -181,6 +181,21 @@ async def stepper(database):
 
 
 @pytest.fixture
+async def make_service():
+    """Builds PipelineServices (PipelineService's arguments) that are stopped after the test,
+    whatever happens in it: a failed assertion never leaves an executor running into the next test."""
+    from pipeline_service import PipelineService
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(PipelineService(*args, **kwargs))
+        return made[-1]
+    yield make
+    for svc in reversed(made):  # stopping a stopped service does nothing
+        await svc.stop(timeout=5)
+
+
+@pytest.fixture
 def pipeline_id():
     return "p-" + new_id()[:12]
 

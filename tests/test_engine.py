@@ -393,11 +393,11 @@ async def test_node_returns_the_input_that_produced_the_output(service, tenant, 
     json.dumps(node)
 
 
-async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(database, tenant, pipeline_id, step_type):
+async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(make_service, database, tenant, pipeline_id,
+                                                                         step_type):
     """Crash re-runs are counted apart from handler errors and bounded (max_crashes)."""
-    from pipeline_service import PipelineService
     calls = []
-    service = PipelineService(database, poll_interval=0.1, max_crashes=2, autostart=False)
+    service = make_service(database, poll_interval=0.1, max_crashes=2, autostart=False)
     service.register_handler(step_type, recorder(calls))
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
@@ -414,7 +414,6 @@ async def test_a_step_whose_worker_keeps_dying_fails_with_a_clear_error(database
     assert detail["status"] == "failed" and detail["steps"][0]["status"] == "failed"
     assert "lost its worker 2 times" in detail["steps"][0]["error"]
     assert calls == []
-    await service.storage.close()
 
 
 async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipeline_id, step_type):
@@ -435,10 +434,10 @@ async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipe
     assert (await service.node(tenant, task["id"], "a"))["output"]["by"] == "a"
 
 
-async def test_stop_is_graceful_running_steps_finish_and_are_recorded(database, tenant, pipeline_id, step_type):
-    from pipeline_service import PipelineService
+async def test_stop_is_graceful_running_steps_finish_and_are_recorded(make_service, database, tenant, pipeline_id,
+                                                                       step_type):
     calls = []
-    service = PipelineService(database, poll_interval=0.1)
+    service = make_service(database, poll_interval=0.1)
     service.register_handler(step_type, recorder(calls, delay=0.4))
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type},
@@ -453,16 +452,14 @@ async def test_stop_is_graceful_running_steps_finish_and_are_recorded(database, 
     assert [c["step"] for c in calls] == ["a"] and "end" in calls[0]
     await service.start()  # a new executor takes over where it stopped
     assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
-    await service.stop()
 
 
-async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bounded(database, tenant, pipeline_id,
-                                                                                       step_type):
+async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bounded(make_service, database, tenant,
+                                                                                       pipeline_id, step_type):
     """With one slot: while the first outcome waits to be recorded, the next step runs;
     once as many outcomes wait as there are slots, nothing more is claimed."""
-    from pipeline_service import PipelineService
     calls, recording = [], asyncio.Event()
-    service = PipelineService(database, poll_interval=0.1, concurrency=1)
+    service = make_service(database, poll_interval=0.1, concurrency=1)
     service.register_handler(step_type, recorder(calls))
     await service.storage.create_missing_tables(include_reference=True)
     finish = service.recorder.finish
@@ -479,7 +476,6 @@ async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bo
     for task in tasks:
         assert (await service.wait(tenant, task["id"], timeout=10))["status"] == "succeeded"
     assert len(calls) == 4
-    await service.stop(timeout=5)
 
 
 async def test_the_oldest_tasks_ready_steps_are_claimed_first(stepper, tenant, pipeline_id, step_type):

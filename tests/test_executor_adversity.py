@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from pipeline_service import PipelineService
 from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from pipeline_service.store.storage import Storage
 
@@ -29,13 +28,17 @@ async def until(condition, timeout=10.0, what="the condition"):
         await asyncio.sleep(0.02)
 
 
-async def new_service(database, handlers=None, **options):
-    """A service (a process, in these tests) running ``handlers`` ({step_type: fn})."""
-    service = PipelineService(database, **{"poll_interval": 0.1, **options})
-    for step_type, fn in (handlers or {}).items():
-        service.register_handler(step_type, fn)
-    await service.storage.create_missing_tables(include_reference=True)
-    return service
+@pytest.fixture
+def new_service(make_service):
+    """Makes a service (a process, in these tests) running ``handlers`` ({step_type: fn}); every
+    one is stopped after the test, whatever happens in it."""
+    async def new(database, handlers=None, **options):
+        service = make_service(database, **{"poll_interval": 0.1, **options})
+        for step_type, fn in (handlers or {}).items():
+            service.register_handler(step_type, fn)
+        await service.storage.create_missing_tables(include_reference=True)
+        return service
+    return new
 
 
 async def step_row(storage, tenant, task_id, step_name):
@@ -54,7 +57,7 @@ async def stored_row(database, tenant, task_id, step_name):
 
 # ---- a deploy is not a crash (#11.4) --------------------------------------------------------
 async def test_a_graceful_stop_hands_a_running_step_back_at_once_three_deploys_cost_nothing(
-        database, tenant, pipeline_id, step_type):
+        new_service, database, tenant, pipeline_id, step_type):
     calls = []
 
     async def long_step(tenant_id, task_id, step_name, input_data, config):
@@ -82,8 +85,8 @@ async def test_a_graceful_stop_hands_a_running_step_back_at_once_three_deploys_c
     await service.stop()
 
 
-async def test_another_process_takes_a_handed_back_step_within_a_poll_interval(mysql_schema, tenant, pipeline_id,
-                                                                               step_type):
+async def test_another_process_takes_a_handed_back_step_within_a_poll_interval(new_service, mysql_schema, tenant,
+                                                                               pipeline_id, step_type):
     started, poll = [], 0.2
 
     async def long_step(tenant_id, task_id, step_name, input_data, config):
@@ -108,7 +111,8 @@ async def test_another_process_takes_a_handed_back_step_within_a_poll_interval(m
     await staying.stop()
 
 
-async def test_a_step_handed_back_in_a_paused_task_waits_for_resume(database, tenant, pipeline_id, step_type):
+async def test_a_step_handed_back_in_a_paused_task_waits_for_resume(new_service, database, tenant, pipeline_id,
+                                                                    step_type):
     calls = []
 
     async def long_step(*args):
@@ -189,7 +193,7 @@ async def test_big_outputs_finishing_together_are_all_recorded(service, tenant, 
         assert (await step_row(service.storage, t, details[t]["id"], "a"))["crash_count"] == 0
 
 
-async def test_an_outcome_the_database_refuses_fails_only_its_own_attempt(tmp_path, tenant, pipeline_id,
+async def test_an_outcome_the_database_refuses_fails_only_its_own_attempt(new_service, tmp_path, tenant, pipeline_id,
                                                                           step_type):
     """The database's own limit below the package's (SQLite's length limit, lowered here): the batch
     is recorded one by one, and only the outcome it refuses fails, with the database's reason."""
@@ -274,8 +278,8 @@ async def test_a_handler_editing_its_config_does_not_change_the_engine_options(s
 
 
 # ---- the heartbeat extends only what runs here (#18.4) -----------------------------------------
-async def test_a_step_held_by_this_process_that_nothing_runs_is_taken_back(database, tenant, pipeline_id,
-                                                                           step_type):
+async def test_a_step_held_by_this_process_that_nothing_runs_is_taken_back(new_service, database, tenant,
+                                                                           pipeline_id, step_type):
     """A row owned here whose run is gone (e.g. its outcome was lost in an outage) is not kept
     alive by the heartbeat of the steps that do run: its lease expires and it runs again."""
     release, orphan_ran = asyncio.Event(), []
@@ -305,8 +309,8 @@ async def test_a_step_held_by_this_process_that_nothing_runs_is_taken_back(datab
 
 
 # ---- plain handlers: a pool of their own; hung threads stay one tenant's problem (#18.6) -------
-async def test_hung_plain_handlers_of_one_tenant_never_block_another_tenant(database, tenant, pipeline_id,
-                                                                            step_type):
+async def test_hung_plain_handlers_of_one_tenant_never_block_another_tenant(new_service, database, tenant,
+                                                                            pipeline_id, step_type):
     unblock = threading.Event()
 
     def hang(*args):
@@ -397,8 +401,9 @@ async def test_whatever_a_handler_raises_fails_only_its_attempt(service, tenant,
 
 
 # ---- a late end of an old run never touches the new run of the same step (#18.9) ---------------
-async def test_an_old_run_ending_after_its_step_was_reclaimed_leaves_the_new_run_tracked(database, tenant,
-                                                                                        pipeline_id, step_type):
+async def test_an_old_run_ending_after_its_step_was_reclaimed_leaves_the_new_run_tracked(new_service, database,
+                                                                                        tenant, pipeline_id,
+                                                                                        step_type):
     runs, old_may_end, new_cancelled = [], asyncio.Event(), asyncio.Event()
 
     async def handler(tenant_id, task_id, step_name, input_data, config):
@@ -466,7 +471,8 @@ async def test_an_unexpected_error_in_the_dispatch_loop_is_logged_with_its_trace
     assert not any("database trouble" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_control_change_stops_only_the_claim_it_saw_not_a_later_one(database, tenant, pipeline_id, step_type):
+async def test_a_control_change_stops_only_the_claim_it_saw_not_a_later_one(new_service, database, tenant,
+                                                                            pipeline_id, step_type):
     """cancel/modify name the claim (step id, attempt) they saw: a later claim of the
     same step (re-claimed between their commit and the interrupt) keeps running."""
     cancelled = []

@@ -2,11 +2,11 @@
 import asyncio
 import time
 
-from pipeline_service import PipelineService
 from pipeline_service.engine.claiming import TENANTS_PER_CLAIM
 
 
-async def test_a_backlog_of_one_tenant_does_not_starve_another(database, tenant, pipeline_id, step_type):
+async def test_a_backlog_of_one_tenant_does_not_starve_another(make_service, database, tenant, pipeline_id,
+                                                               step_type):
     finished = {}
 
     async def work(tenant_id, task_id, step_name, input_data, config):
@@ -14,7 +14,7 @@ async def test_a_backlog_of_one_tenant_does_not_starve_another(database, tenant,
         finished.setdefault(tenant_id, 0)
         finished[tenant_id] += 1
         return {}
-    service = PipelineService(database, concurrency=8, poll_interval=0.2)
+    service = make_service(database, concurrency=8, poll_interval=0.2)
     service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
@@ -32,7 +32,8 @@ async def test_a_backlog_of_one_tenant_does_not_starve_another(database, tenant,
     assert heavy_done < 1500, "tenant A's backlog was nearly drained first: the test proves nothing"
 
 
-async def test_per_tenant_limit_caps_one_tenant_not_the_others(database, tenant, pipeline_id, step_type):
+async def test_per_tenant_limit_caps_one_tenant_not_the_others(make_service, database, tenant, pipeline_id,
+                                                               step_type):
     in_flight, peak = {}, {}
 
     async def work(tenant_id, task_id, step_name, input_data, config):
@@ -41,7 +42,7 @@ async def test_per_tenant_limit_caps_one_tenant_not_the_others(database, tenant,
         await asyncio.sleep(0.1)
         in_flight[tenant_id] -= 1
         return {}
-    service = PipelineService(database, concurrency=16, tenant_concurrency=2, poll_interval=0.2)
+    service = make_service(database, concurrency=16, tenant_concurrency=2, poll_interval=0.2)
     service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [
@@ -50,11 +51,11 @@ async def test_per_tenant_limit_caps_one_tenant_not_the_others(database, tenant,
     b = await service.submit(tenant + "-B", pipeline_id, "o", "b", {})
     assert (await service.wait(tenant + "-A", a["id"]))["status"] == "succeeded"
     assert (await service.wait(tenant + "-B", b["id"]))["status"] == "succeeded"
-    await service.stop()
     assert peak[tenant + "-A"] == 2 and peak[tenant + "-B"] == 2
 
 
-async def test_a_new_tenant_is_served_behind_many_busy_tenants(database, tenant, pipeline_id, step_type):
+async def test_a_new_tenant_is_served_behind_many_busy_tenants(make_service, database, tenant, pipeline_id,
+                                                               step_type):
     """More tenants with backlogs than a claim round reads at once (claiming.TENANTS_PER_CLAIM):
     a tenant that arrives last is still served within a bound, long before the backlogs drain."""
     started = {}
@@ -63,7 +64,7 @@ async def test_a_new_tenant_is_served_behind_many_busy_tenants(database, tenant,
         started.setdefault(tenant_id, time.monotonic())
         await asyncio.sleep(0.05)
         return {}
-    service = PipelineService(database, concurrency=8, poll_interval=0.2)
+    service = make_service(database, concurrency=8, poll_interval=0.2)
     service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
@@ -75,12 +76,9 @@ async def test_a_new_tenant_is_served_behind_many_busy_tenants(database, tenant,
     newcomer = tenant + "-new"
     submitted = time.monotonic()
     await service.submit(newcomer, pipeline_id, "o", "first", {})
-    try:
-        await until(lambda: newcomer in started, timeout=10)
-        waited = started[newcomer] - submitted
-        left = (await service.list(busy[0], status="pending", rows=1))["total"]
-    finally:
-        await service.stop(timeout=5)
+    await until(lambda: newcomer in started, timeout=10)
+    waited = started[newcomer] - submitted
+    left = (await service.list(busy[0], status="pending", rows=1))["total"]
     assert waited < 0.5, f"the new tenant's first step waited {waited:.2f}s behind {len(busy)} busy tenants"
     assert left > 0, "the backlogs were drained first: the test proves nothing"
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_service import PipelineService
 from pipeline_service.store import schema
 from pipeline_service.exceptions import InvalidInputError, NotFoundError
 from pipeline_service.ids import now_ms
@@ -159,7 +158,7 @@ async def test_an_old_schema_gets_binary_id_columns_in_place_once(caplog):
     await storage.close()
 
 
-async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_another():
+async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_another(make_service):
     """pipeline_core's own tables may keep utf8mb4_unicode_ci: 'ORG1' neither replaces nor reads 'org1'."""
     database = scratch_name("core")
     url = scratch_mysql_database(database)
@@ -169,7 +168,7 @@ async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_anot
             for ddl in schema.create_statements(table, "mysql"):
                 cur.execute(ddl.replace("utf8mb4_bin", "utf8mb4_unicode_ci"))
     conn.close()
-    service = PipelineService(url, autostart=False, require_handlers=False, create_schema=True)
+    service = make_service(url, autostart=False, require_handlers=False, create_schema=True)
     await service.define_pipeline("org1", [{"step_name": "a", "step_type": "t"}])
     with pytest.raises(InvalidInputError, match="collides with pipeline 'org1'"):
         await service.define_pipeline("ORG1", [{"step_name": "b", "step_type": "t"}])
@@ -177,7 +176,6 @@ async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_anot
         await service.submit("acme", "ORG1", "o")
     task = await service.submit("acme", "org1", "o")
     assert [s["step_name"] for s in (await service.detail("acme", task["id"]))["steps"]] == ["a"]
-    await service.stop()
 
 
 async def test_indexes_are_created_without_the_mariadb_only_if_not_exists():
