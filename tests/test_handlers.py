@@ -8,10 +8,14 @@ from pipeline_service import ConfigurationError, HandlerError, PipelineService, 
 from pipeline_service.engine.handlers import HandlerRegistry
 
 
-async def built(database, **options):
-    service = PipelineService(database, poll_interval=0.1, **options)
-    await service.storage.create_missing_tables(include_reference=True)
-    return service
+@pytest.fixture
+def built(make_service):
+    """Builds a service with its schema; every one is stopped after the test, whatever happens in it."""
+    async def build(database, **options):
+        service = make_service(database, poll_interval=0.1, **options)
+        await service.storage.create_missing_tables(include_reference=True)
+        return service
+    return build
 
 
 def recording(calls, name):
@@ -21,7 +25,7 @@ def recording(calls, name):
     return handler
 
 
-async def test_two_services_in_one_process_never_run_each_others_step_types(database, tenant, pipeline_id,
+async def test_two_services_in_one_process_never_run_each_others_step_types(built, database, tenant, pipeline_id,
                                                                              step_type):
     """A service claims only the step types registered on it, though both share the database."""
     calls = []
@@ -45,7 +49,8 @@ async def test_two_services_in_one_process_never_run_each_others_step_types(data
     await runner.stop(timeout=5)  # closes the Storage they share
 
 
-async def test_a_stopped_services_registry_does_not_affect_another(database, tenant, pipeline_id, step_type):
+async def test_a_stopped_services_registry_does_not_affect_another(built, database, tenant, pipeline_id,
+                                                                    step_type):
     calls = []
     first = await built(database)
     first.register_handler(step_type, recording(calls, "first"))
@@ -102,9 +107,9 @@ def test_the_default_service_takes_no_registry_of_its_own(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-async def test_registering_wakes_the_executor(database, tenant, pipeline_id, step_type, monkeypatch):
+async def test_registering_wakes_the_executor(make_service, database, tenant, pipeline_id, step_type, monkeypatch):
     """A handler registered on a running service starts its ready steps now, not at the next poll."""
-    service = PipelineService(database, poll_interval=60.0, require_handlers=False)
+    service = make_service(database, poll_interval=60.0, require_handlers=False)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "s", "step_type": step_type}])
     probe, probed = service.storage.probe, asyncio.Event()
@@ -119,4 +124,3 @@ async def test_registering_wakes_the_executor(database, tenant, pipeline_id, ste
     await probed.wait()  # the executor found nothing it can run: it waits out its 60 s poll interval
     service.register_handler(step_type, recording([], "late"))
     assert (await service.wait(tenant, task["id"], timeout=10))["status"] == "succeeded"
-    await service.stop(timeout=5)
