@@ -47,7 +47,7 @@ def configure(database=None, **options):
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
         raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
     _stop_timeout = float(timeout)
-    if "events" in options:  # subscriptions must outlive the service
+    if "events" in options:  # like handlers: subscriptions must outlive the service
         raise ConfigurationError("the default service takes no events option: subscribe with "
                                  "pipeline_service.pipeline_on(event, callback)")
     _service = PipelineService(database, handlers=_handlers, events=_events, **options)

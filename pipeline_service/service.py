@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .json_objects import check_json_object
 from .engine.executor import Executor
-from .exceptions import InvalidInputError
+from .exceptions import InvalidInputError, WaitTimeoutError
 from .ids import MAX_TITLE, check_id, check_name, check_text
 from .engine.caches import EngineCaches
 from .engine.claiming import Claimer
@@ -220,5 +220,5 @@ class PipelineService:
             if detail["status"] in TERMINAL_TASK_STATUSES or detail["status"] == TaskStatus.PAUSED:
                 return detail
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"task {task_id} still {detail['status']} after {timeout}s")
+                raise WaitTimeoutError(f"task {task_id} still {detail['status']} after {timeout}s")
             await asyncio.sleep(interval)
