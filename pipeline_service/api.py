@@ -8,13 +8,16 @@ Its handler registry is kept here, apart from the service: a host registers its
 handlers in its init function, before the service exists, and every service that
 ``configure()`` builds (again after ``shutdown()``) is built with this same registry.
 """
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from .host import config as host_config
 from .exceptions import ConfigurationError
-from .engine.events import Events
+from .engine.events import Callback, Events
 from .engine.handlers import HandlerRegistry
 from .service import PipelineService
 
-_service = None
+_service: PipelineService | None = None
 _handlers = HandlerRegistry()  # the default service's handlers, whenever it is built
 _events = Events()  # the default service's event subscriptions (pipeline_on), whenever it is built
 _hosted = False  # set by load_pipeline_service(): then the host must configure the database
@@ -22,12 +25,12 @@ DEFAULT_STOP_TIMEOUT = 30.0
 _stop_timeout = DEFAULT_STOP_TIMEOUT
 
 
-def use_host_configuration():
+def use_host_configuration() -> None:
     global _hosted
     _hosted = True
 
 
-def configure(database=None, **options):
+def configure(database: str | dict[str, Any] | None = None, **options: Any) -> PipelineService:
     """Choose the database (and options) of the default service.
 
     Call before the first pipeline_* call, or after ``await shutdown()``.  Without a
@@ -54,16 +57,16 @@ def configure(database=None, **options):
     return _service
 
 
-def get_service():
+def get_service() -> PipelineService:
     return _service if _service is not None else configure()
 
 
-def stop_timeout():
+def stop_timeout() -> float:
     """Seconds a graceful stop lets running steps finish before handing them back."""
     return _stop_timeout
 
 
-async def shutdown(timeout=None):
+async def shutdown(timeout: float | None = None) -> None:
     """Stop the default service gracefully: running steps get ``timeout`` seconds (default:
     the configured ``stop_timeout``) to finish, then go back to the queue; the database closes."""
     global _service
@@ -72,55 +75,59 @@ async def shutdown(timeout=None):
         await service.stop(timeout=_stop_timeout if timeout is None else timeout)
 
 
-async def pipeline_submit(tenant_id, pipeline_id, owner_id, title=None, params=None):
+async def pipeline_submit(tenant_id: str, pipeline_id: str, owner_id: str, title: str | None = None,
+                          params: dict[str, Any] | None = None) -> dict[str, Any]:
     return await get_service().submit(tenant_id, pipeline_id, owner_id, title, params)
 
 
-async def pipeline_list(tenant_id, pipeline_id=None, status=None, page=1, rows=20):
+async def pipeline_list(tenant_id: str, pipeline_id: str | None = None, status: str | None = None, page: int = 1,
+                        rows: int = 20) -> dict[str, Any]:
     return await get_service().list(tenant_id, pipeline_id=pipeline_id, status=status, page=page, rows=rows)
 
 
-async def pipeline_detail(tenant_id, task_id):
+async def pipeline_detail(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().detail(tenant_id, task_id)
 
 
-async def pipeline_node(tenant_id, task_id, step_name, version=None):
+async def pipeline_node(tenant_id: str, task_id: str, step_name: str, version: int | None = None) -> dict[str, Any]:
     return await get_service().node(tenant_id, task_id, step_name, version)
 
 
-async def pipeline_modify(tenant_id, task_id, updates, rerun_from=None):
+async def pipeline_modify(tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],
+                          rerun_from: str | None = None) -> dict[str, Any]:
     return await get_service().modify(tenant_id, task_id, updates, rerun_from)
 
 
-async def pipeline_pause(tenant_id, task_id):
+async def pipeline_pause(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().pause(tenant_id, task_id)
 
 
-async def pipeline_resume(tenant_id, task_id):
+async def pipeline_resume(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().resume(tenant_id, task_id)
 
 
-async def pipeline_cancel(tenant_id, task_id):
+async def pipeline_cancel(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().cancel(tenant_id, task_id)
 
 
-def register_handler(step_type, fn):
+def register_handler(step_type: str, fn: Callable) -> Callable:
     """Register ``fn`` for ``step_type`` with the default service, built already or not yet."""
     return _handlers.register(step_type, fn)
 
 
-def pipeline_register_handler(step_type, fn):
+def pipeline_register_handler(step_type: str, fn: Callable) -> Callable:
     return register_handler(step_type, fn)
 
 
-def pipeline_on(event, callback):
+def pipeline_on(event: str, callback: Callback) -> Callback:
     """Subscribe ``callback`` to ``event`` (README, "Events") of the default service, built already or not."""
     return _events.on(event, callback)
 
 
-def pipeline_off(event, callback):
+def pipeline_off(event: str, callback: Callback) -> None:
     _events.off(event, callback)
 
 
-async def define_pipeline(pipeline_id, steps, name=None, description=None):
+async def define_pipeline(pipeline_id: str, steps: Sequence[dict[str, Any]], name: str | None = None,
+                          description: str | None = None) -> dict[str, Any]:
     return await get_service().define_pipeline(pipeline_id, steps, name=name, description=description)

@@ -10,7 +10,8 @@ themselves the first time they are called inside a running event loop.
 """
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .json_objects import check_json_object
 from .engine.executor import Executor
@@ -36,18 +37,18 @@ MAX_PAGE = 1_000_000  # far past any real listing; keeps the OFFSET well inside 
 MAX_DESCRIPTION = 65_535  # characters of a pipeline's description
 
 
-def require_task(tenant_id, task_id):
+def require_task(tenant_id: object, task_id: object) -> None:
     check_id(tenant_id, "tenant_id")
     check_id(task_id, "task_id")
 
 
-def require_flag(value, what):
+def require_flag(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{what} must be True or False, got {type(value).__name__}")
     return value
 
 
-def owned_registry(handlers):
+def owned_registry(handlers: object) -> HandlerRegistry:
     """The service's own registry: a fresh empty one unless the caller hands one in."""
     if handlers is None:
         return HandlerRegistry()
@@ -56,7 +57,7 @@ def owned_registry(handlers):
     return handlers
 
 
-def owned_events(events):
+def owned_events(events: object) -> Events:
     """The service's event bus: a fresh one unless the caller hands one in (api: the default service's)."""
     if events is None:
         return Events()
@@ -66,9 +67,11 @@ def owned_events(events):
 
 
 class PipelineService:
-    def __init__(self, database, concurrency=64, tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0,
-                 max_crashes=3, create_schema=False, autostart=True, require_handlers=True, sync_threads=32,
-                 handlers: HandlerRegistry | None = None, events: Events | None = None):
+    def __init__(self, database: str | dict[str, Any] | Storage, concurrency: int = 64,
+                 tenant_concurrency: int | None = None, poll_interval: float = 1.0, lease_seconds: float = 30.0,
+                 max_crashes: int = 3, create_schema: bool = False, autostart: bool = True,
+                 require_handlers: bool = True, sync_threads: int = 32,
+                 handlers: HandlerRegistry | None = None, events: Events | None = None) -> None:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
@@ -93,7 +96,7 @@ class PipelineService:
         self.require_handlers = require_handlers
         self._opened = False
 
-    async def _ready(self):
+    async def _ready(self) -> None:
         if not self._opened:
             await self.storage.open()
             if self.create_schema:
@@ -102,13 +105,13 @@ class PipelineService:
         if self.autostart and not self.executor.started:
             self.executor.start()
 
-    async def start(self):
+    async def start(self) -> "PipelineService":
         """Open the database and start the executor (also done by the first call, if autostart)."""
         await self._ready()
         self.executor.start()
         return self
 
-    async def stop(self, timeout=30.0):
+    async def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully: no new claims, running steps get ``timeout`` seconds to finish."""
         await self.executor.stop(timeout=timeout)
         await self.events.drain(min(timeout, DRAIN_SECONDS))  # callbacks may still read the database
@@ -136,7 +139,8 @@ class PipelineService:
         self.events.off(event, callback)
 
     # ---- pipelines ---------------------------------------------------------
-    async def define_pipeline(self, pipeline_id, steps, name=None, description=None):
+    async def define_pipeline(self, pipeline_id: str, steps: Sequence[dict[str, Any]], name: str | None = None,
+                              description: str | None = None) -> dict[str, Any]:
         rows = definition_rows(check_id(pipeline_id, "pipeline_id"), steps)
         if name is not None:
             check_text(name, "name", MAX_TITLE)
@@ -146,7 +150,8 @@ class PipelineService:
         return await self.tasks.define_pipeline(pipeline_id, rows, name=name, description=description)
 
     # ---- the API's operations (README, API reference) --------------------------------------------------
-    async def submit(self, tenant_id, pipeline_id, owner_id, title=None, params=None):
+    async def submit(self, tenant_id: str, pipeline_id: str, owner_id: str, title: str | None = None,
+                     params: dict[str, Any] | None = None) -> dict[str, Any]:
         check_id(tenant_id, "tenant_id")
         check_id(pipeline_id, "pipeline_id")
         check_id(owner_id, "owner_id")
@@ -159,7 +164,8 @@ class PipelineService:
         self.executor.wake()
         return summary
 
-    async def list(self, tenant_id, pipeline_id=None, status=None, page=1, rows=20):
+    async def list(self, tenant_id: str, pipeline_id: str | None = None, status: str | None = None, page: int = 1,
+                   rows: int = 20) -> dict[str, Any]:
         check_id(tenant_id, "tenant_id")
         if pipeline_id is not None:
             check_id(pipeline_id, "pipeline_id")
@@ -171,12 +177,12 @@ class PipelineService:
         await self._ready()
         return await self.reads.list_tasks(tenant_id, pipeline_id, status, page, rows)
 
-    async def detail(self, tenant_id, task_id):
+    async def detail(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         await self._ready()
         return await self.reads.task_detail(tenant_id, task_id)
 
-    async def node(self, tenant_id, task_id, step_name, version=None):
+    async def node(self, tenant_id: str, task_id: str, step_name: str, version: int | None = None) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         check_name(step_name, "step_name")
         if version is not None:
@@ -184,26 +190,27 @@ class PipelineService:
         await self._ready()
         return await self.reads.node(tenant_id, task_id, step_name, version)
 
-    async def pause(self, tenant_id, task_id):
+    async def pause(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         await self._ready()
         return await self.control.pause(tenant_id, task_id)
 
-    async def resume(self, tenant_id, task_id):
+    async def resume(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         await self._ready()
         summary = await self.control.resume(tenant_id, task_id)
         self.executor.wake()
         return summary
 
-    async def cancel(self, tenant_id, task_id):
+    async def cancel(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         await self._ready()
         summary, running = await self.control.cancel(tenant_id, task_id)
         self.executor.interrupt(running)
         return summary
 
-    async def modify(self, tenant_id, task_id, updates, rerun_from=None):
+    async def modify(self, tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],
+                     rerun_from: str | None = None) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         check_updates(updates, rerun_from)
         await self._ready()
@@ -212,7 +219,7 @@ class PipelineService:
         self.executor.wake()
         return summary
 
-    async def wait(self, tenant_id, task_id, timeout=60.0, interval=0.05):
+    async def wait(self, tenant_id: str, task_id: str, timeout: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
         """Wait until the task is terminal (or paused); returns its detail. For scripts and tests."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
