@@ -28,13 +28,14 @@ import os
 import socket
 import traceback
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..json_objects import check_json_object, from_json, to_json
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
 from .handlers import SyncThreads, call_handler
 from ..ids import new_id, now_ms
-from .records import Outcome
+from .records import Claim, Outcome
 from ..dag import check_seconds, check_whole
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
@@ -79,8 +80,8 @@ class Round:
     """What one ``run_once()`` did: the claims it made, and the outcomes recorded for them in claim
     order (a claim taken away meanwhile, or whose outcome could not be recorded, has none)."""
 
-    claims: tuple
-    outcomes: tuple
+    claims: tuple[Claim, ...]
+    outcomes: tuple[Outcome, ...]
 
 
 class OutcomeNotStored(Exception):
@@ -115,10 +116,10 @@ class Executor:
         self._recorders = set()     # tasks recording them, one transaction per batch
 
     @property
-    def started(self):
+    def started(self) -> bool:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
-    def start(self):
+    def start(self) -> "Executor":
         if not self.started:
             self._stopping = False
             loop = asyncio.get_running_loop()
@@ -126,10 +127,10 @@ class Executor:
                            loop.create_task(self._heartbeat_loop(), name="pipeline-heartbeat")]
         return self
 
-    def wake(self):
+    def wake(self) -> None:
         self._wakeup.set()
 
-    def interrupt(self, claims):
+    def interrupt(self, claims: Iterable[tuple[str, int]]) -> None:
         """Stop the handlers of these claims ``(step id, attempt)`` if they run here; whatever
         they return is discarded.  A later claim of the same step is a new run: left alone.
 
@@ -146,7 +147,7 @@ class Executor:
         if claim in self._in_handler:  # never cancel a database write half-way
             task.cancel()
 
-    async def stop(self, timeout=30.0):
+    async def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; let running steps finish for ``timeout`` seconds, then cancel them.
 
         The claims of the steps cancelled here are handed back at once: each step is
@@ -264,7 +265,7 @@ class Executor:
             self._running[claim] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
         return {claim: self._running[claim] for claim in claims}
 
-    async def run_once(self):
+    async def run_once(self) -> Round:
         """One claim round by hand: claim what is ready (up to ``concurrency``), run every claimed
         handler to its end, record the outcomes, and say what it did (a ``Round``).
 
