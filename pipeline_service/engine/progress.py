@@ -6,11 +6,28 @@ by primary key (docs/ARCHITECTURE.md, "the task row lock"); then makes ready the
 whose dependencies all succeeded, with their inputs; then settles a task that can make
 no more progress.
 """
-from ..status import StepStatus, TaskAction, task_transition
+from ..status import STEP_STATUS_GROUPS, StepStatus, TaskAction, task_transition
 from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
 from .writes import Writes
+
+
+# A task of at most this many steps is read whole by a finish (one statement for all such
+# tasks of the batch) and settled from what was read; a larger one reads only the steps it
+# touches and is settled by index look-ups, so its cost stays linear in its size.  Reading
+# five rows costs less than picking two by id and then four look-ups to settle.
+WHOLE_TASK_STEPS = 32
+UNSUCCEEDED = STEP_STATUS_GROUPS["unsucceeded"]
+
+
+def progress_of(states):
+    """What task_progress computes in SQL, from the states of all of a task's steps."""
+    return dict(has_running=any(s["status"] == StepStatus.RUNNING for s in states.values()),
+                has_ready=any(s["status"] == StepStatus.PENDING and s["ready_at"] is not None
+                              for s in states.values()),
+                has_failed=any(s["status"] == StepStatus.FAILED for s in states.values()),
+                has_unsucceeded=any(s["status"] in UNSUCCEEDED for s in states.values()))
 
 
 class Progress:
@@ -28,10 +45,14 @@ class Progress:
         for each task found, ``(states by step name, task status)`` as last committed."""
         tx.defer("lock_tasks", task_ids=sorted({k[1] for k in wanted}), tenant_ids=sorted({k[0] for k in wanted}))
         rows, ids = [], []
+        whole = sorted(key for key, names in wanted.items() if names is None)
+        if len(whole) == 1:
+            rows += await tx.fetch_all("task_step_states", tenant_id=whole[0][0], task_id=whole[0][1])
+        elif whole:
+            rows += await tx.fetch_all("tasks_step_states", tenant_ids=sorted({k[0] for k in whole}),
+                                       task_ids=[k[1] for k in whole])
         for key, names in wanted.items():
-            if names is None:
-                rows += await tx.fetch_all("task_step_states", tenant_id=key[0], task_id=key[1])
-            else:
+            if names is not None:
                 ids += [(await self.plans.get(tx, *key)).ids[n] for n in names]
         if ids:
             rows += await tx.fetch_all("step_states", ids=ids, tenant_ids=sorted({k[0] for k in wanted}))
@@ -43,12 +64,16 @@ class Progress:
         return locked
 
     async def touched(self, tx, outcomes):
-        """The steps a finish of ``outcomes`` reads, by task: the finished steps, the successors
-        of those that succeeded, and of each successor the dependency that held it back when
-        last looked at (see dependencies_succeeded) — never all the steps of a task."""
+        """The steps a finish of ``outcomes`` reads, by task: all of a small task's
+        (WHOLE_TASK_STEPS: None), else the finished steps, the successors of those that
+        succeeded, and of each successor the dependency that held it back when last looked
+        at (see dependencies_succeeded) — never all the steps of a large task."""
         touched = {}
         for o in outcomes:
             key = (o.claim.tenant_id, o.claim.task_id)
+            if (await self.plans.get(tx, *key)).size <= WHOLE_TASK_STEPS:
+                touched[key] = None
+                continue
             names = touched.setdefault(key, set())
             names.add(o.claim.step_name)
             if o.output is not None:
@@ -122,15 +147,19 @@ class Progress:
             writes.flush()
             await self.settle(writes.tx, {(tenant_id, task_id): status}, writes.now)
 
-    async def settle(self, tx, statuses, now):
+    async def settle(self, tx, statuses, now, whole=None):
         """End the tasks of ``statuses`` ({(tenant_id, task_id): status}) that can make no more
         progress (no step running or ready): succeeded, or failed with the errors of their
-        failed steps.  By counters (task_progress: a few index look-ups per task, after this
-        transaction's writes), not by reading every step."""
-        if not statuses:
-            return
-        for r in await tx.fetch_all("task_progress", task_ids=sorted({k[1] for k in statuses}),
-                                    tenant_ids=sorted({k[0] for k in statuses})):
+        failed steps.  A task whose states were all read (``whole``: {key: states}, as changed
+        by this transaction) is decided from them; any other by counters (task_progress: a few
+        index look-ups per task, after this transaction's writes), never by reading every step."""
+        whole = whole or {}
+        counted = {k: s for k, s in statuses.items() if k not in whole}
+        found = [dict(progress_of(whole[k]), tenant_id=k[0], task_id=k[1]) for k in statuses if k in whole]
+        if counted:
+            found += await tx.fetch_all("task_progress", task_ids=sorted({k[1] for k in counted}),
+                                        tenant_ids=sorted({k[0] for k in counted}))
+        for r in found:
             key = (r["tenant_id"], r["task_id"])
             if key not in statuses or r["has_running"] or r["has_ready"]:
                 continue
@@ -141,7 +170,9 @@ class Progress:
                 self.events.at_commit(tx, "task.succeeded", *key)
             elif r["has_failed"]:
                 position = (await self.plans.get(tx, *key)).dag.position
-                failed = sorted(await tx.fetch_all("failed_steps", **ids), key=lambda f: position[f["step_name"]])
+                failed = ([s for s in whole[key].values() if s["status"] == StepStatus.FAILED] if key in whole
+                          else await tx.fetch_all("failed_steps", **ids))
+                failed.sort(key=lambda f: position[f["step_name"]])
                 error = "; ".join(f"step {f['step_name']!r} failed: {f['error']}" for f in failed)
                 tx.defer("skip_waiting_steps", now=now, **ids)
                 tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.FAIL, key[1]),

@@ -56,7 +56,8 @@ class Recorder:
 
     async def _write_outcomes(self, tx, outcomes):
         now = now_ms()
-        locked = await self.progress.lock_states(tx, await self.progress.touched(tx, outcomes))
+        touched = await self.progress.touched(tx, outcomes)
+        locked = await self.progress.lock_states(tx, touched)
         writes = self.progress.writes(tx, now)
         recorded, succeeded, changed = [], {}, {}  # succeeded: {new output version: step ids}
         for o in outcomes:
@@ -102,7 +103,8 @@ class Recorder:
             if task_status == TaskStatus.RUNNING and not await self.progress.advance(writes, *key, states, finished):
                 unsettled[key] = task_status
         writes.flush()
-        await self.progress.settle(tx, unsettled, now)
+        whole = {key: locked[key][0] for key in unsettled if touched[key] is None}  # all its steps were read
+        await self.progress.settle(tx, unsettled, now, whole)
         return recorded
 
     async def heartbeat(self, owner, lease_ms, claims):

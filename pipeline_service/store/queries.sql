@@ -173,6 +173,11 @@ WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step
 {{step_states}}
 WHERE s.id IN (${ids}$) AND s.tenant_id IN (${tenant_ids}$)
 
+-- name: tasks_step_states
+-- ... or all steps of several small tasks (a finish: fewer round trips than picking steps)
+{{step_states}}
+WHERE s.tenant_id IN (${tenant_ids}$) AND s.task_id IN (${task_ids}$)
+
 -- name: task_step_states
 -- ... or all steps of one task (human control; not a locking read: see human control below)
 {{step_states}}
