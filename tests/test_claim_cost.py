@@ -3,9 +3,21 @@ steps are asked in one statement (UNION ALL), not one round trip each — with 2
 tenants of one task each, a statement per tenant cost a round trip per claimed step."""
 from collections import Counter
 
+import pytest
+
 from pipeline_service import PipelineService
+from conftest import scratch_mysql_database, scratch_name
 from pipeline_service.engine.claiming import TENANTS_PER_STATEMENT
 from test_idle import RoundTrips
+
+
+@pytest.fixture
+def database(backend, tmp_path):
+    """A database of this test's own: ready steps other tests left behind (of other step
+    types) would join the claim's rounds and change the count of statements."""
+    if backend == "mysql":
+        return scratch_mysql_database(scratch_name("claims"))
+    return f"sqlite:///{tmp_path / 'claims.db'}"
 
 
 async def work(tenant_id, task_id, step_name, input_data, config):
@@ -23,8 +35,12 @@ async def backlog(database, pipeline_id, step_type, tenants):
     return service
 
 
-async def claim(service, free, step_type):
-    return await service.claimer.claim_ready("test-owner", free, 30_000, [step_type], {})
+async def claim(service, free, step_type, held):
+    """Claim as a process would (a 30 s lease); the claims join ``held``, which the test hands back
+    when it ends (a lease left to expire would be recovered by a later test's service)."""
+    claims = await service.claimer.claim_ready("test-owner", free, 30_000, [step_type], {})
+    held += claims
+    return claims
 
 
 def ready_step_reads(trips):
@@ -32,18 +48,19 @@ def ready_step_reads(trips):
 
 
 async def test_a_claim_asks_many_tenants_in_one_round_trip(database, tenant, pipeline_id, step_type, monkeypatch):
-    service = await backlog(database, pipeline_id, step_type, [f"{tenant}-{i:03d}" for i in range(150)])
+    service, held = await backlog(database, pipeline_id, step_type, [f"{tenant}-{i:03d}" for i in range(150)]), []
     try:
         trips = RoundTrips(monkeypatch)
-        claims = await claim(service, TENANTS_PER_STATEMENT, step_type)
+        claims = await claim(service, TENANTS_PER_STATEMENT, step_type, held)
         assert sorted(Counter(c.tenant_id for c in claims).values()) == [1] * TENANTS_PER_STATEMENT  # one each
         assert len(ready_step_reads(trips)) == 1
         # more free slots than one statement asks tenants for: a round trip per TENANTS_PER_STATEMENT tenants
         trips.sent.clear()
-        claims = await claim(service, TENANTS_PER_STATEMENT + 16, step_type)
+        claims = await claim(service, TENANTS_PER_STATEMENT + 16, step_type, held)
         assert len({c.tenant_id for c in claims}) == TENANTS_PER_STATEMENT + 16
         assert len(ready_step_reads(trips)) == 2
     finally:
+        await service.recorder.release(held)
         await service.stop()
 
 
@@ -52,12 +69,13 @@ async def test_slots_a_tenant_cannot_use_go_to_the_others_in_the_same_claim(data
     """Tenants believed ready but with nothing to run here (a paused task) get a share of the
     slots like any other; what they cannot use goes to the tenant with a backlog."""
     idle = [f"{tenant}-idle{i}" for i in range(3)]
-    service = await backlog(database, pipeline_id, step_type, idle + [f"{tenant}-busy"] * 10)
+    service, held = await backlog(database, pipeline_id, step_type, idle + [f"{tenant}-busy"] * 10), []
     try:
         for tenant_id in idle:
             task = (await service.list(tenant_id))["rows"][0]
             await service.pause(tenant_id, task["id"])
-        claims = await claim(service, 8, step_type)
+        claims = await claim(service, 8, step_type, held)
         assert [c.tenant_id for c in claims] == [f"{tenant}-busy"] * 8
     finally:
+        await service.recorder.release(held)
         await service.stop()
