@@ -9,6 +9,8 @@ many tenants (with thousands of tenants of a few steps each, a statement per ten
 cost a round trip per claimed step).
 """
 from collections import Counter
+from dataclasses import dataclass
+from typing import Optional
 
 from cachetools import LRUCache
 
@@ -35,6 +37,23 @@ def equal_shares(queue, left, slots):
     return shares
 
 
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What one claim round asks for."""
+
+    owner: str
+    free: int                      # slots to fill
+    lease_ms: int
+    step_types: list               # the step types this process can run
+    running_per_tenant: dict       # tenant -> steps it has running here
+    tenant_limit: Optional[int]    # steps one tenant may have running here, if limited
+    round: int                     # this round's number (fairness: who was served longest ago)
+
+    def room(self, tenant: str) -> int:
+        limit = self.free if self.tenant_limit is None else self.tenant_limit - self.running_per_tenant.get(tenant, 0)
+        return max(0, limit)
+
+
 class Claimer:
     def __init__(self, storage, caches: EngineCaches) -> None:
         self.storage = storage
@@ -47,38 +66,41 @@ class Claimer:
     async def claim_ready(self, owner, free, lease_ms, step_types, running_per_tenant, tenant_limit=None):
         """Claim up to ``free`` ready steps of ``step_types`` (see the module's docstring).
         Claiming a root step marks its task started (just after the claim, see _mark_started)."""
-        def room(tenant):
-            limit = free if tenant_limit is None else tenant_limit - running_per_tenant.get(tenant, 0)
-            return max(0, limit)
         self._rounds += 1
-        this_round = self._rounds
-
-        async def claim(tx):
-            now = now_ms()
-            tenants = sorted(await self._tenants_with_ready_steps(tx, now),
-                             key=lambda t: (running_per_tenant.get(t, 0), self._served.get(t, 0)))
-            left = {t: room(t) for t in tenants}
-            queue, claimed, served, drained = [t for t in tenants if left[t] > 0], [], [], set()
-            while queue and len(claimed) < free:  # each pass claims a step or drops the tenants it asked
-                shares = equal_shares(queue, left, free - len(claimed))
-                got = await self._claim_for(tx, shares, owner, lease_ms, step_types, now)
-                counts = Counter(r["tenant_id"] for r in got)
-                short = {t for t, share in shares.items() if counts[t] < share}  # no more it can run here
-                for tenant in shares:
-                    left[tenant] -= counts[tenant]
-                served += shares
-                drained |= short
-                claimed += got
-                queue = [t for t in queue if t not in shares] + [t for t in shares if t not in short and left[t]]
-            tx.on_commit(lambda: self._served.update((t, this_round) for t in served))
-            tx.on_commit(lambda: self.caches.ready_tenants.difference_update(drained))
-            return claimed, now
-        claimed, now = await self.storage.atomic(claim)
+        request = ClaimRequest(owner, free, lease_ms, step_types, running_per_tenant, tenant_limit, self._rounds)
+        claimed, now = await self.storage.atomic(lambda tx: self._claim(tx, request))
         roots = {(r["tenant_id"], r["task_id"]) for r in claimed if not parse_depends_on(r["depends_on"])}
         if roots:
             await self._mark_started(roots, now)
         return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], r["attempt"],
                       int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
+
+    async def _claim(self, tx, request: "ClaimRequest"):
+        """One claim round's transaction: passes over the tenants until the slots are full or
+        no tenant asked has more; returns (the claimed rows, the time of the claim)."""
+        now = now_ms()
+        running = request.running_per_tenant
+        tenants = sorted(await self._tenants_with_ready_steps(tx, now),
+                         key=lambda t: (running.get(t, 0), self._served.get(t, 0)))
+        left = {t: request.room(t) for t in tenants}
+        queue = [t for t in tenants if left[t] > 0]
+        claimed: list[dict] = []
+        served: list[str] = []
+        drained: set[str] = set()
+        while queue and len(claimed) < request.free:  # each pass claims a step or drops the tenants it asked
+            shares = equal_shares(queue, left, request.free - len(claimed))
+            got = await self._claim_for(tx, shares, request.owner, request.lease_ms, request.step_types, now)
+            counts = Counter(r["tenant_id"] for r in got)
+            short = {t for t, share in shares.items() if counts[t] < share}  # no more it can run here
+            for tenant in shares:
+                left[tenant] -= counts[tenant]
+            served += shares
+            drained |= short
+            claimed += got
+            queue = [t for t in queue if t not in shares] + [t for t in shares if t not in short and left[t]]
+        tx.on_commit(lambda: self._served.update((t, request.round) for t in served))
+        tx.on_commit(lambda: self.caches.ready_tenants.difference_update(drained))
+        return claimed, now
 
     async def _mark_started(self, keys, now):
         """Mark the tasks ``{(tenant_id, task_id)}`` started (the first claim of a root step).
@@ -88,10 +110,12 @@ class Claimer:
         rows (a deadlock).  The handlers start only after this, so a step never ends
         before its task is `running`; a crash in between leaves the step to recovery.
         """
-        async def write(tx):
-            tx.defer("mark_tasks_started", tenant_ids=sorted({k[0] for k in keys}),
-                     task_ids=sorted({k[1] for k in keys}), now=now)
-        await self.storage.atomic(write)
+        await self.storage.atomic(lambda tx: self._write_started(tx, keys, now))
+
+    @staticmethod
+    async def _write_started(tx, keys, now):
+        tx.defer("mark_tasks_started", tenant_ids=sorted({k[0] for k in keys}),
+                 task_ids=sorted({k[1] for k in keys}), now=now)
 
     async def _tenants_with_ready_steps(self, tx, now):
         """Tenants believed to have ready steps: those that submitted here or had steps made

@@ -111,13 +111,14 @@ class Recorder:
         """Extend the leases of ``claims`` (the ones running here, and only those); return
         those the owner no longer holds (same step and attempt, still running)."""
         ids = sorted({c.id for c in claims})
-
-        async def extend(tx):
-            tx.defer("extend_leases", owner=owner, ids=ids, lease_expires_at=now_ms() + lease_ms)
-        await self.storage.atomic(extend)
+        await self.storage.atomic(lambda tx: self._extend_leases(tx, owner, ids, lease_ms))
         held = {(r["id"], int(r["attempt"]))
                 for r in await self.storage.probe("owned_running_steps", owner=owner, ids=ids)}
         return [c for c in claims if (c.id, c.attempt) not in held]
+
+    @staticmethod
+    async def _extend_leases(tx, owner, ids, lease_ms):
+        tx.defer("extend_leases", owner=owner, ids=ids, lease_expires_at=now_ms() + lease_ms)
 
     async def release(self, claims):
         """Hand back claims that will not be finished (a graceful stop): each step still held
