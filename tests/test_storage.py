@@ -10,7 +10,7 @@ import pytest
 from pipeline_service import DatabaseUnavailableError, SchemaMissingError, StorageError
 from pipeline_service.ids import new_id, now_ms
 from pipeline_service.store.storage import Storage
-from conftest import mysql_admin, scratch_mysql_database, scratch_name
+from conftest import scratch_mysql_database, scratch_name
 
 
 def task_row(tenant, **over):
