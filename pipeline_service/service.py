@@ -205,19 +205,19 @@ class PipelineService:
     async def cancel(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         await self._ready()
-        summary, running = await self.control.cancel(tenant_id, task_id)
-        self.executor.interrupt(running)
-        return summary
+        result = await self.control.cancel(tenant_id, task_id)
+        self.executor.interrupt(result.stop)
+        return result.summary
 
     async def modify(self, tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],
                      rerun_from: str | None = None) -> dict[str, Any]:
         require_task(tenant_id, task_id)
         check_updates(updates, rerun_from)
         await self._ready()
-        summary, interrupted = await self.control.modify(tenant_id, task_id, updates, rerun_from)
-        self.executor.interrupt(interrupted)
+        result = await self.control.modify(tenant_id, task_id, updates, rerun_from)
+        self.executor.interrupt(result.stop)
         self.executor.wake()
-        return summary
+        return result.summary
 
     async def wait(self, tenant_id: str, task_id: str, timeout: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
         """Wait until the task is terminal (or paused); returns its detail. For scripts and tests."""

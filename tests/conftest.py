@@ -8,6 +8,7 @@ Outside CI a missing MariaDB skips the MySQL variants; with CI=true it fails the
 import asyncio
 import os
 import socket
+import time
 from urllib.parse import urlsplit
 
 import pymysql
@@ -128,6 +129,20 @@ def mysql_schema(mysql_url):
         await storage.close()
     asyncio.run(create())
     return mysql_url
+
+
+async def until(condition, timeout=10.0, what="the condition", interval=0.01):
+    """Wait until ``condition()`` (a function, or a coroutine function) is true; return its value.
+    Tests wait on conditions, never assert after a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture(params=["mysql", "sqlite"])

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError
+from conftest import until
 
 
 class Line:
@@ -45,14 +46,6 @@ async def linear(service, pipeline_id, step_type, names="abcd"):
     await service.define_pipeline(pipeline_id, [
         {"step_name": n, "step_type": step_type, **({"depends_on": [names[i - 1]]} if i else {})}
         for i, n in enumerate(names)])
-
-
-async def until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def test_pause_mid_run_starts_nothing_until_resume(stepper, tenant, pipeline_id, step_type):

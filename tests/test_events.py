@@ -3,20 +3,13 @@ never making the engine wait; a failing callback is logged; a rolled-back change
 import asyncio
 import logging
 import sqlite3
-import time
 
 import pytest
 
 import pipeline_service
 from pipeline_service import ConfigurationError, InvalidInputError, PipelineService, api
 from pipeline_service.engine.events import EVENTS, Events
-
-
-async def until(condition, timeout=10.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        await asyncio.sleep(0.02)
+from conftest import until
 
 
 class Log:

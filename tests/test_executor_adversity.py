@@ -13,19 +13,7 @@ import pytest
 
 from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from pipeline_service.store.storage import Storage
-
-
-async def until(condition, timeout=10.0, what="the condition"):
-    """Wait until ``condition()`` (a function, or a coroutine function) is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        await asyncio.sleep(0.02)
+from conftest import until
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 SIGTERM twice while a long step runs.  The executor starts with the server (nobody
 calls), a graceful stop hands its claim back at once, and the task finishes with no
 attempt and no crash counted against it."""
-import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline_service import PipelineService
-from conftest import mysql_admin, mysql_parts, scratch_mysql_database, scratch_name
+from conftest import mysql_admin, mysql_parts, scratch_mysql_database, scratch_name, until
 from hosting import Host, write_host
 
 pytestmark = pytest.mark.slow
@@ -26,14 +25,6 @@ def events(path, event, step):
     if not path.exists():
         return 0
     return sum(1 for line in path.read_text().splitlines() if line.split()[0] == event and line.split()[3] == step)
-
-
-async def until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def step_row(task_id, step_name):

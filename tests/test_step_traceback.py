@@ -3,7 +3,6 @@ create_missing_tables adds a column an older table lacks."""
 import asyncio
 import logging
 import sqlite3
-import time
 
 import pytest
 
@@ -12,19 +11,7 @@ from pipeline_service.engine.executor import MAX_TRACE_CHARS, TRACEBACK_FRAMES
 from pipeline_service.ids import now_ms
 from pipeline_service.store import schema
 from pipeline_service.store.storage import Storage
-from conftest import mysql_admin, scratch_mysql_database, scratch_name
-
-
-async def until(condition, timeout=10.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        await asyncio.sleep(0.02)
+from conftest import mysql_admin, scratch_mysql_database, scratch_name, until
 
 
 def lookup_model(name):
