@@ -10,6 +10,7 @@ import pipeline_service
 from pipeline_service import ConfigurationError, InvalidInputError, PipelineService, api
 from pipeline_service.engine.events import EVENTS, Events
 from conftest import until
+from test_executor_adversity import run_together
 
 
 class Log:
@@ -209,19 +210,9 @@ async def test_a_batch_the_database_refuses_tells_each_outcome_once(tmp_path, te
         conn = service.storage.connector._sor.conn  # the one aiosqlite connection
         await conn._execute(conn._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 100_000)
         results = {tenant: {"text": "x" * 200_000}, **{f"{tenant}-ok{i}": {"fine": i} for i in range(3)}}
-        arrived, release = [], asyncio.Event()
-
-        async def handler(tenant_id, task_id, step_name, input_data, config):
-            arrived.append(tenant_id)
-            await release.wait()
-            return results[tenant_id]
-        service.register_handler(step_type, handler)
-        await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
-        tasks = {t: (await service.submit(t, pipeline_id, "o", "together", {}))["id"] for t in results}
-        await until(lambda: len(arrived) == len(results))
-        release.set()
-        for t, task_id in tasks.items():
-            await service.wait(t, task_id)
+        ended = await run_together(service, pipeline_id, step_type, results)
+        tasks = {t: detail["id"] for t, detail in ended.items()}
+        for task_id in tasks.values():
             await until(lambda: seen.names(task_id)[-1:] in (["task.succeeded"], ["task.failed"]))
         assert seen.names(tasks[tenant]) == ["task.submitted", "step.started", "step.failed", "task.failed"]
         for t in results:
