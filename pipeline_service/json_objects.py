@@ -8,7 +8,7 @@ surrogate (not UTF-8), at most ``MAX_JSON_DEPTH`` levels deep (deeper input made
 """
 import json
 import math
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from .exceptions import InvalidInputError
 
@@ -36,11 +36,19 @@ def from_json(text: str | None) -> Any:
 def check_json_object(value: object, what: str, max_depth: int = MAX_JSON_DEPTH,
                       max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """``value`` if it is a JSON object the tables can store, else an InvalidInputError naming ``what``."""
+    stored_json(value, what, max_depth, max_bytes)
+    return cast(dict[str, Any], value)  # stored_json refused anything but a dict
+
+
+def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES) -> str:
+    """The JSON text ``value`` is stored as, if it is a JSON object the tables can store, else an
+    InvalidInputError naming ``what`` (the text is made once: it is the check's own)."""
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
     _check_tree(value, what, max_depth)
     try:
-        size = len(to_json(value).encode("utf-8"))
+        text = to_json(value)
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidInputError(f"{what} contains a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot "
                                 "store") from None
@@ -48,7 +56,7 @@ def check_json_object(value: object, what: str, max_depth: int = MAX_JSON_DEPTH,
         raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from None
     if size > max_bytes:
         raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes")
-    return value
+    return text
 
 
 def _check_tree(value: dict[str, Any], what: str, max_depth: int) -> None:

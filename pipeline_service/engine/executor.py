@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..json_objects import check_json_object, from_json, to_json
+from ..json_objects import from_json, stored_json, to_json
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
 from .handlers import SyncThreads, call_handler
 from ..ids import new_id, now_ms
@@ -440,7 +440,7 @@ def _stored_form(result, step_type):
     depth and size), or a Failed saying why it cannot be."""
     what = f"the result of handler {step_type!r}"
     try:
-        return to_json(check_json_object(result, what))
+        return stored_json(result, what)
     except InvalidInputError as exc:
         return Failed(str(exc))
     except Exception as exc:  # an object that breaks while being read (a hostile __iter__, __str__, ...)
