@@ -43,16 +43,17 @@ def configure(database: str | dict[str, Any] | None = None, **options: Any) -> P
         if _hosted:
             options = {**host_config.host_options(), **options}
         options.setdefault("create_schema", database == host_config.EMBEDDED_DEFAULT)
-    if "handlers" in options:  # a registry passed here would be lost by the next configure()
+    # the default service's handlers and subscriptions live here: one passed in would be lost by the next configure()
+    if "handlers" in options:
         raise ConfigurationError("the default service takes no handlers option: register them with "
                                  "pipeline_service.register_handler(step_type, fn)")
+    if "events" in options:
+        raise ConfigurationError("the default service takes no events option: subscribe with "
+                                 "pipeline_service.pipeline_on(event, callback)")
     timeout = options.pop("stop_timeout", DEFAULT_STOP_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
         raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
     _stop_timeout = float(timeout)
-    if "events" in options:  # like handlers: subscriptions must outlive the service
-        raise ConfigurationError("the default service takes no events option: subscribe with "
-                                 "pipeline_service.pipeline_on(event, callback)")
     _service = PipelineService(database, handlers=_handlers, events=_events, **options)
     return _service
 

@@ -11,7 +11,7 @@ themselves the first time they are called inside a running event loop.
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .json_objects import check_json_object
 from .engine.executor import Executor
@@ -36,6 +36,8 @@ MAX_ROWS = 500
 MAX_PAGE = 1_000_000  # far past any real listing; keeps the OFFSET well inside the integer types
 MAX_DESCRIPTION = 65_535  # characters of a pipeline's description
 
+T = TypeVar("T")
+
 
 def require_task(tenant_id: object, task_id: object) -> None:
     check_id(tenant_id, "tenant_id")
@@ -48,22 +50,15 @@ def require_flag(value: object, what: str) -> bool:
     return value
 
 
-def owned_registry(handlers: object) -> HandlerRegistry:
-    """The service's own registry: a fresh empty one unless the caller hands one in."""
-    if handlers is None:
-        return HandlerRegistry()
-    if not isinstance(handlers, HandlerRegistry):
-        raise InvalidInputError(f"handlers must be a HandlerRegistry or None, got {type(handlers).__name__}")
-    return handlers
-
-
-def owned_events(events: object) -> Events:
-    """The service's event bus: a fresh one unless the caller hands one in (api: the default service's)."""
-    if events is None:
-        return Events()
-    if not isinstance(events, Events):
-        raise InvalidInputError(f"events must be an Events or None, got {type(events).__name__}")
-    return events
+def owned(value: object, kind: type[T], what: str) -> T:
+    """The service's own ``kind`` (its handler registry, its event bus): a fresh one unless the
+    caller hands one in (api: the default service's, which outlive it)."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise InvalidInputError(f"{what} must be {article} {kind.__name__} or None, got {type(value).__name__}")
+    return value
 
 
 class PipelineService:
@@ -75,9 +70,9 @@ class PipelineService:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
-        self.handlers = owned_registry(handlers)  # this service's step types: it claims only these
+        self.handlers = owned(handlers, HandlerRegistry, "handlers")  # its step types: it claims only these
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
-        self.events = owned_events(events)  # lifecycle events for the host: on(), off()
+        self.events = owned(events, Events, "events")  # lifecycle events for the host: on(), off()
         self.caches = EngineCaches()
         plans = Plans(self.caches)
         progress = Progress(plans, self.caches, self.events)

@@ -121,7 +121,7 @@ def test_id_columns_compare_exactly_in_the_models():
             assert ("collation" in field) == is_id, (table, field["name"])
             if is_id and field["name"] != "owner":
                 assert field["length"] == (MAX_NAME if field["name"].startswith("step_") else MAX_ID)
-    ddl = schema.create_statements("pipeline_tasks", "mysql")[0]
+    ddl = schema.create_table_statement("pipeline_tasks", "mysql")
     assert "tenant_id VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL" in ddl
     assert "title VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" in ddl
 
@@ -165,7 +165,8 @@ async def test_a_case_insensitive_pipelines_table_never_lets_one_id_replace_anot
     conn = mysql_admin(database=database)
     with conn.cursor() as cur:
         for table in schema.REFERENCE_TABLES:
-            for ddl in schema.create_statements(table, "mysql"):
+            ddls = [schema.create_table_statement(table, "mysql"), *schema.index_statements(table, "mysql").values()]
+            for ddl in ddls:
                 cur.execute(ddl.replace("utf8mb4_bin", "utf8mb4_unicode_ci"))
     conn.close()
     service = make_service(url, autostart=False, require_handlers=False, create_schema=True)

@@ -122,7 +122,7 @@ async def test_the_stored_traceback_is_bounded_to_its_innermost_part(service, te
 # ---- an older table gets the columns added since (create_missing_tables) ----------------------
 def old_table_ddl(dialect, without):
     """pipeline_task_steps as a version without the columns ``without`` made it (no indexes)."""
-    ddl = schema.create_statements("pipeline_task_steps", dialect)[0]
+    ddl = schema.create_table_statement("pipeline_task_steps", dialect)
     return "\n".join(line for line in ddl.split("\n") if line.split()[0] not in without).replace(",\n)", "\n)")
 
 

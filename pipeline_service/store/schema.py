@@ -59,12 +59,6 @@ def _column(field, types, dialect):
     return f"  {field['name']} {col_type}{charset}{not_null}"
 
 
-def create_statements(table, dialect):
-    """The table's ``CREATE TABLE IF NOT EXISTS``, then its indexes' ``CREATE INDEX`` (see
-    index_statements), in one dialect."""
-    return [create_table_statement(table, dialect), *index_statements(table, dialect).values()]
-
-
 def create_table_statement(table, dialect):
     model = load_model(table)
     types = MYSQL_TYPES if dialect == "mysql" else SQLITE_TYPES

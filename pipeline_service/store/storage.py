@@ -76,7 +76,8 @@ class Transaction:
         (UNION ALL of one branch per dict): one round trip, however many branches."""
         if not rows:
             return []
-        sql = [prepare(name, self._connector.dialect, params)[0] for params in rows][0]  # every branch checked
+        for params in rows:  # every branch is checked before anything is sent
+            sql, _ = prepare(name, self._connector.dialect, params)
         await self._send_bound(sqlor_adapter.bound_union(self._sor, sql, rows))
         return await sqlor_adapter.fetch_rows(self._sor)
 
