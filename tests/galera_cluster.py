@@ -13,6 +13,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,7 +83,20 @@ class Cluster:
 
     # ---- life ------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> "Cluster":
+        """Start the cluster (stopping whatever it left behind), or stop what started and raise."""
         self.stop()
+        taken = [port for n in self.nodes for port in (n.port, n.galera_port, n.galera_port + 1, n.galera_port + 2)
+                 if _in_use(port)]
+        if taken:
+            raise RuntimeError(f"ports {taken} are in use: is another cluster running? "
+                               "(python tests/galera_cluster.py stop --dir <its directory>)")
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> "Cluster":
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
         shutil.chown(self.root, "mysql", "mysql")
@@ -189,6 +203,11 @@ class Cluster:
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE} CHARACTER SET utf8mb4")
         finally:
             conn.close()
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -34,12 +34,10 @@ def cluster():
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    started = time.monotonic()
     # under /tmp itself: the servers run as mysql, which cannot enter pytest's (root's) folders
     galera = Cluster(Path(tempfile.mkdtemp(prefix="pipeline-galera-")), 3)
     try:
         galera.start()
-        print(f"\n3-node Galera cluster synced in {time.monotonic() - started:.1f}s")
         yield galera
     finally:
         galera.stop()
@@ -137,7 +135,12 @@ async def test_a_node_that_rejoins_mid_run_catches_up(cluster, setup):
     assert each_output_once(cluster, name, tenant, node=0) and each_output_once(cluster, name, tenant, node=2)
 
 
-async def test_the_writer_killed_mid_run_loses_no_task_and_stores_each_output_once(cluster, setup):
+def report(request, line):
+    """A line in pytest's own output (CI's log shows it; a print would be captured)."""
+    request.config.pluginmanager.get_plugin("terminalreporter").write_line(line)
+
+
+async def test_the_writer_killed_mid_run_loses_no_task_and_stores_each_output_once(cluster, setup, request):
     name, _, submitter, hosts = setup
     hosts.start(2, lease=5.0, poll=0.05)
     tenant = "ha-" + new_id()[:8]
@@ -151,7 +154,8 @@ async def test_the_writer_killed_mid_run_loses_no_task_and_stores_each_output_on
         # the pause: from the kill to the first outcome recorded after it (on the new writer)
         (resumed,), = node_query(cluster, 1, name, "SELECT MIN(finished_at) FROM pipeline_task_steps "
                                  "WHERE tenant_id = %s AND finished_at > %s", tenant, int(killed_at * 1000))
-        print(f"\nwriter killed: the first outcome was recorded on the new writer {resumed / 1000 - killed_at:.2f}s later")
+        report(request, f"\nwriter killed: the first outcome was recorded on the next node "
+                        f"{resumed / 1000 - killed_at:.2f}s later")
         assert all("moving to" in hosts.stderr(i) for i in range(2)), "a host process did not move to the next server"
         assert each_output_once(cluster, name, tenant, node=1)
         # a claim whose COMMIT the dying writer took but never confirmed ran no handler: its
