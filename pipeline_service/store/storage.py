@@ -193,12 +193,15 @@ class Storage:
         async with self.connector.read_session() as sor:
             return await Transaction(sor, self.connector).fetch_all(name, **params)
 
-    async def atomic(self, fn: Callable[[Transaction], Awaitable[T]], attempts: int = ATTEMPTS) -> T:
+    async def atomic(self, fn: Callable[[Transaction], Awaitable[T]], attempts: int = ATTEMPTS,
+                     fenced: bool = False) -> T:
         """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock
         victim, a lock wait timed out or (Galera) its COMMIT failed certification — after a
         bounded, growing, jittered pause; a StorageError once ``attempts`` all were.  With
         several servers, a transaction that lost its server before its COMMIT was sent (so
-        nothing of it was written) is run again on the next one."""
+        nothing of it was written) is run again on the next one; so is one whose COMMIT was
+        sent if it is ``fenced`` (running it again after a COMMIT that did land changes
+        nothing: an outcome checks its claim token on the locked rows)."""
         attempt = 0
         while True:  # every pass returns, raises, or runs the body again
             attempt += 1
@@ -209,7 +212,7 @@ class Storage:
             except Exception as exc:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
                 moved = (isinstance(exc, DatabaseUnavailableError) and self.connector.several
-                         and not (tx is not None and tx.committing))
+                         and (fenced or not (tx is not None and tx.committing)))
                 if not (moved or self.connector.retryable(cause)):
                     raise
                 if attempt >= attempts:  # never the driver's own exception (see exceptions.py)
