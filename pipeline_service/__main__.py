@@ -1,6 +1,8 @@
 """The main command: ``python -m pipeline_service <command>`` (also ``pipeline-service``).
 
-    demo                 run a production line for several tenants, live (no set-up needed)
+    demo                 run a production line for several tenants, live (no set-up needed;
+                         --serve: watch it on the dashboard)
+    serve                the dashboard: a tenant's tasks, their DAGs, live (docs/OPERATIONS.md)
     create-schema        create the missing tables (never drops anything)
     load-codes           write init/data.json's code labels into the host's appcodes tables
     list / detail / node             read a tenant's tasks
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .store.connectors import parse_url
-from .exceptions import PipelineError, SchemaMissingError
+from .exceptions import ConfigurationError, InvalidInputError, PipelineError, SchemaMissingError
 from .host.config import EMBEDDED_DEFAULT
 from .service import PipelineService
 from .store.storage import Storage
@@ -44,6 +46,15 @@ def parser():
 
     demo = command("demo", "run the demo production line", tenant=False, task=False)
     demo.add_argument("--quick", action="store_true", help="handlers take 1/100 of their time (for tests)")
+    demo.add_argument("--serve", action="store_true", help="show the line on the dashboard and keep it up")
+    serve = command("serve", "the dashboard: a tenant's tasks and their DAGs, live, in a browser",
+                    tenant=False, task=False)
+    serve.add_argument("--tenant", help="serve exactly this tenant: the printed address carries a fresh token")
+    serve.add_argument("--user", default="dashboard", help="the user the changes are made as (with --tenant)")
+    serve.add_argument("--users", metavar="FILE", help='a JSON file {"<token>": {"tenant": "...", "user": "..."}}')
+    for c in (demo, serve):
+        c.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+        c.add_argument("--port", type=int, default=8080, help="(default: %(default)s; 0: any free port)")
     schema = command("create-schema", "create the missing tables", tenant=False, task=False)
     schema.add_argument("--with-reference", action="store_true", help="also pipelines and pipeline_steps")
     command("load-codes", "write the code labels (init/data.json) into the host's appcodes tables",
@@ -67,7 +78,8 @@ def parser():
 async def run(args):
     if args.command == "demo":
         from .demo import run_demo
-        details = await run_demo(args.db, speed=0.01 if args.quick else 1.0, console=console)
+        details = await run_demo(args.db, speed=0.01 if args.quick else 1.0, console=console,
+                                 serve=(args.host, args.port) if args.serve else None)
         return {"tasks": len(details), "statuses": sorted({d["status"] for d in details})}
     if args.command == "create-schema":
         storage = Storage.from_description(args.db)
@@ -76,6 +88,8 @@ async def run(args):
         finally:
             await storage.close()
     require_existing(args.db)
+    if args.command == "serve":
+        return await serve_dashboard(args)
     if args.command == "load-codes":
         from .host.appcodes import load_codes
         return await load_codes(args.db)
@@ -93,6 +107,36 @@ async def run(args):
         return await getattr(service, args.command)(args.tenant, args.task_id)
     finally:
         await service.storage.close()
+
+
+async def serve_dashboard(args):
+    """``serve``: the dashboard over the default service, until Ctrl-C or SIGTERM. It only
+    reads and controls tasks: the host processes run the steps."""
+    from . import api
+    from .web.app import address, start_dashboard, until_stopped
+    from .web.viewers import Viewers
+    if (args.tenant is None) == (args.users is None):
+        raise InvalidInputError("serve needs exactly one of --tenant T (one tenant, a fresh token) "
+                                "or --users FILE (tokens of several tenants)")
+    if args.tenant is not None:
+        viewers, token = Viewers.single(args.tenant, args.user)
+    else:
+        viewers, token = Viewers.from_file(args.users), None
+    api.configure(args.db, autostart=False, require_handlers=False)
+    try:
+        runner, port = await start_dashboard(viewers, args.host, args.port)
+    except OSError as exc:
+        await api.shutdown()
+        raise ConfigurationError(f"the dashboard cannot listen on {args.host}:{args.port}: {exc}") from None
+    try:
+        shown = address(args.host, port, token) if token else f"{address(args.host, port, '<your token>')} "\
+            f"({len(viewers)} users in {args.users})"
+        console.print(f"the dashboard: {shown}", highlight=False, soft_wrap=True)
+        await until_stopped()
+    finally:
+        await runner.cleanup()
+        await api.shutdown()
+    return {"stopped": True}
 
 
 def require_existing(db):
@@ -140,7 +184,7 @@ def main(argv=None):
         return 2 if exc.status == "not_found" else 1
     if args.json:  # strict JSON: nothing stored can hold NaN or Infinity (they are refused on input)
         print(json.dumps(result, ensure_ascii=False, allow_nan=False, indent=1))
-    elif args.command not in ("demo",):
+    elif args.command not in ("demo", "serve"):
         show(args.command, result)
     return 0
 

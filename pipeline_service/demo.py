@@ -5,9 +5,13 @@
 Handlers take visible time (``config.work`` seconds, scaled by ``speed``). After
 the line has run, a person edits one task's outline and the engine re-runs
 exactly what depends on it; a table then shows every task with its versions.
+
+With ``serve`` (``demo --serve``) the dashboard (web/) comes up first, one address per
+tenant, and stays up after the line has run, until Ctrl-C.
 """
 import asyncio
 import random
+import secrets
 import time
 
 from rich.console import Console
@@ -15,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import api
-from .service import PipelineService
 from .status import TERMINAL_TASK_STATUSES
+from .web.app import address, start_dashboard, until_stopped
+from .web.viewers import Viewer, Viewers
 
 PIPELINE_ID = "demo-article"
 PRODUCTION_LINE = [
@@ -103,12 +108,17 @@ async def summary_table(service, tasks):
     return table
 
 
-async def run_demo(database="sqlite:///pipeline_service.db", speed=1.0, console=None):
-    """Run the whole demo; returns the final details of every task."""
+async def run_demo(database="sqlite:///pipeline_service.db", speed=1.0, console=None, serve=None):
+    """Run the whole demo; returns the final details of every task. ``serve``: ``(host, port)``
+    of the dashboard to show it on, kept up after the line has run until Ctrl-C or SIGTERM."""
     console = console or Console()
-    service = PipelineService(database, concurrency=32)
-    register_demo_handlers(speed, service)
+    # the default service: the one the dashboard's operations (host/endpoints.py) use
+    service = api.configure(database, concurrency=32)
+    register_demo_handlers(speed)
+    runner = None
     try:
+        if serve is not None:
+            runner = await show_dashboard(console, *serve)
         await service.storage.create_missing_tables(include_reference=True)
         await service.define_pipeline(PIPELINE_ID, PRODUCTION_LINE, name="article production line",
                                       description="outline, three drafts in parallel, merge, review")
@@ -125,6 +135,22 @@ async def run_demo(database="sqlite:///pipeline_service.db", speed=1.0, console=
                       f"re-running {', '.join(result['rerun'])}")
         await follow(service, console, [edited], "cascade re-run")
         console.print(await summary_table(service, tasks))
-        return [await service.detail(t["tenant_id"], t["id"]) for t in tasks]
+        details = [await service.detail(t["tenant_id"], t["id"]) for t in tasks]
+        if runner is not None:
+            console.print("[bold]the dashboard stays up: Ctrl-C to stop[/bold]")
+            await until_stopped()
+        return details
     finally:
-        await service.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await api.shutdown()
+
+
+async def show_dashboard(console, host, port):
+    """Start the dashboard with one user per demo tenant and print their addresses."""
+    tokens = {secrets.token_urlsafe(24): Viewer(tenant, f"{tenant}-editor") for tenant in TENANTS}
+    runner, port = await start_dashboard(Viewers(tokens), host, port)
+    console.print("[bold]the dashboard[/bold] (one address per tenant; each sees its own tasks only):")
+    for token, viewer in tokens.items():
+        console.print(f"  {viewer.tenant_id:8} {address(host, port, token)}", highlight=False, soft_wrap=True)
+    return runner

@@ -1,0 +1,1 @@
+"""The standalone dashboard: ``python -m pipeline_service serve`` (docs/OPERATIONS.md, "The dashboard")."""
