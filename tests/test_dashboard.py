@@ -6,6 +6,7 @@ written here."""
 import asyncio
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,14 @@ class Line:
         self.url = f"sqlite:///{tmp_path / 'dashboard.db'}"
         self.step_type = "web-" + new_id()[:8]
         self.gate = asyncio.Event()  # a gated step runs until the test opens it
+        self.fixed = False  # a failing step succeeds once the test has "fixed its source"
         self.acme, self.globex = "acme-" + new_id()[:6], "globex-" + new_id()[:6]
         self.tokens = {self.acme: "acme-token-" + new_id(), self.globex: "globex-token-" + new_id()}
 
     async def handler(self, tenant_id, task_id, step_name, input_data, config):
         if config.get("gate"):
             await self.gate.wait()
-        if config.get("fail"):
+        if config.get("fail") and not self.fixed:
             raise ValueError(f"{step_name} has no source for this topic")
         return {"step": step_name, "upstream": input_data["upstream"]}
 
@@ -216,3 +218,29 @@ async def test_an_edit_from_the_node_view_makes_a_new_version_and_the_downstream
     await expect(page.locator("g.node.step-succeeded")).to_have_count(4)
     merge = await app.service.node(app.acme, task_id, "merge")
     assert merge["version"] == 2 and "绿茶 green tea" in json.dumps(merge["output"], ensure_ascii=False)
+
+
+async def test_retry_from_a_failed_step_on_the_page_runs_it_and_its_downstream_again(dashboard):
+    app = dashboard
+    page = await open_as(app, app.acme, f"#/task/{app.failed['id']}/node/draft_a")
+    await expect(page.locator("g.node[data-step='draft_a']")).to_have_class("node step-failed selected")
+    app.fixed = True
+    await page.click("#retry-step")
+    await confirm(page)
+    await expect(page.locator("#task-status .status")).to_have_attribute("data-status", "succeeded")
+    await expect(page.locator("g.node.step-succeeded")).to_have_count(4)
+    await expect(page.locator("#step-errors li")).to_have_count(0)
+    assert (await app.service.detail(app.acme, app.failed["id"]))["status"] == "succeeded"
+
+
+async def test_a_status_the_page_does_not_know_is_still_drawn_by_its_name(dashboard):
+    """The page builds classes and labels from the status string: a new status (another
+    branch's, say) needs a colour in dashboard.css and a label in init/data.json, no code."""
+    app = dashboard
+    with sqlite3.connect(app.url.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE pipeline_task_steps SET status = 'mystery' WHERE task_id = ? AND step_name = 'merge'",
+                   (app.secret["id"],))
+    page = await open_as(app, app.globex, f"#/task/{app.secret['id']}")
+    await expect(page.locator("g.node[data-step='merge']")).to_have_class("node step-mystery")
+    await expect(page.locator("g.node[data-step='merge'] text.sub")).to_contain_text("mystery")
+    await expect(page.locator("g.node.step-succeeded")).to_have_count(3)
