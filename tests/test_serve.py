@@ -128,3 +128,27 @@ def test_a_token_finds_its_own_viewer_only():
         Viewers({"c" * 20: Viewer(" acme", "ann")})
     single, token = Viewers.single("acme")
     assert len(single) == 1 and single.find(token) == Viewer("acme", "dashboard") and len(token) >= 16
+
+
+async def test_a_host_mounts_the_same_page_under_a_prefix(tmp_path):
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pipeline_service import api
+    from pipeline_service.web.app import make_app
+    service = api.configure(f"sqlite:///{tmp_path / 'host.db'}", create_schema=True, autostart=False,
+                            require_handlers=False)
+    try:
+        await service.storage.create_missing_tables(include_reference=True)
+        await service.define_pipeline("p", [{"step_name": "a", "step_type": "t"}])
+        task = await service.submit("acme", "p", "ann", "mounted")
+        host = web.Application()
+        host.add_subapp("/pipelines", make_app(Viewers({"t" * 20: Viewer("acme", "ann")})))
+        async with TestClient(TestServer(host)) as client:
+            page = await client.get("/pipelines/")
+            assert page.status == 200 and 'src="static/dashboard.js"' in await page.text()
+            assert (await client.get("/pipelines/static/dashboard.js")).status == 200
+            listed = await client.get("/pipelines/api/list", headers={"Authorization": "Bearer " + "t" * 20})
+            assert [r["id"] for r in (await listed.json())["data"]["rows"]] == [task["id"]]
+    finally:
+        await api.shutdown()
