@@ -18,6 +18,7 @@ from ahserver.serverenv import ServerEnv
 
 from . import api
 from .host import log as host_log
+from .host.appcodes import code_choices
 from .host.endpoints import pipeline_endpoint
 from .exceptions import StorageError
 
@@ -45,6 +46,7 @@ def load_pipeline_service():
     for name, fn in FUNCTIONS.items():
         env[name] = fn
     env.pipeline_endpoint = pipeline_endpoint  # what the wwwroot/*.dspy files call
+    env.pipeline_codes = code_choices  # what the wwwroot/*.ui pages fill their status choices from
     api.use_host_configuration()
     host_log.use_host_logger()
     if not _hooked:

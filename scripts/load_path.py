@@ -20,9 +20,11 @@ import subprocess
 import sys
 
 MOD = "pipeline_service"
-OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel")
-PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI
-                 + [f"/{MOD}/api/{op}.dspy" for op in OPERATIONS])   # the JSON API for scripts
+OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "dag")
+PAGES = ("index", "menu", "task", "node", "submit")                  # the bricks pages (wwwroot/*.ui)
+PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI's data
+                 + [f"/{MOD}/api/{op}.dspy" for op in OPERATIONS]    # the JSON API for scripts
+                 + [f"/{MOD}/{page}.ui" for page in PAGES])
 PATHS = [("logined", path) for path in PATHS_LOGINED]
 
 

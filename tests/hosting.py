@@ -34,7 +34,7 @@ def host_config(db, user, password, options=None):
             "host": parts["host"], "port": parts["port"], "user": user,
             "password": aes_encode_b64(PASSWORD_KEY, password), "db": db}}},
         "website": {"paths": [["$[workdir]$/wwwroot", ""]], "host": "127.0.0.1", "port": 9080, "coding": "utf-8",
-                    "indexes": ["index.html"], "processors": [[".dspy", "dspy"]],
+                    "indexes": ["index.html"], "processors": [[".dspy", "dspy"], [".ui", "bui"]],
                     "session_max_time": 3000, "session_reissue_time": 2500},
     }
     if options:

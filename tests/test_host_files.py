@@ -53,7 +53,8 @@ def rbac_grants(registered, path):
 
 def served_pages():
     """The URL of every page the module serves: its wwwroot folder mounted at /pipeline_service."""
-    return sorted(f"/pipeline_service/{page.relative_to(WWWROOT).as_posix()}" for page in WWWROOT.rglob("*.dspy"))
+    return sorted(f"/pipeline_service/{page.relative_to(WWWROOT).as_posix()}"
+                  for pattern in ("*.dspy", "*.ui") for page in WWWROOT.rglob(pattern))
 
 
 # ---- rbac paths -----------------------------------------------------------------
@@ -61,7 +62,7 @@ def served_pages():
 def test_rbac_grants_every_page_the_module_serves_and_nothing_else():
     registered = [path for _, path in load_path.PATHS]
     assert {role for role, _ in load_path.PATHS} == {"logined"}
-    assert len(served_pages()) == 16 and all(rbac_grants(registered, page) for page in served_pages())
+    assert len(served_pages()) == 23 and all(rbac_grants(registered, page) for page in served_pages())
     assert sorted(registered) == served_pages()  # no stale path, no broader one
     for other in ("/pipeline_service/secret.dspy", "/pipeline_service/api/secret.dspy", "/pipeline_servicex/list.dspy",
                   "/rbac/user/up_login.dspy", "/pipeline_service"):
@@ -94,12 +95,12 @@ def test_load_path_registers_every_path_through_the_hosts_set_role_perm(tmp_path
     assert done.returncode == 0, done.stderr
     calls = (host / "calls.txt").read_text().splitlines()
     assert calls == [f"{role} {path}" for role, path in load_path.PATHS]
-    assert done.stdout.count("ok  ") == 16
+    assert done.stdout.count("ok  ") == len(load_path.PATHS) == 23
 
 
 def test_load_path_reports_a_refused_path_and_a_missing_host(tmp_path):
     done = run_load_path("--host-root", str(fake_host(tmp_path, exit_code=1)))
-    assert done.returncode == 1 and done.stdout.count("FAIL") == 16
+    assert done.returncode == 1 and done.stdout.count("FAIL") == 23
     missing = run_load_path("--host-root", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no set_role_perm.py" in missing.stderr
 

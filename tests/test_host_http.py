@@ -215,3 +215,83 @@ async def test_bad_parameters_give_a_json_error_and_an_error_widget(http, op, pa
     assert "Traceback" not in json.dumps(body)
     title, shown = error_widget(await carol.ui(op, "POST", **params))
     assert title in ("参数错误", "未找到") and message in shown
+
+
+# ---- the bricks pages (wwwroot/*.ui), rendered by ahserver's own template processor ------------
+
+PAGES = ("menu.ui", "index.ui", "submit.ui", "task.ui", "node.ui")
+# the widget types the pages use (bricks and the ecosystem's xls2ui pages); "urlwidget" loads one by URL
+WIDGET_TYPES = {"Menu", "VBox", "HBox", "InlineForm", "Tabular", "Button", "Form", "Conform", "urlwidget", "Text"}
+
+
+def walk(value):
+    """Every dict inside a widget description (widgets, options, binds, fields)."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk(item)
+
+
+async def page(user, name, **params):
+    headers = {"Cookie": f"AIOHTTP_SESSION={user.cookie}"}
+    async with user.session.get(f"{user.base}/pipeline_service/{name}", params={**params, "_webbricks_": "1"},
+                                headers=headers) as r:
+        assert r.status == 200, (name, await r.text())
+        return json.loads(await r.text())  # valid JSON, or this fails
+
+
+async def test_the_bricks_pages_render_to_widget_json_pointing_at_endpoints_that_answer(http):
+    gus = await http().login("gus", "org-G")
+    task = (await gus.ui("submit", "POST", pipeline_id="demo-article", title="页面"))["options"]["user_data"]
+    await wait_done(gus, task["id"])
+    params = {"task.ui": {"task_id": task["id"]}, "node.ui": {"task_id": task["id"], "step_name": "outline"}}
+    links = set()
+    for name in PAGES:
+        desc = await page(gus, name, **params.get(name, {}))
+        parts = list(walk(desc))
+        assert {p["widgettype"] for p in parts if "widgettype" in p} <= WIDGET_TYPES, name
+        for part in parts:
+            for key in ("url", "data_url", "submit_url"):
+                if key in part:
+                    method = part.get("method") or part.get("data_method") or "GET"
+                    data = part.get("params") or part.get("data_params") or {}
+                    links.add((part[key], method.upper(), json.dumps(data, sort_keys=True)))
+    assert links, "the pages point nowhere"
+    headers = {"Cookie": f"AIOHTTP_SESSION={gus.cookie}"}
+    for url, method, data in sorted(links):
+        assert url.startswith(f"{gus.base}/pipeline_service/"), url  # entire_url: the host's own address
+        name = url.rsplit("/", 1)[1]
+        if name.endswith(".ui"):
+            assert name in PAGES, url
+            continue
+        # every endpoint answers; a change is probed with a GET, which it refuses without doing anything
+        async with gus.session.get(url, params=json.loads(data), headers=headers) as r:
+            answer = json.loads(await r.text())
+        assert r.status == 200, (url, answer)
+        if method == "POST":
+            assert error_widget(answer)[0] == "请求方式错误", (url, answer)
+        else:
+            assert answer.get("widgettype") != "Error", (url, answer)
+    # what the pages read: the statuses' Chinese labels (init/data.json), the DAG, the steps and versions
+    index = await page(gus, "index.ui")
+    status_field = next(p for p in walk(index) if p.get("name") == "status")
+    assert {"value": "running", "text": "执行中"} in status_field["data"]
+    listing = await gus.ui("list")
+    assert listing["rows"][0]["status_text"] == "已成功" and listing["rows"][0]["progress_text"] == "6/6"
+    picture = await gus.ui("dag", task_id=task["id"])
+    assert picture["widgettype"] == "Text"
+    svg = picture["options"]["text"]
+    assert svg.count('class="node step-succeeded"') == 6 and svg.count('class="edge"') == 7
+    assert 'data-from="outline" data-to="draft_body"' in svg
+    assert [r["kind"] for r in (await gus.ui("node", task_id=task["id"], step_name="outline"))["rows"]] == [
+        "input", "output"]
+    # the node page's form: an edit of one step's output, as a new version, its downstream re-run
+    edited = await gus.ui("modify", "POST", task_id=task["id"], step_name="outline",
+                          output=json.dumps({"topic": "乌龙", "points": ["a", "b"]}, ensure_ascii=False))
+    assert edited["widgettype"] == "Message" and edited["options"]["user_data"]["rerun"][0] == "draft_intro"
+    # another organisation's user gets no picture of it
+    hal = await http().login("hal", "org-H")
+    assert error_widget(await hal.ui("dag", task_id=task["id"]))[0] == "未找到"

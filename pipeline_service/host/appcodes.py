@@ -11,6 +11,7 @@ from the file goes), other sets are untouched, and loading twice is harmless.
     python -m pipeline_service load-codes --db mysql://user:pw@host:3306/appbase_db
 """
 import json
+from functools import cache
 from pathlib import Path
 
 from ..exceptions import InvalidInputError, SchemaMissingError
@@ -34,6 +35,17 @@ def read_codes(path=None):
             return json.load(fh)
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read the code labels from {path}: {exc}") from None
+
+
+@cache
+def code_labels(set_id: str) -> dict[str, str]:
+    """The shipped labels of one code set (``pipeline_task_status`` ...): value -> Chinese label."""
+    return {row["k"]: row["v"] for row in read_codes()[VALUES] if row["parentid"] == set_id}
+
+
+def code_choices(set_id: str) -> list[dict[str, str]]:
+    """One code set as the choices a bricks ``code`` field reads: ``[{"value", "text"}]``."""
+    return [{"value": k, "text": v} for k, v in code_labels(set_id).items()]
 
 
 def check_codes(data):

@@ -26,6 +26,8 @@ from aiohttp import web
 from .. import api
 from ..json_objects import parse_json_object
 from ..exceptions import InvalidInputError, PipelineError
+from .appcodes import code_labels
+from .dag_picture import dag_svg
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {"not_found": 404, "invalid_input": 400, "invalid_state": 409, "handler_error": 400,
@@ -92,8 +94,17 @@ async def _node(tenant, user, p):
 
 
 async def _modify(tenant, user, p):
-    return await api.pipeline_modify(tenant, text(p, "task_id"), json_object(p, "updates", {}),
-                                     text(p, "rerun_from", False))
+    updates = json_object(p, "updates", {})
+    output = json_object(p, "output")
+    if output is not None:  # a form's edit of one step's output (the bricks node page)
+        updates = {**updates, text(p, "step_name"): {"output": output}}
+    return await api.pipeline_modify(tenant, text(p, "task_id"), updates, text(p, "rerun_from", False))
+
+
+async def _dag(tenant, user, p):
+    detail = await api.pipeline_detail(tenant, text(p, "task_id"))
+    return {"id": detail["id"], "title": detail["title"], "status": detail["status"],
+            "svg": dag_svg(detail, code_labels("pipeline_step_status"))}
 
 
 async def _pause(tenant, user, p):
@@ -109,7 +120,7 @@ async def _cancel(tenant, user, p):
 
 
 OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node, "modify": _modify,
-              "pause": _pause, "resume": _resume, "cancel": _cancel}
+              "pause": _pause, "resume": _resume, "cancel": _cancel, "dag": _dag}
 
 
 def json_answer(body, status=200, headers=None):
@@ -139,14 +150,30 @@ def with_local_times(record):
     return shown
 
 
+def with_labels(record, code_set):
+    """A row as a grid shows it: ``status_text`` (the Chinese label from init/data.json, or the
+    status itself) and, for a task, ``progress_text`` ("succeeded/total")."""
+    shown = {**record, "status_text": code_labels(code_set).get(record["status"], record["status"])}
+    if "progress" in record:
+        shown["progress_text"] = f"{record['progress']['succeeded']}/{record['progress']['total']}"
+    return shown
+
+
 def bricks_answer(operation, data):
     data = with_local_times(data)
     if operation in MUTATIONS:
         return {"widgettype": "Message", "options": {
             "title": DONE_TITLES[operation], "message": data.get("title") or data["id"], "user_data": data, **POPUP}}
+    if operation == "list":
+        return {**data, "rows": [with_labels(row, "pipeline_task_status") for row in data["rows"]]}
     if operation == "detail":  # the task's fields, and its steps as the rows a DataGrid reads
         steps = data.pop("steps")
-        return {**data, "total": len(steps), "rows": steps}
+        return {**with_labels(data, "pipeline_task_status"), "total": len(steps),
+                "rows": [with_labels(step, "pipeline_step_status") for step in steps]}
+    if operation == "node":  # the step's fields, and its versions as the rows a grid reads
+        return {**data, "total": len(data["versions"]), "rows": data["versions"]}
+    if operation == "dag":  # the picture, as a widget of its own (its text is escaped: dag_picture)
+        return {"widgettype": "Text", "options": {"text": data["svg"], "width": "100%"}}
     return data
 
 
