@@ -77,8 +77,10 @@ async def shutdown(timeout: float | None = None) -> None:
 
 
 async def pipeline_submit(tenant_id: str, pipeline_id: str, owner_id: str, title: str | None = None,
-                          params: dict[str, Any] | None = None) -> dict[str, Any]:
-    return await get_service().submit(tenant_id, pipeline_id, owner_id, title, params)
+                          params: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                          priority: int | None = None) -> dict[str, Any]:
+    return await get_service().submit(tenant_id, pipeline_id, owner_id, title, params,
+                                      idempotency_key=idempotency_key, priority=priority)
 
 
 async def pipeline_list(tenant_id: str, pipeline_id: str | None = None, status: str | None = None, page: int = 1,

@@ -27,6 +27,8 @@ from .engine.progress import Progress
 from .engine.reads import Reads
 from .engine.recording import Recorder
 from .engine.tasks import Tasks
+from .engine.records import NewTask
+from .priority import check_priority
 from .dag import MAX_INT, check_updates, check_whole, definition_rows
 from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
 from .store.storage import Storage
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 500
 MAX_PAGE = 1_000_000  # far past any real listing; keeps the OFFSET well inside the integer types
 MAX_DESCRIPTION = 65_535  # characters of a pipeline's description
+MAX_KEY = 64  # characters of an idempotency key: the model's str(64)
 
 T = TypeVar("T")
 
@@ -146,16 +149,22 @@ class PipelineService:
 
     # ---- the API's operations (README, API reference) --------------------------------------------------
     async def submit(self, tenant_id: str, pipeline_id: str, owner_id: str, title: str | None = None,
-                     params: dict[str, Any] | None = None) -> dict[str, Any]:
+                     params: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                     priority: int | None = None) -> dict[str, Any]:
+        """Create a task; with ``idempotency_key``, at most one per tenant and key: a submit with a
+        key already used returns that task (docs/SEMANTICS.md, "Idempotent submits")."""
         check_id(tenant_id, "tenant_id")
         check_id(pipeline_id, "pipeline_id")
         check_id(owner_id, "owner_id")
         if title is not None:
             check_text(title, "title", MAX_TITLE)
         params = {} if params is None else check_json_object(params, "params")
+        if idempotency_key is not None:
+            check_id(idempotency_key, "idempotency_key", MAX_KEY)
+        new = NewTask(tenant_id, pipeline_id, owner_id, title or "", params, check_priority(priority),
+                      idempotency_key=idempotency_key)
         await self._ready()
-        summary = await self.tasks.submit(tenant_id, pipeline_id, owner_id, title or "", params,
-                                            self.require_handlers)
+        summary = await self.tasks.submit(new, self.require_handlers)
         self.executor.wake()
         return summary
 

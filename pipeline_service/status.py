@@ -36,6 +36,12 @@ class StepStatus(enum.StrEnum):
     SKIPPED = "skipped"      # never ran because an upstream step failed (its task is failed)
 
 
+class ScheduleStatus(enum.StrEnum):
+    ACTIVE = "active"        # ticks fire at next_fire_at
+    PAUSED = "paused"        # no tick fires; resumed, it fires from the next tick after now
+    FINISHED = "finished"    # a one-shot (at) that has fired: no tick left
+
+
 class TaskAction(enum.Enum):
     """What changes a task's status (its value reads in a message: "can be <value>").  Not a
     StrEnum: an action is never a status, and must not compare equal to one."""
@@ -82,6 +88,7 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 TASK_STATUSES = tuple(TaskStatus)
+SCHEDULE_STATUSES = tuple(ScheduleStatus)
 STEP_STATUSES = tuple(StepStatus)
 TERMINAL_TASK_STATUSES = frozenset({T.SUCCEEDED, T.FAILED, T.CANCELLED})
 # task statuses in which steps run: a step put back (retry, recovery, hand-back) is ready again at once

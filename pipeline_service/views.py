@@ -1,6 +1,7 @@
 """The shapes the API returns (README, API reference): plain, JSON-serialisable dicts."""
 from .dag import parse_depends_on
 from .ids import iso
+from .priority import DEFAULT_PRIORITY
 
 
 def task_summary(row):
@@ -12,6 +13,10 @@ def task_summary(row):
                      "running": int(row["n_running"]), "failed": int(row["n_failed"])},
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+        # a task made before priorities has none stored: it is queued as the default
+        "priority": DEFAULT_PRIORITY if row.get("priority") is None else int(row["priority"]),
+        # the schedule that created it, and the tick it was created for (None: submitted)
+        "schedule_id": row.get("schedule_id"), "scheduled_for": iso(row.get("scheduled_for")),
     }
 
 

@@ -15,7 +15,7 @@ import aiomysql
 import pymysql
 
 from . import sqlor_adapter
-from ..exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
+from ..exceptions import DatabaseUnavailableError, DuplicateKeyError, SchemaMissingError, StorageError
 
 SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema --with-reference --db ...` "
                "or `await storage.create_missing_tables(include_reference=True)`")
@@ -23,6 +23,7 @@ SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema
 # MySQL client/server error codes that mean "the server is not there (any more)".
 MYSQL_UNREACHABLE = {2003, 2005, 2006, 2013, 2055}
 MYSQL_NO_TABLE = 1146
+MYSQL_DUPLICATE_KEY = 1062  # a unique key refused the row: the engine reads the row holding it
 MYSQL_DEADLOCK = {1205, 1213}  # lock wait timeout, deadlock: the transaction may simply be run again
 # a write the server refuses for its size or text (the package's input checks keep these out;
 # a host's smaller max_allowed_packet can still meet one)
@@ -131,6 +132,8 @@ class MySQLConnector:
         """The package exception for a driver error, or None to re-raise it as is."""
         if isinstance(exc, pymysql.err.MySQLError) and exc.args:
             code = exc.args[0]
+            if code == MYSQL_DUPLICATE_KEY:
+                return DuplicateKeyError(f"{self.describe()}: {exc.args[1]}")
             if code == MYSQL_NO_TABLE:
                 return SchemaMissingError(f"{exc.args[1]} in {self.describe()}: {SCHEMA_HINT}")
             if code in MYSQL_UNREACHABLE:
@@ -215,6 +218,8 @@ class SQLiteConnector:
         return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
 
     def translate_error(self, exc):
+        if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE constraint failed" in str(exc):
+            return DuplicateKeyError(f"{self.describe()}: {exc}")
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
             return SchemaMissingError(f"{exc} in {self.describe()}: {SCHEMA_HINT}")
         if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file, still locked

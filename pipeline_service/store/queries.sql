@@ -8,7 +8,8 @@
 -- Lines starting with -- are comments, never sent.  Inside a statement:
 --   ${name}$                sqlor's bound parameter (never $[name]$ text substitution)
 --   $<name>$ ... $</name>$  sqlor's optional block: kept only when parameter `name` is not None
---   {task:<status>}, {step:<status>}  a status, quoted: a member of status.TaskStatus / StepStatus
+--   {task:<status>}, {step:<status>}, {schedule:<status>}  a status, quoted: a member of
+--                           status.TaskStatus / StepStatus / ScheduleStatus
 --   {steps:<group>}         the quoted statuses of status.STEP_STATUS_GROUPS[<group>], comma-separated
 -- Statuses are never written as literals (tests/test_status.py holds the file to it): a new
 -- status is added in status.py alone.
@@ -34,7 +35,8 @@
 -- ==== shared fragments ====
 
 -- fragment: task_columns
-id, tenant_id, pipeline_id, owner_id, title, status, error, created_at, updated_at, started_at, finished_at
+id, tenant_id, pipeline_id, owner_id, title, status, error, created_at, updated_at, started_at, finished_at,
+priority, schedule_id, scheduled_for
 
 -- fragment: step_columns
 id, tenant_id, task_id, step_name, step_type, depends_on, config, seq, status,
@@ -89,10 +91,17 @@ VALUES (${id}$, ${pipeline_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, $
 -- ==== tasks ====
 
 -- name: insert_task
+-- the unique keys (tenant_id, idempotency_key) and (tenant_id, schedule_id, scheduled_for) refuse
+-- a second task for one key or one tick (NULL never clashes): Tasks.submit then reads the first
 INSERT INTO pipeline_tasks (id, tenant_id, pipeline_id, owner_id, title, params, status,
-    error, created_at, updated_at, started_at, finished_at)
+    error, created_at, updated_at, started_at, finished_at, priority, idempotency_key, schedule_id, scheduled_for)
 VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${status}$,
-    NULL, ${now}$, ${now}$, NULL, NULL)
+    NULL, ${now}$, ${now}$, NULL, NULL, ${priority}$, ${idempotency_key}$, ${schedule_id}$, ${scheduled_for}$)
+
+-- name: task_by_key
+SELECT {{task_columns}}, params, {{progress}}
+FROM pipeline_tasks t
+WHERE t.tenant_id = ${tenant_id}$ AND t.idempotency_key = ${idempotency_key}$
 
 -- name: get_task
 SELECT {{task_columns}}, params, {{progress}}
@@ -156,9 +165,10 @@ WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}
 -- ==== steps of a task ====
 
 -- name: insert_step
-INSERT INTO pipeline_task_steps ({{step_columns}})
+INSERT INTO pipeline_task_steps ({{step_columns}}, priority)
 VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, ${config}$, ${seq}$,
-    {step:pending}, 0, 0, 0, ${input_version}$, 0, NULL, NULL, ${ready_at}$, NULL, NULL, NULL, NULL, ${now}$)
+    {step:pending}, 0, 0, 0, ${input_version}$, 0, NULL, NULL, ${ready_at}$, NULL, NULL, NULL, NULL, ${now}$,
+    ${priority}$)
 
 -- name: get_steps
 SELECT {{step_columns}}, error_trace FROM pipeline_task_steps
@@ -192,7 +202,8 @@ WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = {step:fai
 
 -- name: probe :mysql
 -- one look per poll: is a step of the types this process can run ready now (`runnable`), or
--- when is the next one due (a retry delay); has a lease expired?  Only the step types of this
+-- when is the next one due (a retry delay); has a lease expired; when is the next tick of a
+-- schedule due (`next_tick`: the first entry of the schedules' `due` (status, next_fire_at))?  Only the step types of this
 -- process count: ready steps nobody here can run must not start a claim each poll (the pending
 -- entries of `ready` (status, tenant_id, ready_at), a row read only for a step due, EXISTS
 -- stops at the first match; `lease`.  MariaDB would rather scan the table when the pending
@@ -202,7 +213,8 @@ SELECT
     WHERE status = {step:pending} AND ready_at <= ${now}$ AND step_type IN (${step_types}$)) AS runnable,
   (SELECT MIN(ready_at) FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
-  (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry
+  (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
+  (SELECT MIN(next_fire_at) FROM pipeline_schedules WHERE status = {schedule:active}) AS next_tick
 
 -- name: probe :sqlite
 SELECT
@@ -210,7 +222,8 @@ SELECT
     WHERE status = {step:pending} AND ready_at <= ${now}$ AND step_type IN (${step_types}$)) AS runnable,
   (SELECT MIN(ready_at) FROM pipeline_task_steps
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
-  (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry
+  (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
+  (SELECT MIN(next_fire_at) FROM pipeline_schedules WHERE status = {schedule:active}) AS next_tick
 
 -- name: tenants_with_ready_steps
 -- a page of the tenants with ready steps, in tenant id order from the one after ${after}$: a
@@ -222,20 +235,22 @@ GROUP BY tenant_id ORDER BY tenant_id LIMIT ${limit}$
 
 -- name: select_ready_steps :mysql
 -- the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with joins),
--- served by its own index, `ready` (status, tenant_id, ready_at); a claim sends one per tenant
--- it asks, all in one statement (UNION ALL: Transaction.fetch_union)
+-- served by its own index, `queue` (tenant_id, status, priority DESC, ready_at), read in its
+-- order: the highest priority first, the oldest first within one; a claim sends one per tenant
+-- it asks, all in one statement (UNION ALL: Transaction.fetch_union).  Priorities order a
+-- tenant's own steps only: which tenants are asked, and for how many, is the claim's fairness
 SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
-FROM pipeline_task_steps
+FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_queue)
 WHERE status = {step:pending} AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
 AND step_type IN (${step_types}$)
-ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
+ORDER BY priority DESC, ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
 
 -- name: select_ready_steps :sqlite
 SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
-FROM pipeline_task_steps
+FROM pipeline_task_steps INDEXED BY pipeline_task_steps_queue
 WHERE status = {step:pending} AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
 AND step_type IN (${step_types}$)
-ORDER BY ready_at LIMIT ${limit}$
+ORDER BY priority DESC, ready_at LIMIT ${limit}$
 
 -- name: extend_leases
 -- leases: extended by the owner's heartbeat, taken back by anyone once expired; only the steps

@@ -22,7 +22,7 @@ from ..exceptions import StorageError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pipeline_service/
 MODELS_DIR = PACKAGE_DIR.parent / "models"  # the source tree's
-OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts")
+OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts", "pipeline_schedules")
 REFERENCE_TABLES = ("pipelines", "pipeline_steps")
 
 # model type -> column type; `bigint` is spelled out in the models because the
