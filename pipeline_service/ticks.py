@@ -8,6 +8,7 @@ that happens twice in autumn fires once for a daily expression (the first), and 
 instants for an expression naming every hour.
 """
 import enum
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,6 +56,28 @@ def zone(name: object) -> ZoneInfo:
                                 f"got {str(name)[:64]!r}") from None
 
 
+def host_zone_name() -> str:
+    """The host's IANA time zone (schedules' default unless the host configures ``timezone``):
+    $TZ if it names one, else /etc/timezone, else where /etc/localtime points; else UTC."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        with open("/etc/timezone", encoding="utf-8") as fh:
+            candidates.append(fh.read().strip())
+    except OSError:
+        pass
+    link = os.path.realpath("/etc/localtime")
+    if "/zoneinfo/" in link:
+        candidates.append(link.split("/zoneinfo/", 1)[1])
+    for name in candidates:
+        if name:
+            try:
+                zone(name)
+                return name
+            except InvalidInputError:
+                continue
+    return "UTC"
+
+
 def check_cron(expression: object) -> str:
     """A 5-field cron expression (minute hour day-of-month month day-of-week), or an InvalidInputError."""
     check_text(expression, "cron", MAX_CRON)
@@ -76,12 +99,12 @@ def check_every(seconds: object) -> int:
 def parse_at(value: object, tz: ZoneInfo) -> int:
     """A one-shot time: a datetime or an ISO-8601 string (without an offset: in ``tz``), as epoch ms."""
     if isinstance(value, str):
-        check_text(value, "at", 64)
+        text = check_text(value, "at", 64)
         try:
-            value = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInputError(f"at must be an ISO-8601 date and time such as '2026-12-24T18:00', "
-                                    f"got {value[:64]!r}") from None
+                                    f"got {text!r}") from None
     if not isinstance(value, datetime):
         raise InvalidInputError(f"at must be a datetime or an ISO-8601 string, got {type(value).__name__}")
     if value.tzinfo is None:
@@ -114,7 +137,7 @@ class Timing:
 
     def due(self, first: int, now: int, limit: int = MAX_TICKS_PER_FIRE) -> list[int]:
         """The ticks from ``first`` (itself a tick) up to ``now``, at most ``limit`` (the earliest)."""
-        ticks = []
+        ticks: list[int] = []
         tick: int | None = first
         while tick is not None and tick <= now and len(ticks) < limit:
             ticks.append(tick)

@@ -389,3 +389,76 @@ INSERT INTO appcodes (id, name, hierarchy_flg) VALUES (${id}$, ${name}$, ${hiera
 
 -- name: insert_appcode_kv
 INSERT INTO appcodes_kv (id, parentid, k, v) VALUES (${id}$, ${parentid}$, ${k}$, ${v}$)
+
+
+-- ==== schedules (engine/schedules.py) ====
+-- A tick creates its task and advances its schedule in one transaction, the schedule's row
+-- locked first; the unique key (tenant_id, schedule_id, scheduled_for) of pipeline_tasks is
+-- the last guard against a second task for one tick.  Lock order: a schedule row, then the
+-- task rows of a cancel_previous (as every task state change: lock_tasks), never the reverse.
+
+-- fragment: schedule_columns
+id, tenant_id, pipeline_id, owner_id, title, params, cron, every_seconds, at_time, timezone, overlap,
+catch_up, priority, status, next_fire_at, last_task_id, last_fired_at, queued_tick, created_at, updated_at
+
+-- name: insert_schedule
+INSERT INTO pipeline_schedules ({{schedule_columns}})
+VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${cron}$, ${every_seconds}$,
+    ${at_time}$, ${timezone}$, ${overlap}$, ${catch_up}$, ${priority}$, ${status}$, ${next_fire_at}$, NULL, NULL,
+    NULL, ${now}$, ${now}$)
+
+-- name: lock_schedule :mysql
+SELECT {{schedule_columns}} FROM pipeline_schedules
+WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$ FOR UPDATE
+
+-- name: lock_schedule :sqlite
+SELECT {{schedule_columns}} FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$
+
+-- name: count_schedules
+SELECT count(*) AS n FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$
+
+-- name: list_schedules
+SELECT {{schedule_columns}} FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$
+ORDER BY created_at DESC, id DESC LIMIT ${limit}$ OFFSET ${offset}$
+
+-- name: schedule_runs
+-- the last runs of one schedule (a list asks for a page of schedules in one statement: fetch_union)
+SELECT schedule_id, id, status, scheduled_for, created_at, finished_at FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND schedule_id = ${schedule_id}$
+ORDER BY scheduled_for DESC LIMIT ${limit}$
+
+-- name: due_schedules :mysql
+-- the executor's tick (across tenants, like the claim): due schedules, oldest tick first, from
+-- the `due` (status, next_fire_at) index; rows another process is firing are skipped
+SELECT {{schedule_columns}} FROM pipeline_schedules FORCE INDEX (pipeline_schedules_due)
+WHERE status = {schedule:active} AND next_fire_at <= ${now}$
+ORDER BY next_fire_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
+
+-- name: due_schedules :sqlite
+SELECT {{schedule_columns}} FROM pipeline_schedules
+WHERE status = {schedule:active} AND next_fire_at <= ${now}$ ORDER BY next_fire_at LIMIT ${limit}$
+
+-- name: tasks_status
+-- the status of the last tasks of the schedules a tick looks at (overlap)
+SELECT id, status FROM pipeline_tasks WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$)
+
+-- name: advance_schedule
+-- a tick, by primary key on the locked row: the next fire time, and the last task if one was made
+UPDATE pipeline_schedules SET status = ${status}$, next_fire_at = ${next_fire_at}$,
+    last_task_id = ${last_task_id}$, last_fired_at = ${last_fired_at}$, queued_tick = ${queued_tick}$,
+    updated_at = ${now}$
+WHERE id = ${id}$ AND tenant_id = ${tenant_id}$
+
+-- name: task_for_tick
+-- after a unique key refused a tick's task (a run_now at that very millisecond): is it there?
+SELECT id FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND schedule_id = ${schedule_id}$ AND scheduled_for = ${scheduled_for}$
+
+-- name: set_schedule_status
+UPDATE pipeline_schedules SET status = ${status}$, next_fire_at = ${next_fire_at}$, queued_tick = NULL,
+    updated_at = ${now}$
+WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$
+
+-- name: delete_schedule
+-- its tasks stay (they keep its id: the task list still tells where they came from)
+DELETE FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$
