@@ -220,8 +220,11 @@ class Schedules:
                 break
             if unfinished and row["overlap"] == Overlap.CANCEL_PREVIOUS:
                 fired.stop += (await self.control.cancel_within(tx, row["tenant_id"], last_task)).stop
+                unfinished = False
+            # overlap looks at the task unfinished before this pass only: the ticks one pass
+            # fires (catch_up all) are the catch-up asked for, each gets its task
             summary = await self.tasks.write_task(tx, self._new_task(row, tick), require_handlers=False)
-            last_task, last_fired, unfinished = summary["id"], tick, True
+            last_task, last_fired = summary["id"], tick
             fired.created += 1
         status = row["status"]
         if next_fire is None:  # a one-shot's tick has come
