@@ -251,7 +251,12 @@ class Executor:
         """Fire the schedules' due ticks (the probe's ``next_tick``); True if tasks were created."""
         if self.ticker is None or next_tick is None or next_tick > now:
             return False
-        fired = await self.ticker.fire_due()
+        try:
+            fired = await self.ticker.fire_due()
+        except Exception as exc:  # the ticks wait for the next poll; the claims must not
+            log.error("pipeline executor %s: could not fire due schedule ticks (%s); trying again at the next poll",
+                      self.owner, exc)
+            return False
         self.interrupt(fired.stop)  # cancel_previous: the cancelled tasks' handlers running here
         if fired.created:
             log.debug("pipeline executor %s: %d schedule tick(s) created their task", self.owner, fired.created)

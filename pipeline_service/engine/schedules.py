@@ -161,6 +161,17 @@ class Schedules:
                        render_title(row["title"] or "", tick, row["timezone"]), from_json(row["params"]) or {},
                        int(row["priority"]), schedule_id=row["id"], scheduled_for=tick)
 
+    async def _runnable(self, tx, row):
+        """Can a task of the schedule's pipeline be written?  (Read before any write of the tick:
+        a pipeline deleted or broken since the schedule was made must not hold up the others.)"""
+        try:
+            await self.tasks.definition(tx, row["pipeline_id"])
+        except (NotFoundError, InvalidInputError) as exc:
+            log.warning("pipeline schedule %s (tenant %s): its tick makes no task: %s", row["id"], row["tenant_id"],
+                        exc)
+            return False
+        return True
+
     # ---- the executor's tick ----------------------------------------------------------
     async def fire_due(self, now: int | None = None) -> Fired:
         """Fire every due tick (in transactions of FIRE_BATCH schedules): what it did."""
@@ -209,6 +220,8 @@ class Schedules:
             plan = plan_ticks(timing, row["next_fire_at"], now, row["catch_up"])
             ticks, next_fire = plan.fire, plan.next_fire_at
         last_task, last_fired, queued = row["last_task_id"], row["last_fired_at"], None
+        if ticks and not await self._runnable(tx, row):
+            ticks = []  # its pipeline is gone or broken: the ticks pass without a task (logged)
         for tick in ticks:
             if tick == row["last_fired_at"] or (careful and await tx.fetch_one(
                     "task_for_tick", tenant_id=row["tenant_id"], schedule_id=row["id"], scheduled_for=tick)):
