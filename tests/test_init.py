@@ -19,7 +19,7 @@ def clean_env():
     api._hosted = False
 
 
-def test_load_registers_the_eleven_functions_and_twice_is_harmless(clean_env):
+def test_load_registers_the_seventeen_functions_and_twice_is_harmless(clean_env):
     load_pipeline_service()
     first = {name: clean_env[name] for name in FUNCTIONS}
     load_pipeline_service()
@@ -79,6 +79,14 @@ def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):
     service = api.configure()
     assert service.storage.dialect == "sqlite" and "pipeline_service.db" in service.storage.describe()
     api._service = None
+
+
+@pytest.mark.parametrize("timeout", [-1, 3601, float("nan"), "30", True])
+def test_a_bad_stop_timeout_is_a_configuration_error_and_changes_nothing(clean_env, tmp_path, timeout):
+    before = (api._service, api.stop_timeout())
+    with pytest.raises(ConfigurationError, match="stop_timeout must be a number of seconds"):
+        api.configure(f"sqlite:///{tmp_path / 'x.db'}", stop_timeout=timeout)
+    assert (api._service, api.stop_timeout()) == before
 
 
 def test_package_records_reach_the_host_log_file_with_their_origin_and_traceback(tmp_path):
