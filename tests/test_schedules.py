@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError
+from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError, PipelineService
 from pipeline_service.ids import now_ms
 from pipeline_service.ticks import ON_TIME_MS
 from conftest import scratch_mysql_database, scratch_name, until
@@ -243,3 +243,21 @@ async def test_an_unknown_pipeline_is_not_found_and_writes_nothing(line, tenant)
     with pytest.raises(NotFoundError, match="pipeline 'no-such' does not exist"):
         await line.schedule_create(tenant, "no-such", "owner", every=60)
     assert (await line.schedule_list(tenant))["total"] == 0
+
+
+async def test_a_tick_of_a_deleted_pipeline_passes_and_holds_up_no_other(line, tenant, pipeline_id, step_type):
+    gone = pipeline_id + "-gone"
+    await line.define_pipeline(gone, [{"step_name": "only", "step_type": step_type}])
+    orphan = await line.schedule_create(tenant, gone, "owner", every=60)
+    kept = await line.schedule_create(tenant, pipeline_id, "owner", every=60)
+    async with line.storage.transaction() as tx:  # pipeline_core deletes the pipeline
+        await tx.execute("delete_pipeline_steps", pipeline_id=gone)
+        await tx.execute("delete_pipeline", pipeline_id=gone)
+    tick = now_ms() - 1000
+    for schedule in (orphan, kept):
+        await due_at(line, tenant, schedule["id"], tick)
+    fresh = PipelineService(line.storage, autostart=False, require_handlers=False)  # no cached definition
+    assert (await fresh.schedules.fire_due(tick + 2000)).created == 1
+    assert await schedule_tasks(line, tenant, orphan["id"]) == []
+    assert [ms_of(t["scheduled_for"]) for t in await schedule_tasks(line, tenant, kept["id"])] == [tick]
+    assert ms_of((await the_schedule(line, tenant, orphan["id"]))["next_fire_at"]) == tick + MINUTE
