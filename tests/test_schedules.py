@@ -75,6 +75,21 @@ async def test_a_due_tick_is_found_by_the_executors_probe_and_runs(service, tena
     assert [(r["task_id"], r["status"]) for r in listed["runs"]] == [(task["id"], "succeeded")]
 
 
+async def test_a_tick_fires_on_time_not_at_the_next_poll(make_service, database, tenant, pipeline_id, step_type):
+    """Polling every 5 s, a tick 6 s ahead: the probe that sees it coming has the executor poll at it."""
+    async def work(tenant_id, task_id, step_name, input_data, config):
+        return {}
+    service = make_service(database, poll_interval=5.0)
+    service.register_handler(step_type, work)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    at = datetime.fromtimestamp((now_ms() + 6000) / 1000, tz=timezone.utc)
+    created = await service.schedule_create(tenant, pipeline_id, "owner", at=at)
+    [task] = await until(lambda: schedule_tasks(service, tenant, created["id"]), timeout=15, what="the tick's task")
+    late = ms_of(task["created_at"]) - ms_of(task["scheduled_for"])
+    assert 0 <= late < 1000, f"the tick's task was created {late} ms after its tick"
+
+
 @pytest.mark.parametrize("catch_up, fired", [("none", 0), ("once", 1), ("all", 6)])
 async def test_catch_up_after_a_five_minute_gap(line, tenant, pipeline_id, catch_up, fired):
     """Six ticks of a per-minute schedule fell while no process ran, the latest 45 s ago (later

@@ -6,7 +6,7 @@ It only orchestrates; every state change is an operation of the claimer or the r
   process wakes the loop at once, so successors start without waiting for a poll.
 * Polling only finds what other processes did, expired leases and due schedule ticks:
   one cheap probe per ``poll_interval`` when idle, a claim, a recovery or a tick only
-  when it finds work (a tick fires at the first poll at or after its time).
+  when it finds work (a tick due before the next poll gets a poll at its time).
 * A heartbeat extends the leases of the claims running here (only those) and notices
   claims taken away elsewhere (cancelled, re-planned, recovered), whose handlers it stops.
 * Claims are spread fairly over tenants, within a global and a per-tenant limit.
@@ -108,6 +108,7 @@ class Executor:
         self.sync = SyncThreads(sync_threads)  # where plain handlers run
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
+        self._tick_due = False      # a schedule's tick falls before the next poll: poll at its time
         self._running = {}          # Claim -> asyncio.Task running it (until its outcome is recorded)
         self._slots = set()         # Claims holding a slot (until their handler ends)
         self._revoked = set()       # Claims taken away (cancel, modify, recovery)
@@ -202,7 +203,9 @@ class Executor:
             try:
                 woken = await self._sleep()
                 waiting = False
-                if loop.time() - last_poll >= self.poll_interval:  # also when busy: leases expire anyway
+                # also when busy: leases expire anyway
+                if self._tick_due or loop.time() - last_poll >= self.poll_interval:
+                    self._tick_due = False
                     last_poll = loop.time()
                     waiting = await self._poll()
                 if woken or waiting:
@@ -241,11 +244,19 @@ class Executor:
                 log.warning("pipeline executor %s: took back %d step(s) whose worker's lease expired",
                             self.owner, recovered)
                 return True
-        ticked = await self._fire_ticks(probe.get("next_tick"), now)
+        next_tick = probe.get("next_tick")
+        ticked = await self._fire_ticks(next_tick, now)
+        if next_tick is not None and now < next_tick and (next_tick - now) / 1000 < self.poll_interval:
+            asyncio.get_running_loop().call_later((next_tick - now) / 1000, self._poll_at_tick)
         next_ready = probe["next_ready"]  # a step of ours due later (a retry delay)
         if next_ready is not None and (next_ready - now) / 1000 < self.poll_interval:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
         return bool(probe["runnable"]) or ticked
+
+    def _poll_at_tick(self):
+        """A tick is due now: the loop polls (and fires it) without waiting for its interval."""
+        self._tick_due = True
+        self.wake()
 
     async def _fire_ticks(self, next_tick, now):
         """Fire the schedules' due ticks (the probe's ``next_tick``); True if tasks were created."""
