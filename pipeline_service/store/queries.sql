@@ -309,9 +309,16 @@ UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = ${ready_at}$,
     error_trace = ${error_trace}$, owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
 WHERE id = ${id}$ AND status = {step:running} AND attempt = ${attempt}$ AND owner = ${owner}$
 
--- name: make_steps_ready
+-- name: make_steps_ready :mysql
 -- steps become ready together with the input they will run on, in their task's place in the
--- queue (its submit time): the oldest task's ready steps are claimed first
+-- queue (its submit time): the oldest task's ready steps are claimed first.  By primary key,
+-- named (see "human control" below: never a locking scan of a secondary index)
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET ready_at = (SELECT t.created_at FROM pipeline_tasks t
+    WHERE t.tenant_id = pipeline_task_steps.tenant_id AND t.id = pipeline_task_steps.task_id),
+    input_version = ${input_version}$, input_stale = 0, updated_at = ${now}$
+WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
+
+-- name: make_steps_ready :sqlite
 UPDATE pipeline_task_steps SET ready_at = (SELECT t.created_at FROM pipeline_tasks t
     WHERE t.tenant_id = pipeline_task_steps.tenant_id AND t.id = pipeline_task_steps.task_id),
     input_version = ${input_version}$, input_stale = 0, updated_at = ${now}$
@@ -326,19 +333,36 @@ WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = {step:pen
 -- Step rows are changed by primary key (ids read under the task lock), never through a locking
 -- scan of a secondary index: that would lock index entries a claim under way must update while
 -- waiting for the claim's rows (a deadlock).  A row a claim takes meanwhile is waited for, then
--- checked again by the WHERE.
+-- checked again by the WHERE.  On MariaDB the primary key is named: the claim locks its rows
+-- through the `queue` index, and MariaDB would otherwise pick `ready` for a WHERE on status,
+-- tenant_id and ready_at (hold_ready_steps: seen deadlocking with a claim's UPDATE).
 
--- name: hold_ready_steps
+-- name: hold_ready_steps :mysql
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET ready_at = NULL, updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status = {step:pending} AND ready_at IS NOT NULL
+
+-- name: hold_ready_steps :sqlite
 UPDATE pipeline_task_steps SET ready_at = NULL, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status = {step:pending} AND ready_at IS NOT NULL
 
--- name: cancel_unfinished_steps
+-- name: cancel_unfinished_steps :mysql
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET status = {step:cancelled}, ready_at = NULL, owner = NULL,
+    lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ({steps:cancellable})
+
+-- name: cancel_unfinished_steps :sqlite
 UPDATE pipeline_task_steps SET status = {step:cancelled}, ready_at = NULL, owner = NULL,
     lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ({steps:cancellable})
 
--- name: reset_steps
+-- name: reset_steps :mysql
 -- a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET status = {step:pending}, ready_at = NULL, error = NULL,
+    error_trace = NULL, owner = NULL, lease_expires_at = NULL, attempt_base = attempt,
+    input_stale = ${input_stale}$, finished_at = NULL, updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$
+
+-- name: reset_steps :sqlite
 UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = NULL, error = NULL, error_trace = NULL,
     owner = NULL, lease_expires_at = NULL, attempt_base = attempt, input_stale = ${input_stale}$,
     finished_at = NULL, updated_at = ${now}$
