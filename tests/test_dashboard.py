@@ -136,6 +136,12 @@ async def test_a_tenant_sees_its_own_tasks_only(dashboard):
     await page.select_option("#status-filter", "failed")  # the filter asks the server for that status only
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_have_attribute("data-task-id", app.failed["id"])
+    await page.select_option("#status-filter", "")
+    await page.fill("#pipeline-filter", f"{app.step_type}-gated")  # and by pipeline
+    await page.press("#pipeline-filter", "Enter")
+    await expect(rows).to_have_count(2)
+    assert {await r.get_attribute("data-task-id") for r in await rows.all()} == {app.running["id"],
+                                                                             app.cancelled["id"]}
 
     # another tenant's task, even by its id, is not found; its page shows nothing of it
     await page.evaluate("hash => { location.hash = hash; }", f"#/task/{app.secret['id']}")

@@ -11,7 +11,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const NODE_W = 170, NODE_H = 52, GAP_X = 70, GAP_Y = 22, MARGIN = 16;
 
 const state = { token: null, labels: { text: {}, task_status: {}, step_status: {}, artifact_source: {} },
-                route: null, status: "", page: 1, timer: null, generation: 0,
+                route: null, status: "", pipeline: "", page: 1, timer: null, generation: 0,
                 editor: { key: null, dirty: false } };
 
 class ApiError extends Error {
@@ -173,8 +173,11 @@ function buildView(route) {
       Object.keys(state.labels.task_status).map((s) => el("option", { value: s }, statusLabel("task_status", s))));
     filter.value = state.status;
     filter.addEventListener("change", () => { state.status = filter.value; state.page = 1; refresh(); });
+    const pipeline = el("input", { id: "pipeline-filter", type: "search", size: 18, value: state.pipeline });
+    pipeline.addEventListener("change", () => { state.pipeline = pipeline.value.trim(); state.page = 1; refresh(); });
     view.append(
-      el("div", { class: "toolbar" }, el("h2", {}, t("任务列表")), el("label", {}, `${t("状态")} `, filter)),
+      el("div", { class: "toolbar" }, el("h2", {}, t("任务列表")), el("label", {}, `${t("状态")} `, filter),
+         el("label", {}, `${t("流水线")} `, pipeline)),
       el("div", { id: "list-body" }),
       el("div", { class: "toolbar", id: "pager" }));
   } else {
@@ -190,7 +193,8 @@ function buildView(route) {
 
 // ---- the task list -------------------------------------------------------------------------
 async function refreshList(generation) {
-  const data = await call("list", { status: state.status, page: state.page, rows: PAGE_ROWS });
+  const data = await call("list", { status: state.status, pipeline_id: state.pipeline, page: state.page,
+                                    rows: PAGE_ROWS });
   if (generation !== state.generation) return;
   document.getElementById("problem").hidden = true;
   const body = document.getElementById("list-body");
