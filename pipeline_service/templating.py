@@ -9,8 +9,9 @@ hold is never parsed as a template again.
 
 Whoever defines a pipeline writes its templates (trusted, like a handler); a tenant only
 supplies the values.  Values templated into a ``shell`` step's ``command`` never become
-shell code: each ``{{ }}`` renders as a reference to an environment variable (``"$PIPELINE_VALUE_1"``)
-whose value is added to the step's ``env`` (see ``render_config``).
+shell code: each ``{{ }}`` renders as a reference to an environment variable
+(``"${PIPELINE_VALUE_1}"``) whose value is added to the step's ``env`` (see ``render_config``):
+the shell expands a variable into data, never into commands, wherever it stands.
 """
 import contextvars
 import functools
@@ -59,7 +60,37 @@ def _finalize(context, value):
     if collected is None:
         return as_text(value)
     collected.append(as_text(value))
-    return '"${' + SHELL_VALUE.format(len(collected)) + '}"'
+    return f"\0{len(collected)}\0"  # a marker: placed by _shell_references once the command is rendered
+
+
+def _shell_references(text: str) -> str:
+    """The rendered command with each value's marker replaced by a reference to its variable, quoted
+    to suit where it stands: ``"${V}"`` outside quotes (one word, never split or globbed),
+    ``${V}`` inside double quotes, and ``'"${V}"'`` inside single quotes (which expand nothing).
+    The scan only decides how exact the value arrives: a variable is never run as code, wherever
+    the scan thinks it is."""
+    out, quote, i = [], None, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\0":
+            end = text.index("\0", i + 1)
+            name = "${" + SHELL_VALUE.format(text[i + 1:end]) + "}"
+            out.append(f'"{name}"' if quote is None else name if quote == '"' else f"'\"{name}\"'")
+            i = end + 1
+            continue
+        if ch == "\\" and quote != "'":
+            if text[i + 1:i + 2] == "\0":
+                raise TemplateProblem("command: a templated value right after a backslash")
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if quote is None and ch in "'\"":
+            quote = ch
+        elif quote == ch:
+            quote = None
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -158,10 +189,12 @@ def render_config(config: Mapping[str, Any], params: Any, upstream: Any, step_ty
     rendered = {k: (v if k in UNRENDERED or (step_type == "shell" and k == "command") else _render(v, variables, k))
                 for k, v in config.items()}
     if step_type == "shell" and is_template(config.get("command")):
+        if "\0" in config["command"]:
+            raise TemplateProblem("command holds a NUL character")
         values: list[str] = []
         token = _shell_values.set(values)
         try:
-            rendered["command"] = _render_text(config["command"], variables, "command")
+            rendered["command"] = _shell_references(_render_text(config["command"], variables, "command"))
         finally:
             _shell_values.reset(token)
         if values:
