@@ -216,8 +216,15 @@ def _render(value, variables, path):
     return value
 
 
+def _template(source, path):
+    try:
+        return _compiled(source)
+    except TemplateError as exc:  # a definition written straight into the tables: checked only now
+        raise TemplateProblem(f"config.{path} is not a valid template: {_said(exc)}") from None
+
+
 def _render_string(source, variables, path):
-    template, expression = _compiled(source)
+    template, expression = _template(source, path)
     if expression is None:
         return _render_text(source, variables, path)
     try:
@@ -232,7 +239,7 @@ def _render_string(source, variables, path):
 
 
 def _render_text(source, variables, path):
-    template, _ = _compiled(source)
+    template, _ = _template(source, path)
     try:
         text = template.render(**variables)
     except TemplateProblem as exc:
