@@ -59,6 +59,7 @@ async def test_when_matrix_skips_propagate_only_through_all_skipped_dependencies
     detail = await stepper.detail(tenant, task["id"])
     assert statuses(detail) == expected
     assert detail["status"] == "succeeded" and detail["error"] is None  # skips are not failures
+    assert detail["progress"]["skipped"] == list(expected.values()).count("skipped")
     assert sorted(call["step"] for call in calls) == sorted(n for n, s in expected.items() if s == "succeeded")
     if expected["f"] == "succeeded":  # a skipped dependency reaches f as None
         upstream = next(call["input"]["upstream"] for call in calls if call["step"] == "f")
@@ -96,6 +97,7 @@ async def test_a_root_whose_when_is_false_is_skipped_at_submit(service, tenant, 
     ])
     task = await service.submit(tenant, pipeline_id, "o", "nothing to do", {"mode": "quick"})
     assert task["status"] == "succeeded"  # every step was skipped: the task has nothing to run
+    assert task["progress"] == {"total": 2, "succeeded": 0, "running": 0, "failed": 0, "skipped": 2}
     detail = await service.wait(tenant, task["id"])
     assert detail["status"] == "succeeded" and statuses(detail) == {"a": "skipped", "b": "skipped"}
     assert calls == []

@@ -79,7 +79,7 @@ class Tasks:
             input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now)
             for name in dag.order])
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
-        status = TaskStatus.PENDING
+        status, skipped = TaskStatus.PENDING, 0
         if len(runs) < len(roots):
             states = {name: dict(id=ids[name], status=StepStatus.PENDING, ready_at=now if name in runs else None,
                                  input_version=1 if name in prepared else None, input_stale=0, output_version=None)
@@ -88,12 +88,13 @@ class Tasks:
                                                [n for n in roots if n not in runs])
             if not runs:  # nothing to run: every step was skipped, the task has succeeded
                 status = TaskStatus.SUCCEEDED
+            skipped = sum(s["status"] == StepStatus.SKIPPED for s in states.values())
         if runs:
             tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
             tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status=status, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
+                    n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:
         """The DAG of a pipeline as defined (cached for caches.DEFINITION_TTL_SECONDS: a read
