@@ -54,12 +54,12 @@ class Tasks:
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
-            off = {t: self.handlers.off(t) for _, t in missing if self.handlers.off(t)}
-            if off:  # a built-in step type this host has not enabled: say how to enable it
-                raise HandlerError("; ".join(f"step {n!r}: {off[t]}" for n, t in missing if t in off))
-            raise HandlerError("no handler is registered for " + ", ".join(
-                f"step_type {t!r} (step {n!r})" for n, t in missing)
-                + "; register one with this service's register_handler()")
+            # a built-in step type this host has not enabled says how to enable it
+            off = [f"step {n!r}: {self.handlers.off(t)}" for n, t in missing if self.handlers.off(t)]
+            unknown = [(n, t) for n, t in missing if not self.handlers.off(t)]
+            raise HandlerError("; ".join(off + ([
+                "no handler is registered for " + ", ".join(f"step_type {t!r} (step {n!r})" for n, t in unknown)
+                + "; register one with this service's register_handler()"] if unknown else [])))
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
         roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
