@@ -12,7 +12,7 @@ from ..ids import now_ms
 from ..status import ACTIVE_TASK_STATUSES, CANCELLABLE_STEPS, StepStatus, TaskAction, step_transition, task_transition
 from ..views import task_summary
 from .events import Events
-from .inputs import edited
+from .preparing import edited
 from .plans import Plans
 from .progress import Progress, blocked_skips
 from .writes import Writes

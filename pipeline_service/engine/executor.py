@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from ..json_objects import from_json, stored_json, to_json
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
 from .handlers import SyncThreads, call_handler
-from .inputs import for_handler
+from .preparing import for_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
 from ..dag import check_seconds, check_whole

@@ -7,7 +7,7 @@ from ..status import StepStatus, TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
-from .inputs import prepare
+from .preparing import prepare
 from .progress import Progress
 from .records import TaskPlan
 
@@ -69,7 +69,8 @@ class Tasks:
         writes = self.progress.writes(tx, now)
         prepared = {name: prepare(dag.steps[name], params, {}) for name in roots}
         for name in roots:
-            writes.artifact(tenant_id, task_id, name, "input", 1, prepared[name].content, "engine", {})
+            content = {"params": params, "upstream": {}, **prepared[name].extra}
+            writes.artifact(tenant_id, task_id, name, "input", 1, content, "engine", {})
         runs = {name for name in roots if prepared[name].runs}
         writes.flush()
         tx.defer_many("insert_step", [dict(
