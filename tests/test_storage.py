@@ -231,3 +231,42 @@ async def test_missing_schema_says_how_to_create_it(empty_database, tenant):
     async with storage.transaction() as tx:
         assert await tx.fetch_one("get_task", tenant_id=tenant, task_id="x") is None
     await storage.close()
+
+
+def unused_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listing(url, first):
+    """``url`` with ``first`` (host:port) listed before its own server."""
+    scheme, rest = url.split("://", 1)
+    credentials, at, servers = rest.rpartition("@")
+    return f"{scheme}://{credentials}{at}{first},{servers}"
+
+
+async def test_a_server_that_does_not_answer_is_passed_over_for_the_next(mysql_schema, tenant):
+    storage = Storage.from_description(listing(mysql_schema, f"127.0.0.1:{unused_port()}"))
+    try:
+        found = await storage.atomic(lambda tx: tx.fetch_all("get_task", tenant_id=tenant, task_id="none"))
+        assert found == [] and "server 2 of 2" in storage.describe()
+        assert storage.connector.galera is False and storage.connector.statements == "mysql"
+    finally:
+        await storage.close()
+
+
+async def test_no_server_answering_names_them_all(mysql_schema):
+    first, second = unused_port(), unused_port()
+    storage = Storage.from_description(f"mysql://root@127.0.0.1:{first},127.0.0.1:{second}/x")
+    with pytest.raises(DatabaseUnavailableError, match=f"any server.*:{first}.*:{second}"):
+        await storage.open()
+    await storage.close()
+
+
+def test_conflict_pauses_grow_and_stay_bounded():
+    from pipeline_service.store.storage import ATTEMPTS, FIRST_PAUSE, LONGEST_PAUSE, retry_pause
+    pauses = [[retry_pause(a) for a in range(1, ATTEMPTS + 1)] for _ in range(50)]
+    assert all(FIRST_PAUSE / 2 <= p <= LONGEST_PAUSE for run in pauses for p in run)
+    assert max(run[0] for run in pauses) < min(run[-1] for run in pauses)  # later runs wait longer
+    assert len({run[2] for run in pauses}) > 1  # jittered: two colliding transactions drift apart

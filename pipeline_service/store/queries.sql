@@ -3,7 +3,8 @@
 -- A block starts with a header line and runs to the next one:
 --   -- name: <statement>             the statement, the same for every dialect
 --   -- name: <statement> :<dialect>  its variant for one dialect (:mysql, :sqlite); a statement
---                                    with variants has one for each dialect
+--                                    with variants has one for each dialect, and may have one
+--                                    for a Galera cluster (:galera, else its :mysql one is used)
 --   -- fragment: <name>              text shared by statements, included as {{<name>}}
 -- Lines starting with -- are comments, never sent.  Inside a statement:
 --   ${name}$                sqlor's bound parameter (never $[name]$ text substitution)
@@ -131,6 +132,13 @@ WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) AND started_at IS N
 -- task ids are unique: the two IN lists select exactly the tasks asked for
 SELECT id FROM pipeline_tasks FORCE INDEX (PRIMARY)
 WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) ORDER BY id FOR UPDATE
+
+-- name: lock_tasks :galera
+-- Galera certifies the rows a transaction writes, not those it locks (a FOR UPDATE lock holds on
+-- its own node only): on a cluster the lock is a write, so that two nodes changing one task
+-- conflict at COMMIT and one of them runs again (docs/OPERATIONS.md, "Galera")
+UPDATE pipeline_tasks FORCE INDEX (PRIMARY) SET revision = COALESCE(revision, 0) + 1
+WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) ORDER BY id
 
 -- name: lock_tasks :sqlite
 SELECT id FROM pipeline_tasks WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$)
