@@ -17,7 +17,7 @@ import pytest
 
 from pipeline_service import PipelineService
 from pipeline_service.ids import new_id
-from conftest import IN_CI
+from conftest import IN_CI, until
 from galera_cluster import PASSWORD, PROVIDER, USER, Cluster
 from test_processes import DIAMOND, Hosts, wait_succeeded
 
@@ -172,3 +172,41 @@ async def until_ended(hosts, count, timeout=60):
     while sum(1 for e in hosts.events() if e[0] == "end") < count:
         assert time.monotonic() < deadline, f"fewer than {count} steps ran in {timeout}s"
         await asyncio.sleep(0.02)
+
+
+def isolate(galera, node, cut):
+    """Cut ``node`` off the cluster (it leaves the primary component and refuses work: error 1047),
+    or let it back (it rejoins by incremental state transfer)."""
+    conn = pymysql.connect(unix_socket=str(node.socket), user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET GLOBAL wsrep_provider_options = 'gmcast.isolate={1 if cut else 0}'")
+    finally:
+        conn.close()
+
+
+async def test_a_node_cut_off_from_the_cluster_is_left_for_the_next(cluster, setup):
+    """A node outside the primary component answers but refuses work ("WSREP has not yet
+    prepared node for application use", 1047): the engine moves to the next node."""
+    name, _, submitter, _ = setup
+    cut = cluster.nodes[2]
+    url = f"mysql://{USER}:{PASSWORD}@127.0.0.1:{cut.port},127.0.0.1:{cluster.nodes[1].port}/{name}"
+    service = PipelineService(url, poll_interval=0.05)
+
+    async def noop(tenant_id, task_id, step_name, input_data, config):
+        return {}
+    service.register_handler("mp-noop", noop)
+    tenant = "ha-" + new_id()[:8]
+    try:
+        first = await service.submit(tenant, "ha-diamond", "o", "before", {})
+        assert "server 1 of 2" in service.storage.describe()
+        isolate(cluster, cut, True)
+        await until(lambda: not cluster.synced(cut), what="the node to leave the primary component")
+        later = await service.submit(tenant, "ha-diamond", "o", "after", {})
+        for task in (first, later):
+            assert (await service.wait(tenant, task["id"], timeout=60))["status"] == "succeeded"
+        assert "server 2 of 2" in service.storage.describe()
+    finally:
+        await service.stop()
+        isolate(cluster, cut, False)
+        await asyncio.get_running_loop().run_in_executor(None, cluster.wait_synced, cut)

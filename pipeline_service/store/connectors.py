@@ -30,6 +30,7 @@ MYSQL_NO_TABLE = 1146
 # lock wait timeout, deadlock — and Galera's certification conflict, which is reported as a
 # deadlock at COMMIT: the transaction may simply be run again (docs/OPERATIONS.md, "Galera")
 MYSQL_DEADLOCK = {1205, 1213}
+MYSQL_NOT_READY = 1047  # a Galera node outside the primary component: worth another try (or another node)
 # a write the server refuses for its size or text (the package's input checks keep these out;
 # a host's smaller max_allowed_packet can still meet one)
 MYSQL_REFUSED_WRITE = {1153: "larger than the server's max_allowed_packet", 1406: "too long for its column",
@@ -258,7 +259,8 @@ class MySQLConnector:
                 raise
 
     def retryable(self, exc):
-        return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and exc.args[0] in MYSQL_DEADLOCK
+        return isinstance(exc, pymysql.err.MySQLError) and bool(exc.args) and (
+            exc.args[0] in MYSQL_DEADLOCK or exc.args[0] == MYSQL_NOT_READY)
 
     def translate_error(self, exc):
         """The package exception for a driver error, or None to re-raise it as is."""

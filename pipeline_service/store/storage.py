@@ -219,8 +219,8 @@ class Storage:
                     if moved:
                         raise
                     raise StorageError(f"{self.describe()} gave up a transaction after {attempts} attempts, "
-                                       f"each ended by a lock conflict ({cause}); nothing of it was written, "
-                                       f"try again") from exc
+                                       f"each ended by a lock conflict or a node not ready ({cause}); nothing "
+                                       f"of it was written, try again") from exc
                 log.info("transaction conflict on %s, running it again (%s)", self.describe(), cause)
                 await asyncio.sleep(retry_pause(attempt))
 
