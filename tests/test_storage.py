@@ -8,6 +8,7 @@ import pymysql
 import pytest
 
 from pipeline_service import DatabaseUnavailableError, SchemaMissingError, StorageError
+from pipeline_service.exceptions import DuplicateKeyError
 from pipeline_service.ids import new_id, now_ms
 from pipeline_service.store.storage import Storage
 from conftest import scratch_mysql_database, scratch_name
@@ -15,7 +16,8 @@ from conftest import scratch_mysql_database, scratch_name
 
 def task_row(tenant, **over):
     row = dict(id=new_id(), tenant_id=tenant, pipeline_id="p1", owner_id="u1", title="a title",
-               params=json.dumps({"k": "v"}), status="pending", now=now_ms())
+               params=json.dumps({"k": "v"}), status="pending", now=now_ms(),
+               priority=5, idempotency_key=None, schedule_id=None, scheduled_for=None)
     row.update(over)
     return row
 
@@ -30,7 +32,7 @@ async def test_round_trip_of_every_table(storage, tenant):
         await tx.execute("insert_task", **task)
         await tx.execute("insert_step", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
                          step_type="noop", depends_on="[]", config="{}", seq=1, input_version=None,
-                         ready_at=now, now=now)
+                         ready_at=now, now=now, priority=5)
         await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
                          kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', source="engine",
                          lineage=None, now=now)
@@ -169,7 +171,9 @@ async def test_mysql_concurrent_transactions_isolate_errors(mysql_schema, tenant
     results = await asyncio.gather(*(one(i) for i in range(50)), return_exceptions=True)
     failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
     assert failed == [17]
-    assert isinstance(results[17], pymysql.err.IntegrityError)
+    # the driver's error is translated (no raw driver error leaves the package), its cause kept
+    assert isinstance(results[17], DuplicateKeyError)
+    assert isinstance(results[17].__cause__, pymysql.err.IntegrityError)
     async with storage.transaction() as tx:
         titles = {r["title"] for r in await tx.fetch_all(
             "list_tasks", tenant_id=tenant, pipeline_id=None, status=None, limit=100, offset=0)}

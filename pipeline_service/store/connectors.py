@@ -16,7 +16,7 @@ import aiomysql
 import pymysql
 
 from . import sqlor_adapter
-from ..exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
+from ..exceptions import DatabaseUnavailableError, DuplicateKeyError, SchemaMissingError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema
 # Galera node that is not part of the primary component (joining, or cut off): it refuses work
 MYSQL_UNREACHABLE = {2003, 2005, 2006, 2013, 2055, 1047}
 MYSQL_NO_TABLE = 1146
+MYSQL_DUPLICATE_KEY = 1062  # a unique key refused the row: the engine reads the row holding it
 # lock wait timeout, deadlock — and Galera's certification conflict, which is reported as a
 # deadlock at COMMIT: the transaction may simply be run again (docs/OPERATIONS.md, "Galera")
 MYSQL_DEADLOCK = {1205, 1213}
@@ -266,6 +267,8 @@ class MySQLConnector:
         """The package exception for a driver error, or None to re-raise it as is."""
         if isinstance(exc, pymysql.err.MySQLError) and exc.args:
             code = exc.args[0]
+            if code == MYSQL_DUPLICATE_KEY:
+                return DuplicateKeyError(f"{self.describe()}: {exc.args[1]}")
             if code == MYSQL_NO_TABLE:
                 return SchemaMissingError(f"{exc.args[1]} in {self.describe()}: {SCHEMA_HINT}")
             if code in MYSQL_UNREACHABLE:
@@ -351,6 +354,8 @@ class SQLiteConnector:
         return isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
 
     def translate_error(self, exc):
+        if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE constraint failed" in str(exc):
+            return DuplicateKeyError(f"{self.describe()}: {exc}")
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
             return SchemaMissingError(f"{exc} in {self.describe()}: {SCHEMA_HINT}")
         if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file, still locked

@@ -9,7 +9,7 @@ bug of the package: a ValueError at import, naming the line or statement.
 import re
 from pathlib import Path
 
-from ..status import STEP_STATUS_GROUPS, StepStatus, TaskStatus
+from ..status import STEP_STATUS_GROUPS, ScheduleStatus, StepStatus, TaskStatus
 
 SQL_FILE = Path(__file__).with_name("queries.sql")
 DIALECTS = ("mysql", "sqlite")
@@ -18,8 +18,8 @@ DIALECTS = ("mysql", "sqlite")
 REFINEMENTS = {"galera": "mysql"}
 HEADER = re.compile(r"--\s*(name|fragment):\s*(\w+)(?:\s+:(\w+))?\s*$")
 INCLUDE = re.compile(r"\{\{(\w+)\}\}")
-STATUS = re.compile(r"\{(task|step|steps):(\w+)\}")
-ENUMS = {"task": TaskStatus, "step": StepStatus}
+STATUS = re.compile(r"\{(task|step|steps|schedule):(\w+)\}")
+ENUMS = {"task": TaskStatus, "step": StepStatus, "schedule": ScheduleStatus}
 
 
 def blocks(text):
