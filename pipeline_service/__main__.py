@@ -208,8 +208,9 @@ def show(command, result):
             table.add_column(column)
         for r in result["rows"]:
             p = r["progress"]
-            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], f"{p['succeeded']}/{p['total']}",
-                          r["created_at"], r.get("schedule_id") or "")
+            done = f"{p['succeeded']}/{p['total']}" + (f", {p['skipped']} skipped" if p.get("skipped") else "")
+            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], done, r["created_at"],
+                          r.get("schedule_id") or "")
         console.print(table)
     elif command == "schedule-list":
         table = Table(title=f"{result['total']} schedule(s)")

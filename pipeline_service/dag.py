@@ -4,6 +4,7 @@ The DAG is built from the task's step snapshot (the rows of
 ``pipeline_task_steps``, or of ``pipeline_steps`` at submit) and validated once.
 (Statuses and their transitions are in ``status.py``.)
 """
+import functools
 import heapq
 import json
 import math
@@ -15,8 +16,9 @@ from typing import Any
 from .json_objects import check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
+from .templating import SHELL_LITERAL, check_condition, check_config_templates, is_template, needs_rendering
 
-ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")
+ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")  # and `when` (templating.py): the engine's config keys
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
 # overflow the millisecond columns); a step needing longer runs without a timeout
 MAX_SECONDS = 86_400.0   # timeout, retry_delay (and the delay after any retry): one day
@@ -65,6 +67,11 @@ class StepDef:
     depends_on: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     seq: int = 0
+
+    @functools.cached_property
+    def templated(self) -> bool:
+        """Whether its config has templates to render (templating.py); asked for every step made ready."""
+        return needs_rendering(self.config)
 
     @property
     def timeout(self) -> float | None:
@@ -143,9 +150,21 @@ def definition_row(spec: object, position: int) -> dict[str, Any]:
         raise InvalidInputError(f"a step has unknown keys {', '.join(map(ascii, unknown))[:200]}: the keys are "
                                 f"{', '.join(STEP_KEYS)}")
     name = check_name(spec.get("step_name"), "step_name")
-    return dict(step_name=name, step_type=check_name(spec.get("step_type"), f"step {name!r}: step_type"),
+    config = parse_config(spec.get("config"), name)
+    # checked here, where a person defines it: a task's rows are read as they are (an error in a
+    # definition written straight into the tables fails the step's attempt, saying why)
+    if "when" in config:
+        check_condition(config["when"], f"step {name!r}: config.when")
+    check_config_templates(config, f"step {name!r}: config")
+    step_type = check_name(spec.get("step_type"), f"step {name!r}: step_type")
+    for key in SHELL_LITERAL if step_type == "shell" else ():
+        value = config.get(key)
+        if any(is_template(text) for text in (value if isinstance(value, list) else [value])):
+            raise InvalidInputError(f"step {name!r}: config.{key} is not templated: a value from params must not "
+                                    "choose which of the host's variables a command gets")
+    return dict(step_name=name, step_type=step_type,
                 depends_on=to_json(list(parse_depends_on(spec.get("depends_on"), name))),
-                config=to_json(parse_config(spec.get("config"), name)),
+                config=to_json(config),
                 seq=check_whole(spec.get("seq", position), f"step {name!r}: seq", MIN_INT, MAX_INT))
 
 

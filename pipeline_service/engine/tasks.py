@@ -3,10 +3,11 @@ from ..dag import Dag
 from ..exceptions import DuplicateKeyError, HandlerError, InvalidInputError, InvalidStateError, NotFoundError
 from ..ids import new_id, now_ms
 from ..json_objects import check_copies, from_json, to_json
-from ..status import TaskStatus
+from ..status import StepStatus, TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
+from .preparing import prepare
 from .progress import Progress
 from .records import NewTask, TaskPlan
 
@@ -70,34 +71,51 @@ class Tasks:
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
-            raise HandlerError("no handler is registered for " + ", ".join(
-                f"step_type {t!r} (step {n!r})" for n, t in missing)
-                + "; register one with this service's register_handler()")
+            # a built-in step type this host has not enabled says how to enable it
+            off = [f"step {n!r}: {self.handlers.off(t)}" for n, t in missing if self.handlers.off(t)]
+            unknown = [(n, t) for n, t in missing if not self.handlers.off(t)]
+            raise HandlerError("; ".join(off + ([
+                "no handler is registered for " + ", ".join(f"step_type {t!r} (step {n!r})" for n, t in unknown)
+                + "; register one with this service's register_handler()"] if unknown else [])))
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
                  priority=new.priority, idempotency_key=new.idempotency_key, schedule_id=new.schedule_id,
                  scheduled_for=new.scheduled_for)
-        roots = set(dag.roots())  # ready at once, with their inputs
+        roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
         check_copies(params_text, len(roots) + 1, "params")
         ids = {name: new_id() for name in dag.order}
+        plan = TaskPlan(dag, params, ids)
         writes = self.progress.writes(tx, now)
+        prepared = {name: prepare(dag.steps[name], params, {}) for name in roots}
         for name in roots:
-            writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
+            content = {"params": params, "upstream": {}, **prepared[name].extra}
+            writes.artifact(tenant_id, task_id, name, "input", 1, content, "engine", {})
+        runs = {name for name in roots if prepared[name].runs}
         writes.flush()
         tx.defer_many("insert_step", [dict(
             id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
             step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
-            input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now,
+            input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now,
             priority=new.priority)
             for name in dag.order])
-        plan = TaskPlan(dag, params, ids)
-        tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
-        tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
+        status, skipped = TaskStatus.PENDING, 0
+        if len(runs) < len(roots):
+            states = {name: dict(id=ids[name], status=StepStatus.PENDING, ready_at=now if name in runs else None,
+                                 input_version=1 if name in prepared else None, input_stale=0, output_version=None)
+                      for name in dag.order}
+            await self.progress.skip_at_submit(writes, (tenant_id, task_id), plan, states,
+                                               [n for n in roots if n not in runs])
+            if not runs:  # nothing to run: every step was skipped, the task has succeeded
+                status = TaskStatus.SUCCEEDED
+            skipped = sum(s["status"] == StepStatus.SKIPPED for s in states.values())
+        if runs:
+            tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
+            tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
-                    status=TaskStatus.PENDING, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None,
+                    status=status, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
+                    n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None, finished_at=None,
                     priority=new.priority, schedule_id=new.schedule_id, scheduled_for=new.scheduled_for)
 
     async def definition(self, tx, pipeline_id) -> Dag:
