@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .json_objects import check_json_object, parse_json_object, to_json
+from .json_objects import MAX_JSON_BYTES, check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
 
@@ -223,7 +223,8 @@ class Dag:
         return seen - start
 
 
-def check_updates(updates: object, rerun_from: object = None) -> dict[str, dict[str, Any]]:
+def check_updates(updates: object, rerun_from: object = None,
+                  max_bytes: int = MAX_JSON_BYTES) -> dict[str, dict[str, Any]]:
     """The arguments of a modify, checked before anything is read: ``updates`` maps step
     names to ``{'output': {...}}`` and/or ``{'input': {...}}`` (JSON objects)."""
     if not isinstance(updates, dict):
@@ -235,7 +236,7 @@ def check_updates(updates: object, rerun_from: object = None) -> dict[str, dict[
             raise InvalidInputError(f"the update of step {name!r} must be {{'output': {{...}}}} and/or "
                                     f"{{'input': {{...}}}}")
         for kind, content in edit.items():
-            check_json_object(content, f"the new {kind} of step {name!r}")
+            check_json_object(content, f"the new {kind} of step {name!r}", max_bytes=max_bytes)
     if rerun_from is not None:
         check_name(rerun_from, "rerun_from")
     return updates

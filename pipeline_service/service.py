@@ -13,11 +13,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .json_objects import check_json_object
+from .json_objects import MAX_JSON_BYTES, check_json_object, check_max_bytes
 from .engine.executor import Executor
 from .exceptions import InvalidInputError, WaitTimeoutError
 from .ids import MAX_TITLE, check_id, check_name, check_text
-from .engine.caches import EngineCaches
+from .engine.caches import ARTIFACT_CACHE_BYTES, EngineCaches
+from .engine.records import ContentOptions
+from .store.packing import DEFAULT_COMPRESS_ABOVE, check_threshold
 from .engine.claiming import Claimer
 from .engine.control import Control
 from .engine.events import DRAIN_SECONDS, Callback, Events
@@ -66,16 +68,20 @@ class PipelineService:
                  tenant_concurrency: int | None = None, poll_interval: float = 1.0, lease_seconds: float = 30.0,
                  max_crashes: int = 3, create_schema: bool = False, autostart: bool = True,
                  require_handlers: bool = True, sync_threads: int = 32,
-                 handlers: HandlerRegistry | None = None, events: Events | None = None) -> None:
+                 handlers: HandlerRegistry | None = None, events: Events | None = None,
+                 max_content_bytes: int = MAX_JSON_BYTES, compress_above: int | None = DEFAULT_COMPRESS_ABOVE,
+                 cache_bytes: int = ARTIFACT_CACHE_BYTES) -> None:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
+        # artifact contents: the one size limit, and compression above a threshold
+        self.content = ContentOptions(check_max_bytes(max_content_bytes), check_threshold(compress_above))
         self.handlers = owned(handlers, HandlerRegistry, "handlers")  # its step types: it claims only these
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.events = owned(events, Events, "events")  # lifecycle events for the host: on(), off()
-        self.caches = EngineCaches()
+        self.caches = EngineCaches(cache_bytes)
         plans = Plans(self.caches)
-        progress = Progress(plans, self.caches, self.events)
+        progress = Progress(plans, self.caches, self.events, self.content)
         self.tasks = Tasks(self.storage, self.caches, progress, self.handlers, self.events)
         self.reads = Reads(self.storage)
         self.control = Control(self.storage, plans, progress, self.events)
@@ -84,7 +90,8 @@ class PipelineService:
         self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, self.events,
                                  concurrency=concurrency,
                                  tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
-                                 lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads)
+                                 lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads,
+                                 max_output_bytes=self.content.max_bytes)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         # False for a process that only submits while other processes run the steps
@@ -152,7 +159,7 @@ class PipelineService:
         check_id(owner_id, "owner_id")
         if title is not None:
             check_text(title, "title", MAX_TITLE)
-        params = {} if params is None else check_json_object(params, "params")
+        params = {} if params is None else check_json_object(params, "params", max_bytes=self.content.max_bytes)
         await self._ready()
         summary = await self.tasks.submit(tenant_id, pipeline_id, owner_id, title or "", params,
                                             self.require_handlers)
@@ -207,7 +214,7 @@ class PipelineService:
     async def modify(self, tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],
                      rerun_from: str | None = None) -> dict[str, Any]:
         require_task(tenant_id, task_id)
-        check_updates(updates, rerun_from)
+        check_updates(updates, rerun_from, self.content.max_bytes)
         await self._ready()
         result = await self.control.modify(tenant_id, task_id, updates, rerun_from)
         self.executor.interrupt(result.stop)

@@ -18,7 +18,7 @@ class Plans:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             task = await tx.fetch_one("task_state", tenant_id=tenant_id, task_id=task_id)
             plan = TaskPlan(Dag.from_rows(rows, f"task {task_id!r}"), from_json(task["params"]),
-                            {r["step_name"]: r["id"] for r in rows})
+                            {r["step_name"]: r["id"] for r in rows}, task["params"])
             # immutable and read from committed rows: safe to keep at once
             self.caches.remember_plan((tenant_id, task_id), plan)
         return plan

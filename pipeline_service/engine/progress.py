@@ -10,6 +10,7 @@ from ..status import STEP_STATUS_GROUPS, StepStatus, TaskAction, task_transition
 from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
+from .records import ContentOptions
 from .writes import Writes
 
 
@@ -31,13 +32,14 @@ def progress_of(states):
 
 
 class Progress:
-    def __init__(self, plans: Plans, caches: EngineCaches, events: Events) -> None:
+    def __init__(self, plans: Plans, caches: EngineCaches, events: Events, options: ContentOptions) -> None:
         self.plans = plans
         self.caches = caches
         self.events = events  # task.succeeded, task.failed: at commit
+        self.options = options  # how artifacts are stored (compression)
 
     def writes(self, tx, now: int) -> Writes:
-        return Writes(self.caches, tx, now)
+        return Writes(self.caches, tx, now, self.options)
 
     async def lock_states(self, tx, wanted):
         """Lock the task rows of ``wanted`` ({(tenant_id, task_id): step names, or None for all
@@ -125,18 +127,15 @@ class Progress:
         return True
 
     async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
-        """Make a step ready with its input: the current one, or a new version built from the
-        upstream output versions in force (the 'pinned' versions)."""
+        """Make a step ready with its input: the current one, or a new version made from the
+        upstream output versions in force (the 'pinned' versions), stored by reference to them
+        (engine/inputs.py: nothing of their contents is read or copied here)."""
         row = states[name]
         version = row["input_version"]
         if version is None or row["input_stale"]:
-            upstream, lineage = {}, {}
-            for dep in plan.dag.steps[name].depends_on:
-                lineage[dep] = states[dep]["output_version"]
-                upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
+            lineage = {dep: states[dep]["output_version"] for dep in plan.dag.steps[name].depends_on}
             version = (version or 0) + 1
-            writes.artifact(tenant_id, task_id, name, "input", version, {"params": plan.params, "upstream": upstream},
-                            "engine", lineage)
+            writes.input_by_reference(tenant_id, task_id, name, version, lineage)
         writes.ready(tenant_id, row["id"], version)
         row.update(ready_at=writes.now, input_version=version, input_stale=0)
 

@@ -6,12 +6,22 @@ from ..dag import Dag, StepDef
 
 
 @dataclass(frozen=True)
+class ContentOptions:
+    """The service's options for artifact contents: the largest a handler's output or a
+    person's edit may be (bytes of JSON), and above which size it is stored compressed (None: never)."""
+
+    max_bytes: int
+    compress_above: int | None
+
+
+@dataclass(frozen=True)
 class TaskPlan:
     """What never changes in a task after submit: its DAG, its params and its step row ids."""
 
     dag: Dag
     params: dict[str, Any]
     ids: dict[str, str]  # step name -> step row id
+    params_text: str     # params as stored: each input made from the plan decodes its own copy
 
     @property
     def size(self) -> int:
@@ -45,6 +55,7 @@ class Outcome:
 
     claim: Claim
     output: dict[str, Any] | None = None
+    output_text: str | None = None  # the output's JSON text, as checked (serialised once: stored as it is)
     error: str | None = None
     retry_delay: float | None = None
     trace: str | None = None
@@ -56,3 +67,13 @@ class StartedStep:
 
     step: StepDef
     input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InputRecipe:
+    """What a step's input is made from (engine/inputs.py): ``lineage`` ({upstream step: output
+    version}) and ``text`` the extra fields stored with it (or None) — or, when ``lineage`` is
+    None, ``text`` the whole input stored verbatim (a person's edit, or an older copy)."""
+
+    text: str | None
+    lineage: dict[str, int] | None

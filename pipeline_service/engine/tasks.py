@@ -2,13 +2,15 @@
 from ..dag import Dag
 from ..exceptions import HandlerError, InvalidInputError, NotFoundError
 from ..ids import new_id, now_ms
-from ..json_objects import check_copies, from_json, to_json
+from ..json_objects import from_json, to_json
 from ..status import TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
 from .progress import Progress
 from .records import TaskPlan
+from .writes import check_writable
+from ..store.packing import Stored
 
 
 class Tasks:
@@ -56,14 +58,14 @@ class Tasks:
             raise HandlerError("no handler is registered for " + ", ".join(
                 f"step_type {t!r} (step {n!r})" for n, t in missing)
                 + "; register one with this service's register_handler()")
+        check_writable(Stored(params_text, None), tx.max_write_bytes, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
-        roots = set(dag.roots())  # ready at once, with their inputs
-        check_copies(params_text, len(roots) + 1, "params")
+        roots = set(dag.roots())  # ready at once, with their inputs (by reference: params are stored once)
         ids = {name: new_id() for name in dag.order}
         writes = self.progress.writes(tx, now)
         for name in roots:
-            writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
+            writes.input_by_reference(tenant_id, task_id, name, 1, {})
         writes.flush()
         tx.defer_many("insert_step", [dict(
             id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
@@ -71,7 +73,7 @@ class Tasks:
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
             input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
             for name in dag.order])
-        plan = TaskPlan(dag, params, ids)
+        plan = TaskPlan(dag, params, ids, params_text)
         tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
         tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import aiomysql
 import pymysql
 
-from . import sqlor_adapter
+from . import queries, sqlor_adapter
 from ..exceptions import DatabaseUnavailableError, SchemaMissingError, StorageError
 
 SCHEMA_HINT = ("create the schema with `python -m pipeline_service create-schema --with-reference --db ...` "
@@ -49,6 +49,7 @@ class MySQLConnector:
         self._opening = asyncio.Lock()
         self._reader = None            # one autocommit connection for probes
         self._reading = asyncio.Lock()
+        self.max_packet = None         # the server's max_allowed_packet, read at open
 
     def describe(self):
         return f"MySQL database {self.kwargs['db']!r} at {self.kwargs['host']}:{self.kwargs['port']}"
@@ -62,6 +63,20 @@ class MySQLConnector:
                 # every read sees the latest committed rows (see store/queries.sql, its head)
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 connect_timeout=self.connect_timeout, **self.kwargs))
+            self.max_packet = await self._max_packet()
+
+    async def _max_packet(self):
+        """The server's max_allowed_packet: what one write may carry at most (engine/writes.py checks
+        an artifact against it, so an oversized one is refused by name, not by a dropped connection)."""
+        conn = await self._reach(self._pool.acquire())
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(queries.statement("max_allowed_packet", self.dialect))
+                row = await cur.fetchone()
+            await conn.commit()
+        finally:
+            self._pool.release(conn)
+        return int(row[0]) if row and row[0] else None
 
     async def _reach(self, connecting):
         """Await a connection attempt within the connect timeout; failing, name the server."""
@@ -148,6 +163,7 @@ class SQLiteConnector:
     """
 
     dialect = "sqlite"
+    max_packet = None  # no limit on one statement short of SQLite's own (1 GB)
 
     def __init__(self, path="pipeline_service.db", **_ignored):
         self.path = str(path)

@@ -340,18 +340,27 @@ UPDATE pipeline_task_steps SET input_version = ${input_version}$, input_stale = 
 WHERE id = ${id}$ AND tenant_id = ${tenant_id}$
 
 
--- ==== artifacts (insert and read only: an artifact row is never updated or deleted) ====
+-- ==== artifacts (inserted, never updated; deleted only by a purge: see below) ====
 -- A step row's input_version / output_version is always the newest version of its kind, so the
--- next version is that + 1 (computed in Python); the unique index rejects a clash.
+-- next version is that + 1 (computed in Python); the unique index rejects a clash.  An artifact's
+-- JSON text is in content, or compressed in packed (store/packing.py); an input the engine built
+-- holds only its lineage (engine/inputs.py).
 
--- name: insert_artifact
+-- name: insert_artifact :mysql
+-- packed (bytes) arrives as base64 text on MySQL (store/sqlor_adapter.py, sendable)
 INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
-    content, source, lineage, created_at)
-VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$, ${source}$,
-    ${lineage}$, ${now}$)
+    content, packed, source, lineage, created_at)
+VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$,
+    FROM_BASE64(${packed}$), ${source}$, ${lineage}$, ${now}$)
+
+-- name: insert_artifact :sqlite
+INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
+    content, packed, source, lineage, created_at)
+VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$, ${packed}$,
+    ${source}$, ${lineage}$, ${now}$)
 
 -- name: get_artifact
-SELECT kind, version, content, source, lineage, created_at FROM pipeline_artifacts
+SELECT step_name, kind, version, content, packed, source, lineage, created_at FROM pipeline_artifacts
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
 AND kind = ${kind}$ AND version = ${version}$
 
@@ -359,6 +368,15 @@ AND kind = ${kind}$ AND version = ${version}$
 SELECT kind, version, source, lineage, created_at FROM pipeline_artifacts
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
 ORDER BY kind, version
+
+
+-- ==== the server's limits ====
+
+-- name: max_allowed_packet :mysql
+SELECT @@max_allowed_packet AS max_packet
+
+-- name: max_allowed_packet :sqlite
+SELECT NULL AS max_packet
 
 
 -- ==== the host's code labels (appbase's appcodes tables), written by appcodes.load_codes ====

@@ -42,6 +42,11 @@ class Transaction:
         self._deferred: list[Any] = []  # bound statements waiting for the next round trip
         self.committed_callbacks: list[Callable[[], object]] = []
 
+    @property
+    def max_write_bytes(self) -> int | None:
+        """The most one statement may carry (MySQL's max_allowed_packet, read at open), or None: no such limit."""
+        return self._connector.max_packet
+
     def on_commit(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once this transaction has committed (never if it rolls back)."""
         self.committed_callbacks.append(callback)
