@@ -18,6 +18,8 @@ from .engine.executor import Executor
 from .exceptions import InvalidInputError, WaitTimeoutError
 from .ids import MAX_TITLE, check_id, check_name, check_text
 from .engine.caches import ARTIFACT_CACHE_BYTES, EngineCaches
+from .engine.purge import DEFAULT_BATCH, MAX_BATCH, Purger, Retention, check_keep_versions, check_older_than, \
+    check_retention
 from .engine.records import ContentOptions
 from .store.packing import DEFAULT_COMPRESS_ABOVE, check_threshold
 from .engine.claiming import Claimer
@@ -70,12 +72,13 @@ class PipelineService:
                  require_handlers: bool = True, sync_threads: int = 32,
                  handlers: HandlerRegistry | None = None, events: Events | None = None,
                  max_content_bytes: int = MAX_JSON_BYTES, compress_above: int | None = DEFAULT_COMPRESS_ABOVE,
-                 cache_bytes: int = ARTIFACT_CACHE_BYTES) -> None:
+                 cache_bytes: int = ARTIFACT_CACHE_BYTES, retention: dict[str, Any] | Retention | None = None) -> None:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
         # artifact contents: the one size limit, and compression above a threshold
         self.content = ContentOptions(check_max_bytes(max_content_bytes), check_threshold(compress_above))
+        retention_policy = check_retention(retention)  # what a purge applies when not told (engine/purge.py)
         self.handlers = owned(handlers, HandlerRegistry, "handlers")  # its step types: it claims only these
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.events = owned(events, Events, "events")  # lifecycle events for the host: on(), off()
@@ -85,6 +88,7 @@ class PipelineService:
         self.tasks = Tasks(self.storage, self.caches, progress, self.handlers, self.events)
         self.reads = Reads(self.storage)
         self.control = Control(self.storage, plans, progress, self.events)
+        self.purger = Purger(self.storage, retention_policy)
         self.claimer = Claimer(self.storage, self.caches)
         self.recorder = Recorder(self.storage, plans, progress, self.caches, self.events)
         self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, self.events,
@@ -220,6 +224,23 @@ class PipelineService:
         self.executor.interrupt(result.stop)
         self.executor.wake()
         return result.summary
+
+    async def purge(self, tenant_id: str, older_than: float | None = None, keep_versions: int | None = None,
+                    dry_run: bool = False, batch: int = DEFAULT_BATCH) -> dict[str, Any]:
+        """Delete ``tenant_id``'s finished tasks finished more than ``older_than`` days ago, and of its
+        other finished tasks every artifact version older than each step's newest ``keep_versions``
+        (engine/purge.py); a value not given comes from the retention policy (the tenant's, else the
+        global one).  Running, paused and pending tasks are never touched.  Returns what it deleted
+        (``dry_run``: what it would delete): ``tasks`` (ids), ``steps``, ``artifacts`` (counts)."""
+        check_id(tenant_id, "tenant_id")
+        policy = self.purger.policy(tenant_id, check_older_than(older_than), check_keep_versions(keep_versions))
+        require_flag(dry_run, "dry_run")
+        check_whole(batch, "batch", 1, MAX_BATCH)
+        if policy.older_than is None and policy.keep_versions is None:
+            raise InvalidInputError(f"nothing to purge for tenant {tenant_id!r}: give older_than (days) and/or "
+                                    "keep_versions, or configure a retention policy (the retention option)")
+        await self._ready()
+        return await self.purger.purge(tenant_id, policy, dry_run, batch)
 
     async def wait(self, tenant_id: str, task_id: str, timeout: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
         """Wait until the task is terminal (or paused); returns its detail. For scripts and tests."""

@@ -93,6 +93,10 @@ STEP_STATUS_GROUPS: dict[str, frozenset[StepStatus]] = {
     "cancellable": CANCELLABLE_STEPS,
     "unsucceeded": frozenset(s for s in StepStatus if s is not S.SUCCEEDED),
 }
+# the sets of task statuses the SQL names, as {tasks:<name>}: a purge deletes only finished tasks
+TASK_STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
+    "finished": TERMINAL_TASK_STATUSES,
+}
 del T, S
 
 

@@ -9,13 +9,13 @@ bug of the package: a ValueError at import, naming the line or statement.
 import re
 from pathlib import Path
 
-from ..status import STEP_STATUS_GROUPS, StepStatus, TaskStatus
+from ..status import STEP_STATUS_GROUPS, TASK_STATUS_GROUPS, StepStatus, TaskStatus
 
 SQL_FILE = Path(__file__).with_name("queries.sql")
 DIALECTS = ("mysql", "sqlite")
 HEADER = re.compile(r"--\s*(name|fragment):\s*(\w+)(?:\s+:(\w+))?\s*$")
 INCLUDE = re.compile(r"\{\{(\w+)\}\}")
-STATUS = re.compile(r"\{(task|step|steps):(\w+)\}")
+STATUS = re.compile(r"\{(task|step|steps|tasks):(\w+)\}")
 ENUMS = {"task": TaskStatus, "step": StepStatus}
 
 
@@ -42,6 +42,10 @@ def quoted(kind, name):
         if name not in STEP_STATUS_GROUPS:
             raise ValueError(f"no step status group {name!r} (status.STEP_STATUS_GROUPS)")
         return ", ".join(f"'{s}'" for s in StepStatus if s in STEP_STATUS_GROUPS[name])
+    if kind == "tasks":
+        if name not in TASK_STATUS_GROUPS:
+            raise ValueError(f"no task status group {name!r} (status.TASK_STATUS_GROUPS)")
+        return ", ".join(f"'{s}'" for s in TaskStatus if s in TASK_STATUS_GROUPS[name])
     try:
         return f"'{ENUMS[kind](name)}'"
     except ValueError:
