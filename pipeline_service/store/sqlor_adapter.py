@@ -119,7 +119,7 @@ def bound(sor, sql, params):
     marked, order, pieces = translate(sor, sql, absent)
     values = [params[n] for n in order]
     if not any(isinstance(v, (list, tuple)) for v in values):
-        return marked, sendable(sor, tuple(values))
+        return marked, sendable(sor, tuple(values), marked)
     hold, parts, args = sor.placeHolder(None), [pieces[0]], []
     for value, piece in zip(values, pieces[1:]):
         if isinstance(value, (list, tuple)):
@@ -129,7 +129,7 @@ def bound(sor, sql, params):
             parts.append(hold)
             args.append(value)
         parts.append(piece)
-    return "".join(parts), sendable(sor, tuple(args))
+    return "".join(parts), sendable(sor, tuple(args), marked)
 
 
 def bound_many(sor, sql, rows):
@@ -141,13 +141,13 @@ def bound_many(sor, sql, rows):
     if not keyword:
         raise ValueError("a multi-row statement needs an INSERT ... VALUES statement")
     return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", sendable(
-        sor, tuple(row[n] for row in rows for n in order))
+        sor, tuple(row[n] for row in rows for n in order), marked)
 
 
-def sendable(sor, args):
+def sendable(sor, args, sql):
     """``args`` as the driver can send them: on MySQL a bytes value as base64 text (see the
-    module's head; the statement decodes it with FROM_BASE64)."""
-    if is_sqlite(sor) or not any(type(a) is bytes for a in args):
+    module's head; only a statement that decodes it with FROM_BASE64 takes bytes)."""
+    if "FROM_BASE64" not in sql or is_sqlite(sor):
         return args
     return tuple(binascii.b2a_base64(a, newline=False).decode("ascii") if type(a) is bytes else a for a in args)
 
