@@ -218,3 +218,17 @@ def test_the_purge_command_reports_what_it_did(tmp_path):
     assert done.returncode == 0 and "deleted 2 task(s)" in done.stdout
     refused = cli("purge", "--tenant", "acme")
     assert refused.returncode == 1 and "nothing to purge" in refused.stdout
+
+
+async def test_pipeline_purge_applies_the_default_services_retention_option(tmp_path, tenant):
+    """The retention policy as a host gives it (config.json's pipeline_service entry reaches
+    configure() as its options)."""
+    from pipeline_service import api, pipeline_purge
+    api.configure(f"sqlite:///{tmp_path / 'api.db'}", create_schema=True, autostart=False,
+                  retention={"keep_versions": 2, "tenants": {tenant: {"older_than": 0}}})
+    try:
+        mine = await pipeline_purge(tenant, dry_run=True)
+        assert (mine["older_than"], mine["keep_versions"], mine["tasks"]) == (0, 2, [])
+        assert (await pipeline_purge(tenant + "x"))["older_than"] is None
+    finally:
+        await api.shutdown()
