@@ -36,6 +36,7 @@ from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidSta
 from .handlers import SyncThreads, call_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
+from .writes import WRITE_OVERHEAD
 from ..dag import check_seconds, check_whole
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
@@ -390,10 +391,14 @@ class Executor:
             await self._record_batch(self._next_batch())
 
     def _next_batch(self):
-        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_CHARS of outputs (at least one outcome)."""
+        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_CHARS of outputs — less if the server's
+        max_allowed_packet is smaller (twice the text: its worst-case escaping) — and at least one
+        outcome (one too big alone is refused by name: engine/writes.py)."""
         count, chars = 0, 0
+        packet = self.storage.connector.max_packet
+        limit = MAX_BATCH_CHARS if packet is None else min(MAX_BATCH_CHARS, (packet - WRITE_OVERHEAD) // 2)
         for _, _, size in self._outcomes[:MAX_BATCH]:
-            if count and chars + size > MAX_BATCH_CHARS:
+            if count and chars + size > limit:
                 break
             count, chars = count + 1, chars + size
         batch, self._outcomes = self._outcomes[:count], self._outcomes[count:]
