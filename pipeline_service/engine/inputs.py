@@ -15,6 +15,7 @@ a person's edit (source ``manual``) is stored and read verbatim.
 """
 from typing import Any
 
+from ..exceptions import StorageError
 from ..json_objects import from_json, to_json
 from ..store.packing import text_of
 from .records import InputRecipe
@@ -67,6 +68,6 @@ async def read_outputs(tx, tenant_id: str, task_id: str, wanted: dict[str, int],
                 found[r["step_name"]] = text
         lost = [dep for dep in missing if dep not in found]
         if lost:  # purge keeps every output a kept input names: this is a broken database
-            raise LookupError(f"task {task_id!r}: the output versions {[(d, wanted[d]) for d in lost]} an input "
+            raise StorageError(f"task {task_id!r}: the output versions {[(d, wanted[d]) for d in lost]} an input "
                               "names are not stored")
     return found
