@@ -9,7 +9,8 @@ import pytest
 
 from pipeline_service import InvalidInputError
 from pipeline_service.engine.caches import EngineCaches
-from pipeline_service.engine.records import InputRecipe
+from pipeline_service.dag import Dag
+from pipeline_service.engine.records import InputRecipe, TaskPlan
 from pipeline_service.ids import new_id, now_ms
 from pipeline_service.json_objects import to_json
 
@@ -231,5 +232,11 @@ def test_the_artifact_caches_are_bounded_in_bytes_and_entries():
         caches.remember_input(("t", "k", f"small{i}", 1), InputRecipe(None, {"a": 1}))
     assert len(caches.outputs) <= 4096 and len(caches.inputs) <= 4096
     assert EngineCaches().cache_bytes == 64 * 1024 * 1024
+    plan = TaskPlan(Dag.from_rows([{"step_name": "a", "step_type": "t", "depends_on": "[]", "config": "{}",
+                                    "seq": 1}], "plan"), {"a": "id"}, to_json({"p": "x" * 6_000_000}))
+    caches.remember_plan(("t", "big params"), plan)  # params count: ~10,000 steps' worth, still kept
+    assert caches.plans.currsize >= 10_000
+    caches.remember_plan(("t", "huger"), TaskPlan(plan.dag, plan.ids, to_json({"p": "x" * 30_000_000})))
+    assert ("t", "huger") not in caches.plans  # past the whole bound: read when needed
     with pytest.raises(InvalidInputError, match="cache_bytes"):
         EngineCaches(cache_bytes=0)

@@ -17,7 +17,8 @@ from ..dag import Dag
 from ..exceptions import InvalidInputError
 from .records import InputRecipe, TaskPlan
 
-# task plans, bounded by their total number of steps (~0.6 KB each): fair dispatch keeps a
+# task plans, bounded by their total number of steps (~0.6 KB each; params count as steps of
+# 600 bytes, so the bound holds in bytes too): fair dispatch keeps a
 # task of every tenant with work in flight, and an LRU cache smaller than the tasks in
 # flight hits nothing (each step then re-reads its task's plan: 2,000 tenants ran at 40%
 # of 4).  ~25 MB at the bound.
@@ -57,7 +58,7 @@ class EngineCaches:
         self.cache_bytes = check_cache_bytes(cache_bytes)
         least = max(1, cache_bytes // ARTIFACT_CACHE_SIZE)
         # (tenant, task) -> TaskPlan: immutable after submit; dropped when the task ends
-        self.plans: LRUCache[TaskKey, TaskPlan] = LRUCache(PLAN_CACHE_STEPS, getsizeof=lambda plan: plan.size)
+        self.plans: LRUCache[TaskKey, TaskPlan] = LRUCache(PLAN_CACHE_STEPS, getsizeof=lambda plan: plan.weight)
         # (tenant, task, step, version) -> what an input made here is made from, until the step is claimed
         self.inputs: LRUCache[ArtifactKey, InputRecipe] = LRUCache(
             cache_bytes, getsizeof=lambda recipe: max(least, _recipe_size(recipe)))
@@ -74,7 +75,7 @@ class EngineCaches:
         self.ready_tenants: set[str] = set()
 
     def remember_plan(self, key: TaskKey, plan: TaskPlan) -> None:
-        if plan.size <= self.plans.maxsize:  # a larger DAG is read when needed, never cached
+        if plan.weight <= self.plans.maxsize:  # a larger plan is read when needed, never cached
             self.plans[key] = plan
 
     def forget_plan(self, key: TaskKey) -> None:

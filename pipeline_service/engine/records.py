@@ -16,16 +16,20 @@ class ContentOptions:
 
 @dataclass(frozen=True)
 class TaskPlan:
-    """What never changes in a task after submit: its DAG, its params and its step row ids."""
+    """What never changes in a task after submit: its DAG, its step row ids and its params."""
 
     dag: Dag
-    params: dict[str, Any]
     ids: dict[str, str]  # step name -> step row id
     params_text: str     # params as stored: each input made from the plan decodes its own copy
 
     @property
     def size(self) -> int:
         return len(self.dag.steps)
+
+    @property
+    def weight(self) -> int:
+        """What the plan cache counts it as: its steps, and its params as steps of ~600 bytes each."""
+        return len(self.dag.steps) + len(self.params_text) // 600
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 from ..dag import Dag
 from ..exceptions import HandlerError, InvalidInputError, NotFoundError
 from ..ids import new_id, now_ms
-from ..json_objects import from_json, to_json
+from ..json_objects import to_json
 from ..status import TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
@@ -44,13 +44,13 @@ class Tasks:
 
     async def submit(self, tenant_id, pipeline_id, owner_id, title, params, require_handlers=True):
         task_id, now = new_id(), now_ms()
+        # the task's own copy (its text): a caller reusing its dict changes nothing here
         params_text = to_json(params)
-        params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
         row = await self.storage.atomic(lambda tx: self._write_task(
-            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params, params_text, require_handlers))
+            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text, require_handlers))
         return task_summary(row)
 
-    async def _write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params, params_text,
+    async def _write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text,
                           require_handlers):
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
@@ -73,7 +73,7 @@ class Tasks:
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
             input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
             for name in dag.order])
-        plan = TaskPlan(dag, params, ids, params_text)
+        plan = TaskPlan(dag, ids, params_text)
         tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
         tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
