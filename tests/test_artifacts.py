@@ -218,6 +218,13 @@ async def test_an_output_past_max_allowed_packet_fails_its_attempt_by_name(make_
     assert (await service.detail(tenant, task["id"]))["status"] == "failed"
     assert await artifact(service, tenant, task["id"], "a", "output", 1) is None
     assert (await service.detail(tenant + "-ok", fine["id"]))["status"] == "succeeded"
+    # an edit, or params, that could not be written in one statement: refused by name, nothing written
+    with pytest.raises(InvalidInputError, match="max_allowed_packet"):
+        await service.modify(tenant + "-ok", fine["id"], {"a": {"output": {"text": big}}})
+    assert [v["version"] for v in (await service.node(tenant + "-ok", fine["id"], "a"))["versions"]] == [1, 1]
+    with pytest.raises(InvalidInputError, match="max_allowed_packet"):
+        await service.submit(tenant + "-p", pipeline_id, "o", "big params", {"text": big})
+    assert (await service.list(tenant + "-p"))["total"] == 0
 
 
 def test_the_artifact_caches_are_bounded_in_bytes_and_entries():
