@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .json_objects import MAX_JSON_BYTES, check_json_object, parse_json_object, to_json
+from .json_objects import MAX_CONFIG_BYTES, MAX_JSON_BYTES, check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
 
@@ -105,7 +105,7 @@ def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
     """A JSON object (or empty); engine options are checked, the rest passed through."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
-    value = parse_json_object(value, f"step {step_name!r}: config")
+    value = parse_json_object(value, f"step {step_name!r}: config", MAX_CONFIG_BYTES, "a step config's limit")
     timeout, retries, delay = (value.get(k) for k in ENGINE_OPTIONS)
     if timeout is not None:
         check_seconds(timeout, f"step {step_name!r}: config.timeout", allow_minimum=False)

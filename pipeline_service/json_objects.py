@@ -20,6 +20,9 @@ MAX_JSON_DEPTH = 64
 # engine/writes.py checks by name.
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_JSON_BYTES_LIMIT = 1 << 30  # the option's own bound (a LONGTEXT holds 4 GiB; SQLite 1 GB)
+# a step's config: copied into every task's step rows, which a submit writes in one statement
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+CONTENT_LIMIT = "the max_content_bytes option"
 _CONTAINERS = (dict, list, tuple)
 _SCALARS = (str, int, type(None))  # bool is an int; floats are checked for NaN/Infinity
 
@@ -34,13 +37,14 @@ def from_json(text: str | None) -> Any:
 
 
 def check_json_object(value: object, what: str, max_depth: int = MAX_JSON_DEPTH,
-                      max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+                      max_bytes: int = MAX_JSON_BYTES, limit: str = CONTENT_LIMIT) -> dict[str, Any]:
     """``value`` if it is a JSON object the tables can store, else an InvalidInputError naming ``what``."""
-    stored_json(value, what, max_depth, max_bytes)
+    stored_json(value, what, max_depth, max_bytes, limit)
     return cast(dict[str, Any], value)  # stored_json refused anything but a dict
 
 
-def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES) -> str:
+def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES,
+                limit: str = CONTENT_LIMIT) -> str:
     """The JSON text ``value`` is stored as, if it is a JSON object the tables can store, else an
     InvalidInputError naming ``what`` (the text is made once: it is the check's own)."""
     if not isinstance(value, dict):
@@ -55,8 +59,7 @@ def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_b
     except ValueError as exc:  # e.g. an integer past Python's limit for converting it to text
         raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from None
     if size > max_bytes:
-        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes "
-                                "(the max_content_bytes option)")
+        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes ({limit})")
     return text
 
 
@@ -98,7 +101,8 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json_object(value: object, what: str) -> dict[str, Any]:
+def parse_json_object(value: object, what: str, max_bytes: int = MAX_JSON_BYTES,
+                      limit: str = CONTENT_LIMIT) -> dict[str, Any]:
     """A JSON object given as a dict or as JSON text, checked by ``check_json_object``."""
     if isinstance(value, str):
         try:
@@ -107,4 +111,4 @@ def parse_json_object(value: object, what: str) -> dict[str, Any]:
             raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
         except RecursionError:
             raise InvalidInputError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
-    return check_json_object(value, what)
+    return check_json_object(value, what, max_bytes=max_bytes, limit=limit)

@@ -300,3 +300,11 @@ async def test_a_wait_that_runs_out_is_a_package_error(database, tenant, pipelin
         assert isinstance(raised.value, PipelineError) and isinstance(raised.value, TimeoutError)
     finally:
         await service.stop()
+
+
+async def test_a_step_config_past_its_limit_is_refused_naming_it(service, pipeline_id, step_type):
+    """A config is copied into every task's step rows: it keeps a limit of its own (4 MiB)."""
+    from pipeline_service.json_objects import MAX_CONFIG_BYTES
+    await refused(lambda: service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type, "config": {"x": "y" * MAX_CONFIG_BYTES}}]),
+        re.escape(f"the limit is {MAX_CONFIG_BYTES:,} bytes (a step config's limit)"))
