@@ -486,7 +486,7 @@ def _outcome(claim, step, result):
     """The Outcome of an attempt, logged: succeeded, failed with a retry to come, or failed for good."""
     if isinstance(result, str):
         _log_step(logging.DEBUG, claim, "succeeded")
-        return Outcome(claim, output=from_json(result), output_text=result)  # a fresh copy, equal to what is stored
+        return Outcome(claim, output_text=result)
     error = _storable(result.message)
     trace = _trace(result.exc)
     if claim.run_attempt < step.max_attempts:

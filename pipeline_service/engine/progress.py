@@ -78,7 +78,7 @@ class Progress:
                 continue
             names = touched.setdefault(key, set())
             names.add(o.claim.step_name)
-            if o.output is not None:
+            if o.succeeded:
                 dag = (await self.plans.get(tx, *key)).dag
                 for succ in dag.successors[o.claim.step_name]:
                     deps = dag.steps[succ].depends_on

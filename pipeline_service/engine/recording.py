@@ -87,9 +87,9 @@ class Recorder:
                 recorded.append(False)  # the claim was taken away: the result is discarded
                 continue
             recorded.append(True)
-            if o.output is not None:
+            if o.succeeded:
                 version = (row["output_version"] or 0) + 1
-                writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, o.output, "engine",
+                writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, None, "engine",
                                 {"input_version": c.input_version}, text=o.output_text)
                 succeeded.setdefault(version, []).append(c.id)
                 row.update(status=StepStatus.SUCCEEDED, output_version=version)

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..dag import Dag, StepDef
+from ..json_objects import from_json
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,25 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended: ``output`` (succeeded), or ``error`` with a ``retry_delay``
-    (another attempt follows) or without one (the step failed); ``trace``: the traceback of
-    what the handler raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
+    """How an attempt ended: ``output_text`` (succeeded: the output's JSON text as checked,
+    serialised once and stored as it is), or ``error`` with a ``retry_delay`` (another attempt
+    follows) or without one (the step failed); ``trace``: the traceback of what the handler
+    raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
-    output: dict[str, Any] | None = None
-    output_text: str | None = None  # the output's JSON text, as checked (serialised once: stored as it is)
+    output_text: str | None = None
     error: str | None = None
     retry_delay: float | None = None
     trace: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.output_text is not None
+
+    @property
+    def output(self) -> dict[str, Any] | None:
+        """The output, decoded afresh (the engine itself needs only its text: no decode per step)."""
+        return None if self.output_text is None else from_json(self.output_text)
 
 
 @dataclass(frozen=True)
