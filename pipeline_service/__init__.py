@@ -1,7 +1,9 @@
 """pipeline_service: a production-line (DAG) execution engine for ahserver hosts."""
 from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipeline_detail, pipeline_list,
                   pipeline_modify, pipeline_node, pipeline_off, pipeline_on, pipeline_pause, pipeline_purge,
-                  pipeline_register_handler, pipeline_resume, pipeline_submit, register_handler, shutdown)
+                  pipeline_register_handler, pipeline_resume, pipeline_schedule_create, pipeline_schedule_delete,
+                  pipeline_schedule_list, pipeline_schedule_pause, pipeline_schedule_resume, pipeline_schedule_run_now,
+                  pipeline_submit, register_handler, shutdown)
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
                          InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError,
                          WaitTimeoutError)
@@ -15,6 +17,8 @@ __all__ = [
     "pipeline_submit", "pipeline_list", "pipeline_detail", "pipeline_node", "pipeline_modify",
     "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_purge", "pipeline_register_handler",
     "pipeline_on", "pipeline_off",
+    "pipeline_schedule_create", "pipeline_schedule_list", "pipeline_schedule_pause", "pipeline_schedule_resume",
+    "pipeline_schedule_delete", "pipeline_schedule_run_now",
     "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
     "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError", "WaitTimeoutError",
 ]

@@ -114,6 +114,13 @@ class Control:
         stop, summary = await self._control(tenant_id, task_id, self._cancel)
         return ControlResult(summary, stop)
 
+    async def cancel_within(self, tx, tenant_id, task_id) -> ControlResult:
+        """Cancel the task in the caller's transaction: a schedule's tick with overlap
+        cancel_previous cancels the last task and creates its own in one commit (the
+        schedule's row is locked before the task's, never after)."""
+        stop, summary = await self._locked_change(tx, tenant_id, task_id, self._cancel)
+        return ControlResult(summary, stop)
+
     async def _cancel(self, t: LockedTask):
         new = task_transition(t.status, TaskAction.CANCEL, t.task_id)
         if new == t.status:

@@ -1,6 +1,6 @@
 """Pipelines and tasks coming into being: defining a pipeline, submitting a task."""
 from ..dag import Dag
-from ..exceptions import HandlerError, InvalidInputError, NotFoundError
+from ..exceptions import DuplicateKeyError, HandlerError, InvalidInputError, InvalidStateError, NotFoundError
 from ..ids import new_id, now_ms
 from ..json_objects import to_json
 from ..status import TaskStatus
@@ -8,7 +8,7 @@ from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
 from .progress import Progress
-from .records import TaskPlan
+from .records import NewTask, TaskPlan
 from .writes import check_writable
 from ..store.packing import Stored
 
@@ -42,16 +42,32 @@ class Tasks:
         tx.defer_many("insert_pipeline_step", rows)
         tx.on_commit(lambda: self.caches.definitions.pop(pipeline_id, None))
 
-    async def submit(self, tenant_id, pipeline_id, owner_id, title, params, require_handlers=True):
-        task_id, now = new_id(), now_ms()
-        # the task's own copy (its text): a caller reusing its dict changes nothing here
-        params_text = to_json(params)
-        row = await self.storage.atomic(lambda tx: self._write_task(
-            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text, require_handlers))
+    async def submit(self, new: NewTask, require_handlers=True):
+        """Create the task; with an idempotency key, the task the key already names if there is one
+        (the unique key (tenant_id, idempotency_key) decides, not the read before the write)."""
+        if new.idempotency_key is None:
+            return task_summary(await self.storage.atomic(lambda tx: self.write_task(tx, new, require_handlers)))
+        try:
+            row = await self.storage.atomic(lambda tx: self._submit_once(tx, new, require_handlers))
+        except DuplicateKeyError:  # a submit with the same key committed while this one was writing
+            row = await self.storage.atomic(lambda tx: self._submit_once(tx, new, require_handlers))
         return task_summary(row)
 
-    async def _write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text,
-                          require_handlers):
+    async def _submit_once(self, tx, new: NewTask, require_handlers):
+        row = await tx.fetch_one("task_by_key", tenant_id=new.tenant_id, idempotency_key=new.idempotency_key)
+        if row is None:
+            return await self.write_task(tx, new, require_handlers)
+        if row["pipeline_id"] != new.pipeline_id:
+            raise InvalidStateError(f"idempotency_key {new.idempotency_key!r} already names task {row['id']!r} "
+                                    f"of pipeline {row['pipeline_id']!r}, not of {new.pipeline_id!r}")
+        return row
+
+    async def write_task(self, tx, new: NewTask, require_handlers=True):
+        """Write a new task in ``tx`` (a submit's, or a schedule's tick's, which advances the
+        schedule in the same transaction); its row as ``task_summary`` reads it."""
+        task_id, now = new_id(), now_ms()
+        tenant_id, pipeline_id, owner_id, title = new.tenant_id, new.pipeline_id, new.owner_id, new.title
+        params_text = to_json(new.params)  # the task's own copy (its text): a caller reusing its dict changes nothing
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
@@ -60,7 +76,9 @@ class Tasks:
                 + "; register one with this service's register_handler()")
         check_writable(Stored(params_text, None), tx.max_write_bytes, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
+                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
+                 priority=new.priority, idempotency_key=new.idempotency_key, schedule_id=new.schedule_id,
+                 scheduled_for=new.scheduled_for)
         roots = set(dag.roots())  # ready at once, with their inputs (by reference: params are stored once)
         ids = {name: new_id() for name in dag.order}
         writes = self.progress.writes(tx, now)
@@ -71,7 +89,8 @@ class Tasks:
             id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
             step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
-            input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
+            input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now,
+            priority=new.priority)
             for name in dag.order])
         plan = TaskPlan(dag, ids, params_text)
         tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
@@ -79,7 +98,8 @@ class Tasks:
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status=TaskStatus.PENDING, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
+                    n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None,
+                    priority=new.priority, schedule_id=new.schedule_id, scheduled_for=new.scheduled_for)
 
     async def definition(self, tx, pipeline_id) -> Dag:
         """The DAG of a pipeline as defined (cached for caches.DEFINITION_TTL_SECONDS: a read
