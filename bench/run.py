@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench import cascade_bench, dag_size_bench, engine_bench, scale_bench, storage_bench, tenant_bench  # noqa: E402
+from bench import (cascade_bench, dag_size_bench, engine_bench, payload_bench, scale_bench,  # noqa: E402
+                   storage_bench, tenant_bench)
 from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
 
 README = ROOT / "bench" / "README.md"  # its results section, between the markers
@@ -89,6 +90,8 @@ def measure(rounds, tasks, quick):
     results["tenants"] = tenant_bench.measure(rounds=1 if quick else 3)
     print("cost by DAG size ...", flush=True)
     results["dag_size"] = dag_size_bench.measure(sizes=(1000, 5000) if quick else (1000, 5000, 10000))
+    print("payload sweep (0 / 2 / 20 / 200 KB outputs) ...", flush=True)
+    results["payload"] = payload_bench.measure(rounds=1 if quick else 3, tasks=30 if quick else 100)
     return results
 
 
@@ -216,9 +219,11 @@ def main(argv=None):
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=1))
     print()
     print(table(results))
+    payload_bench.table(results["payload"])
     has_chart = chart(results, ROOT / "bench" / "results.png")
     if not args.no_readme:
         write_readme(results, has_chart)
+        payload_bench.write_readme(results["payload"], results["machine"]["date"])
     return results
 
 

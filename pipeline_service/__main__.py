@@ -8,6 +8,7 @@
     submit                           submit a task (--idempotency-key: at most once per key)
     list / detail / node             read a tenant's tasks
     pause / resume / cancel / retry  operate on a tenant's task
+    purge                delete a tenant's old finished tasks / old artifact versions (retention)
     schedule-create / schedule-list  a tenant's schedules (cron, every, at)
     schedule-pause / schedule-resume / schedule-delete / schedule-run-now  operate on one
 
@@ -102,6 +103,12 @@ def parser():
         one.add_argument("schedule_id")
     retry = command("retry", "re-run a step and its downstream (e.g. after fixing a failure)")
     retry.add_argument("step_name")
+    purge = command("purge", "delete a tenant's finished tasks older than N days and/or artifact versions "
+                             "past the newest K of each step (never a running or paused task)", task=False)
+    purge.add_argument("--older-than", type=float, metavar="DAYS", help="finished more than DAYS days ago")
+    purge.add_argument("--keep-versions", type=int, metavar="K", help="keep the newest K versions of each step")
+    purge.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    purge.add_argument("--batch", type=int, default=20, help="tasks per transaction (default: %(default)s)")
     return p
 
 
@@ -132,6 +139,9 @@ async def run(args):
             return await service.detail(args.tenant, args.task_id)
         if args.command == "node":
             return await service.node(args.tenant, args.task_id, args.step_name, args.version)
+        if args.command == "purge":
+            return await service.purge(args.tenant, older_than=args.older_than, keep_versions=args.keep_versions,
+                                       dry_run=args.dry_run, batch=args.batch)
         if args.command == "retry":
             return await service.modify(args.tenant, args.task_id, {}, rerun_from=args.step_name)
         if args.command == "submit":
@@ -223,6 +233,10 @@ def show(command, result):
             table.add_row(r["id"], r["pipeline_id"], f"{when} ({r['timezone']})", r["status"],
                           r["next_fire_at"] or "-", runs)
         console.print(table)
+    elif command == "purge":
+        verb = "would delete" if result["dry_run"] else "deleted"
+        console.print(f"tenant {result['tenant_id']}: {verb} {len(result['tasks'])} task(s), {result['steps']} "
+                      f"step row(s), {result['artifacts']} artifact version(s)", highlight=False)
     elif command == "detail" or "steps" in result:
         console.print(f"[bold]{result['title']}[/bold] {result['id']}: {result['status']}"
                       + (f" — {result['error']}" if result.get("error") else ""))

@@ -145,6 +145,12 @@ async def pipeline_cancel(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().cancel(tenant_id, task_id)
 
 
+async def pipeline_purge(tenant_id: str, older_than: float | None = None, keep_versions: int | None = None,
+                         dry_run: bool = False) -> dict[str, Any]:
+    """Delete a tenant's old finished tasks and old artifact versions (PipelineService.purge)."""
+    return await get_service().purge(tenant_id, older_than=older_than, keep_versions=keep_versions, dry_run=dry_run)
+
+
 def register_handler(step_type: str, fn: Callable) -> Callable:
     """Register ``fn`` for ``step_type`` with the default service, built already or not yet."""
     return _handlers.register(step_type, fn)

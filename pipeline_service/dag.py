@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .json_objects import check_json_object, parse_json_object, to_json
+from .json_objects import MAX_CONFIG_BYTES, MAX_JSON_BYTES, check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
 from .templating import SHELL_LITERAL, check_condition, check_config_templates, is_template, needs_rendering
@@ -112,7 +112,7 @@ def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
     """A JSON object (or empty); engine options are checked, the rest passed through."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
-    value = parse_json_object(value, f"step {step_name!r}: config")
+    value = parse_json_object(value, f"step {step_name!r}: config", MAX_CONFIG_BYTES, "a step config's limit")
     timeout, retries, delay = (value.get(k) for k in ENGINE_OPTIONS)
     if timeout is not None:
         check_seconds(timeout, f"step {step_name!r}: config.timeout", allow_minimum=False)
@@ -242,7 +242,8 @@ class Dag:
         return seen - start
 
 
-def check_updates(updates: object, rerun_from: object = None) -> dict[str, dict[str, Any]]:
+def check_updates(updates: object, rerun_from: object = None,
+                  max_bytes: int = MAX_JSON_BYTES) -> dict[str, dict[str, Any]]:
     """The arguments of a modify, checked before anything is read: ``updates`` maps step
     names to ``{'output': {...}}`` and/or ``{'input': {...}}`` (JSON objects)."""
     if not isinstance(updates, dict):
@@ -254,7 +255,7 @@ def check_updates(updates: object, rerun_from: object = None) -> dict[str, dict[
             raise InvalidInputError(f"the update of step {name!r} must be {{'output': {{...}}}} and/or "
                                     f"{{'input': {{...}}}}")
         for kind, content in edit.items():
-            check_json_object(content, f"the new {kind} of step {name!r}")
+            check_json_object(content, f"the new {kind} of step {name!r}", max_bytes=max_bytes)
     if rerun_from is not None:
         check_name(rerun_from, "rerun_from")
     return updates

@@ -13,13 +13,16 @@ from typing import Any, NoReturn, cast
 from .exceptions import InvalidInputError
 
 MAX_JSON_DEPTH = 64
-# params, one edit, one step config, one handler result. A submit writes params once per
-# root step and once for the task, in one round trip: a few such writes must fit the
-# MySQL server's max_allowed_packet (16 MiB by default).
-MAX_JSON_BYTES = 4 * 1024 * 1024
-# the params one submit writes (the task row, and the input of every first step) at most:
-# they go in one round trip, which must stay under that 16 MiB with room for the rest
-MAX_SUBMIT_BYTES = 12 * 1024 * 1024
+# params, one edit, one step config, one handler result: the default of the one limit on
+# their size, the service's ``max_content_bytes`` option (docs/SEMANTICS.md, "Input limits").
+# Params are stored once (inputs refer to them); an artifact is stored compressed above a
+# threshold, and on MySQL a write must also fit the server's max_allowed_packet, which
+# engine/writes.py checks by name.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_JSON_BYTES_LIMIT = 1 << 30  # the option's own bound (a LONGTEXT holds 4 GiB; SQLite 1 GB)
+# a step's config: copied into every task's step rows, which a submit writes in one statement
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+CONTENT_LIMIT = "the max_content_bytes option"
 _CONTAINERS = (dict, list, tuple)
 _SCALARS = (str, int, type(None))  # bool is an int; floats are checked for NaN/Infinity
 
@@ -34,13 +37,14 @@ def from_json(text: str | None) -> Any:
 
 
 def check_json_object(value: object, what: str, max_depth: int = MAX_JSON_DEPTH,
-                      max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+                      max_bytes: int = MAX_JSON_BYTES, limit: str = CONTENT_LIMIT) -> dict[str, Any]:
     """``value`` if it is a JSON object the tables can store, else an InvalidInputError naming ``what``."""
-    stored_json(value, what, max_depth, max_bytes)
+    stored_json(value, what, max_depth, max_bytes, limit)
     return cast(dict[str, Any], value)  # stored_json refused anything but a dict
 
 
-def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES) -> str:
+def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES,
+                limit: str = CONTENT_LIMIT) -> str:
     """The JSON text ``value`` is stored as, if it is a JSON object the tables can store, else an
     InvalidInputError naming ``what`` (the text is made once: it is the check's own)."""
     if not isinstance(value, dict):
@@ -55,7 +59,7 @@ def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_b
     except ValueError as exc:  # e.g. an integer past Python's limit for converting it to text
         raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from None
     if size > max_bytes:
-        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes")
+        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes ({limit})")
     return text
 
 
@@ -81,12 +85,12 @@ def _check_tree(value: dict[str, Any], what: str, max_depth: int) -> None:
                                         "JSON-serialisable (use dicts, lists, strings, numbers, booleans and None)")
 
 
-def check_copies(text: str, copies: int, what: str, limit: int = MAX_SUBMIT_BYTES) -> None:
-    """Refuse JSON ``text`` that one transaction would write ``copies`` times past ``limit`` bytes."""
-    size = len(text.encode("utf-8")) * copies
-    if size > limit:
-        raise InvalidInputError(f"{what} would be stored {copies} times by one write (the task and each first "
-                                f"step's input): {size:,} bytes in all; the limit is {limit:,} bytes")
+def check_max_bytes(value: object, what: str = "max_content_bytes") -> int:
+    """The size limit option: a whole number of bytes from 1 KiB to MAX_JSON_BYTES_LIMIT."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= MAX_JSON_BYTES_LIMIT:
+        raise InvalidInputError(f"{what} must be a whole number of bytes from 1,024 to {MAX_JSON_BYTES_LIMIT:,}, "
+                                f"got {value!r:.40}")
+    return value
 
 
 def _where(key: object) -> str:
@@ -97,7 +101,8 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json_object(value: object, what: str) -> dict[str, Any]:
+def parse_json_object(value: object, what: str, max_bytes: int = MAX_JSON_BYTES,
+                      limit: str = CONTENT_LIMIT) -> dict[str, Any]:
     """A JSON object given as a dict or as JSON text, checked by ``check_json_object``."""
     if isinstance(value, str):
         try:
@@ -106,4 +111,4 @@ def parse_json_object(value: object, what: str) -> dict[str, Any]:
             raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
         except RecursionError:
             raise InvalidInputError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
-    return check_json_object(value, what)
+    return check_json_object(value, what, max_bytes=max_bytes, limit=limit)

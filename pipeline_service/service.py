@@ -13,11 +13,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .json_objects import check_json_object
+from .json_objects import MAX_JSON_BYTES, check_json_object, check_max_bytes
 from .engine.executor import Executor
 from .exceptions import InvalidInputError, WaitTimeoutError
 from .ids import MAX_TITLE, check_id, check_name, check_text
-from .engine.caches import EngineCaches
+from .engine.caches import ARTIFACT_CACHE_BYTES, EngineCaches
+from .engine.purge import DEFAULT_BATCH, MAX_BATCH, Purger, Retention, check_keep_versions, check_older_than, \
+    check_retention
+from .engine.records import ContentOptions
+from .store.packing import DEFAULT_COMPRESS_ABOVE, check_threshold
 from .engine.claiming import Claimer
 from .engine.control import Control
 from .engine.events import DRAIN_SECONDS, Callback, Events
@@ -88,22 +92,28 @@ class PipelineService:
                  require_handlers: bool = True, sync_threads: int = 32,
                  handlers: HandlerRegistry | None = None, events: Events | None = None,
                  timezone: str | None = None, shell_root: str | None = None,
-                 http_allow: Sequence[str] | None = None) -> None:
+                 http_allow: Sequence[str] | None = None, max_content_bytes: int = MAX_JSON_BYTES,
+                 compress_above: int | None = DEFAULT_COMPRESS_ABOVE, cache_bytes: int = ARTIFACT_CACHE_BYTES,
+                 retention: dict[str, Any] | Retention | None = None) -> None:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
         self.step_options = StepOptions.checked(shell_root, http_allow)
+        # artifact contents: the one size limit, and compression above a threshold
+        self.content = ContentOptions(check_max_bytes(max_content_bytes), check_threshold(compress_above))
+        retention_policy = check_retention(retention)  # what a purge applies when not told (engine/purge.py)
         self.handlers = owned(handlers, HandlerRegistry, "handlers")  # its step types: it claims only these
         # the built-in step types (steps/), under whatever handlers the host registers
         self.handlers.set_builtins(builtins(self.step_options))
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.events = owned(events, Events, "events")  # lifecycle events for the host: on(), off()
-        self.caches = EngineCaches()
+        self.caches = EngineCaches(cache_bytes)
         plans = Plans(self.caches)
-        progress = Progress(plans, self.caches, self.events)
+        progress = Progress(plans, self.caches, self.events, self.content)
         self.tasks = Tasks(self.storage, self.caches, progress, self.handlers, self.events)
         self.reads = Reads(self.storage)
         self.control = Control(self.storage, plans, progress, self.events)
+        self.purger = Purger(self.storage, retention_policy)
         self.claimer = Claimer(self.storage, self.caches)
         self.schedules = Schedules(self.storage, self.tasks, self.control)
         # schedules' default zone: the host's configured one, else the machine's
@@ -113,7 +123,7 @@ class PipelineService:
                                  concurrency=concurrency,
                                  tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
                                  lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads,
-                                 ticker=self.schedules)
+                                 ticker=self.schedules, max_output_bytes=self.content.max_bytes)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         # False for a process that only submits while other processes run the steps
@@ -185,7 +195,7 @@ class PipelineService:
         check_id(owner_id, "owner_id")
         if title is not None:
             check_text(title, "title", MAX_TITLE)
-        params = {} if params is None else check_json_object(params, "params")
+        params = {} if params is None else check_json_object(params, "params", max_bytes=self.content.max_bytes)
         if idempotency_key is not None:
             check_id(idempotency_key, "idempotency_key", MAX_KEY)
         new = NewTask(tenant_id, pipeline_id, owner_id, title or "", params, check_priority(priority),
@@ -243,12 +253,29 @@ class PipelineService:
     async def modify(self, tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],
                      rerun_from: str | None = None) -> dict[str, Any]:
         require_task(tenant_id, task_id)
-        check_updates(updates, rerun_from)
+        check_updates(updates, rerun_from, self.content.max_bytes)
         await self._ready()
         result = await self.control.modify(tenant_id, task_id, updates, rerun_from)
         self.executor.interrupt(result.stop)
         self.executor.wake()
         return result.summary
+
+    async def purge(self, tenant_id: str, older_than: float | None = None, keep_versions: int | None = None,
+                    dry_run: bool = False, batch: int = DEFAULT_BATCH) -> dict[str, Any]:
+        """Delete ``tenant_id``'s finished tasks finished more than ``older_than`` days ago, and of its
+        other finished tasks every artifact version older than each step's newest ``keep_versions``
+        (engine/purge.py); a value not given comes from the retention policy (the tenant's, else the
+        global one).  Running, paused and pending tasks are never touched.  Returns what it deleted
+        (``dry_run``: what it would delete): ``tasks`` (ids), ``steps``, ``artifacts`` (counts)."""
+        check_id(tenant_id, "tenant_id")
+        policy = self.purger.policy(tenant_id, check_older_than(older_than), check_keep_versions(keep_versions))
+        require_flag(dry_run, "dry_run")
+        check_whole(batch, "batch", 1, MAX_BATCH)
+        if policy.older_than is None and policy.keep_versions is None:
+            raise InvalidInputError(f"nothing to purge for tenant {tenant_id!r}: give older_than (days) and/or "
+                                    "keep_versions, or configure a retention policy (the retention option)")
+        await self._ready()
+        return await self.purger.purge(tenant_id, policy, dry_run, batch)
 
     async def wait(self, tenant_id: str, task_id: str, timeout: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
         """Wait until the task is terminal (or paused); returns its detail. For scripts and tests."""
@@ -281,7 +308,7 @@ class PipelineService:
                         parse_at(at, check_zone(zone_name)) if at is not None else None, zone_name)
         if title is not None:
             check_text(title, "title", MAX_TITLE)
-        params = {} if params is None else check_json_object(params, "params")
+        params = {} if params is None else check_json_object(params, "params", max_bytes=self.content.max_bytes)
         spec = ScheduleSpec(tenant_id, pipeline_id, owner_id, title or "", params, timing,
                             choice(overlap, Overlap, "overlap"), choice(catch_up, CatchUp, "catch_up"),
                             check_priority(priority))

@@ -124,6 +124,10 @@ STEP_STATUS_GROUPS: dict[str, frozenset[StepStatus]] = {
     # the steps that keep a task from succeeding: a task whose steps all succeeded or were skipped succeeds
     "incomplete": frozenset(s for s in StepStatus if s not in DONE_STEPS),
 }
+# the sets of task statuses the SQL names, as {tasks:<name>}: a purge deletes only finished tasks
+TASK_STATUS_GROUPS: dict[str, frozenset[TaskStatus]] = {
+    "finished": TERMINAL_TASK_STATUSES,
+}
 del T, S
 
 

@@ -431,7 +431,7 @@ async def test_an_expired_lease_is_taken_back_and_run_here(service, tenant, pipe
     assert detail["status"] == "succeeded" and len(calls) == 1
     assert detail["steps"][0]["attempt"] == 1  # the crash did not use up the retry budget
     # the dead worker's late result is fenced out
-    assert await service.recorder.finish([Outcome(claims[0], output={"late": True})]) == [False]
+    assert await service.recorder.finish([Outcome(claims[0], output_text='{"late":true}')]) == [False]
     assert (await service.node(tenant, task["id"], "a"))["output"]["by"] == "a"
 
 
@@ -491,7 +491,7 @@ async def test_the_oldest_tasks_ready_steps_are_claimed_first(stepper, tenant, p
     claim = lambda: service.claimer.claim_ready("worker", 1, 30_000, [step_type], {}, None)  # noqa: E731
     [first] = await claim()
     assert (first.task_id, first.step_name) == (older["id"], "a")
-    assert await service.recorder.finish([Outcome(first, output={"x": 1})]) == [True]
+    assert await service.recorder.finish([Outcome(first, output_text='{"x":1}')]) == [True]
     [second] = await claim()  # older's b became ready after newer's a, yet comes first
     assert (second.task_id, second.step_name) == (older["id"], "b")
     [third] = await claim()

@@ -34,7 +34,8 @@ async def test_round_trip_of_every_table(storage, tenant):
                          step_type="noop", depends_on="[]", config="{}", seq=1, input_version=None,
                          ready_at=now, now=now, priority=5)
         await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
-                         kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', source="engine",
+                         kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', packed=None,
+                         source="engine",
                          lineage=None, now=now)
     async with storage.transaction() as tx:
         definition = await tx.fetch_all("get_pipeline_definition", pipeline_id="pl-" + tenant)

@@ -3,6 +3,7 @@
 Every test runs on MariaDB and SQLite (the ``service`` fixture) unless it is about one of them.
 """
 import math
+import re
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_service import PipelineService
-from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_SUBMIT_BYTES, check_json_object, to_json
+from pipeline_service.json_objects import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json_object, to_json
 from pipeline_service.exceptions import InvalidInputError, NotFoundError, PipelineError, StorageError
 from pipeline_service.ids import new_id
 from pipeline_service.dag import MAX_SECONDS
@@ -149,19 +150,24 @@ async def test_surrogates_are_refused_in_ids_texts_and_params(service, tenant, p
     assert await task_count(service, tenant) == 0
 
 
-async def test_oversized_params_are_refused_naming_the_limit(service, tenant, pipeline_id, step_type):
+async def test_oversized_params_are_refused_naming_the_limit(make_service, database, tenant, pipeline_id,
+                                                             step_type):
+    """One limit (max_content_bytes) for params; they are stored once however many first steps
+    a pipeline has (their inputs refer to them)."""
+    service = make_service(database, max_content_bytes=64 * 1024)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.start()
     await define_chain(service, pipeline_id, step_type, "a", handler=small)
-    for size in (MAX_JSON_BYTES + 1, 20 * 1024 * 1024):
+    for size in (64 * 1024 + 1, 20 * 1024 * 1024):
         await refused(lambda: service.submit(tenant, pipeline_id, "o", params={"b": "x" * size}),
-                      f"limit is {MAX_JSON_BYTES:,} bytes")
-    roots = pipeline_id + "r"  # four first steps: params are stored five times in one write
-    service.register_handler(step_type, small)
-    await service.define_pipeline(roots, [{"step_name": f"r{i}", "step_type": step_type} for i in range(4)])
-    await refused(lambda: service.submit(tenant, roots, "o", params={"b": "x" * (MAX_JSON_BYTES - 100)}),
-                  f"limit is {MAX_SUBMIT_BYTES:,} bytes")
+                      re.escape("limit is 65,536 bytes (the max_content_bytes option)"))
     assert await task_count(service, tenant) == 0
-    task = await service.submit(tenant, pipeline_id, "o", params={"b": "x" * (MAX_JSON_BYTES - 100)})
+    roots = pipeline_id + "r"  # four first steps: the params are still stored once
+    await service.define_pipeline(roots, [{"step_name": f"r{i}", "step_type": step_type} for i in range(4)])
+    task = await service.submit(tenant, roots, "o", params={"b": "x" * (64 * 1024 - 100)})
     assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
+    node = await service.node(tenant, task["id"], "r3")
+    assert node["input"] == {"params": {"b": "x" * (64 * 1024 - 100)}, "upstream": {}}
 
 
 async def test_paging_and_versions_past_the_integer_types_are_refused(service, tenant):
@@ -294,3 +300,11 @@ async def test_a_wait_that_runs_out_is_a_package_error(database, tenant, pipelin
         assert isinstance(raised.value, PipelineError) and isinstance(raised.value, TimeoutError)
     finally:
         await service.stop()
+
+
+async def test_a_step_config_past_its_limit_is_refused_naming_it(service, pipeline_id, step_type):
+    """A config is copied into every task's step rows: it keeps a limit of its own (4 MiB)."""
+    from pipeline_service.json_objects import MAX_CONFIG_BYTES
+    await refused(lambda: service.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type, "config": {"x": "y" * MAX_CONFIG_BYTES}}]),
+        re.escape(f"the limit is {MAX_CONFIG_BYTES:,} bytes (a step config's limit)"))

@@ -32,12 +32,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..json_objects import from_json, stored_json, to_json
+from ..json_objects import MAX_JSON_BYTES, from_json, stored_json, to_json
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
 from .handlers import SyncThreads, call_handler
 from .preparing import for_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
+from .writes import WRITE_OVERHEAD
 from ..dag import check_seconds, check_whole
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
@@ -92,7 +93,8 @@ class OutcomeNotStored(Exception):
 
 class Executor:
     def __init__(self, storage, claimer, recorder, handlers, events, concurrency=64, tenant_concurrency=None,
-                 poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32, ticker=None):
+                 poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32, ticker=None,
+                 max_output_bytes=MAX_JSON_BYTES):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.storage = storage
         self.claimer = claimer      # claims ready steps (fairness over tenants)
@@ -106,6 +108,7 @@ class Executor:
         self.lease_ms = int(lease_seconds * 1000)
         self.heartbeat_interval = lease_seconds / 3
         self.max_crashes = max_crashes
+        self.max_output_bytes = max_output_bytes  # a larger result fails its attempt, naming the limit
         self.sync = SyncThreads(sync_threads)  # where plain handlers run
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
@@ -394,7 +397,7 @@ class Executor:
             self._in_handler.discard(claim)
         if deadline.expired():  # it returned although its time was up
             return _timed_out(claim, step)
-        return _stored_form(result, step.step_type)
+        return _stored_form(result, step.step_type, self.max_output_bytes)
 
     async def _record_outcome(self, claim, step, result):
         """The Outcome, once recorded; None if the claim had been taken away meanwhile."""
@@ -421,10 +424,14 @@ class Executor:
             await self._record_batch(self._next_batch())
 
     def _next_batch(self):
-        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_CHARS of outputs (at least one outcome)."""
+        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_CHARS of outputs — less if the server's
+        max_allowed_packet is smaller (twice the text: its worst-case escaping) — and at least one
+        outcome (one too big alone is refused by name: engine/writes.py)."""
         count, chars = 0, 0
+        packet = self.storage.connector.max_packet
+        limit = MAX_BATCH_CHARS if packet is None else min(MAX_BATCH_CHARS, (packet - WRITE_OVERHEAD) // 2)
         for _, _, size in self._outcomes[:MAX_BATCH]:
-            if count and chars + size > MAX_BATCH_CHARS:
+            if count and chars + size > limit:
                 break
             count, chars = count + 1, chars + size
         batch, self._outcomes = self._outcomes[:count], self._outcomes[count:]
@@ -468,12 +475,12 @@ def _settle(batch, exc):
             done.set_exception(exc)
 
 
-def _stored_form(result, step_type):
+def _stored_form(result, step_type, max_bytes):
     """The JSON text a handler's result is stored as (checked as stored: UTF-8, no NaN, bounded
     depth and size), or a Failed saying why it cannot be."""
     what = f"the result of handler {step_type!r}"
     try:
-        return stored_json(result, what)
+        return stored_json(result, what, max_bytes=max_bytes)
     except InvalidInputError as exc:
         return Failed(str(exc))
     except Exception as exc:  # an object that breaks while being read (a hostile __iter__, __str__, ...)
@@ -512,7 +519,7 @@ def _outcome(claim, step, result):
     """The Outcome of an attempt, logged: succeeded, failed with a retry to come, or failed for good."""
     if isinstance(result, str):
         _log_step(logging.DEBUG, claim, "succeeded")
-        return Outcome(claim, output=from_json(result))  # a fresh copy, equal to what is stored
+        return Outcome(claim, output_text=result)
     error = _storable(result.message)
     trace = _trace(result.exc)
     if claim.run_attempt < step.max_attempts:

@@ -1,6 +1,5 @@
 """A task's plan (its DAG, params and step ids): from the cache, or read once."""
 from ..dag import Dag
-from ..json_objects import from_json
 from .caches import EngineCaches
 from .records import TaskPlan
 
@@ -17,8 +16,8 @@ class Plans:
         if plan is None:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             task = await tx.fetch_one("task_state", tenant_id=tenant_id, task_id=task_id)
-            plan = TaskPlan(Dag.from_rows(rows, f"task {task_id!r}"), from_json(task["params"]),
-                            {r["step_name"]: r["id"] for r in rows})
+            plan = TaskPlan(Dag.from_rows(rows, f"task {task_id!r}"), {r["step_name"]: r["id"] for r in rows},
+                            task["params"])
             # immutable and read from committed rows: safe to keep at once
             self.caches.remember_plan((tenant_id, task_id), plan)
         return plan

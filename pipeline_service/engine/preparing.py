@@ -30,6 +30,12 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def reads_upstream(step: StepDef) -> bool:
+    """Does making ``step`` ready need its upstream outputs' contents (a `when`, a templated
+    config)? A step with neither has its input stored by reference without reading them."""
+    return step.config.get("when") is not None or step.templated
+
+
 def prepare(step: StepDef, params: Any, upstream: dict[str, Any]) -> Prepared:
     """Decide ``step``'s `when` and render its config over ``params`` and the outputs of its
     dependencies that were not skipped (``upstream``)."""

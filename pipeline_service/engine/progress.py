@@ -13,11 +13,15 @@ the task fails (``skip_waiting_steps``); ``blocked_skips`` tells them apart.
 """
 from collections import deque
 
+from ..json_objects import from_json
+
 from ..status import DONE_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, TaskStatus, task_transition
 from .caches import EngineCaches
 from .events import Events
-from .preparing import prepare
+from .inputs import read_outputs
+from .preparing import Prepared, prepare, reads_upstream
 from .plans import Plans
+from .records import ContentOptions
 from .writes import Writes
 
 
@@ -54,13 +58,14 @@ def blocked_skips(dag, states):
 
 
 class Progress:
-    def __init__(self, plans: Plans, caches: EngineCaches, events: Events) -> None:
+    def __init__(self, plans: Plans, caches: EngineCaches, events: Events, options: ContentOptions) -> None:
         self.plans = plans
         self.caches = caches
         self.events = events  # task.succeeded, task.failed: at commit
+        self.options = options  # how artifacts are stored (compression)
 
     def writes(self, tx, now: int) -> Writes:
-        return Writes(self.caches, tx, now)
+        return Writes(self.caches, tx, now, self.options)
 
     async def lock_states(self, tx, wanted):
         """Lock the task rows of ``wanted`` ({(tenant_id, task_id): step names, or None for all
@@ -99,7 +104,7 @@ class Progress:
                 continue
             names = touched.setdefault(key, set())
             names.add(o.claim.step_name)
-            if o.output is not None:
+            if o.succeeded:
                 dag = (await self.plans.get(tx, *key)).dag
                 for succ in dag.successors[o.claim.step_name]:
                     deps = dag.steps[succ].depends_on
@@ -170,22 +175,26 @@ class Progress:
         self.events.at_commit(writes.tx, "step.skipped", *key, step_name=name, reason=reason)
 
     async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
-        """Make a step ready with its input: the current one, or a new version built from the
-        upstream output versions in force (the 'pinned' versions), its `when` decided and its
-        config rendered (``preparing.prepare``).  False if its `when` is false: it is skipped."""
+        """Make a step ready with its input: the current one, or a new version made from the
+        upstream output versions in force (the 'pinned' versions), stored by reference to them
+        (engine/inputs.py), its `when` decided and its config rendered (``preparing.prepare``:
+        only a step with either reads its upstream outputs' contents here).  False if its
+        `when` is false: it is skipped."""
         row = states[name]
         version = row["input_version"]
         if version is None or row["input_stale"]:
             step = plan.dag.steps[name]
-            upstream, lineage = {}, {}
-            for dep in step.depends_on:
-                if states[dep]["status"] != StepStatus.SKIPPED:  # a skipped one made no output in this run
-                    lineage[dep] = states[dep]["output_version"]
-                    upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
-            prepared = prepare(step, plan.params, upstream)
+            # a skipped dependency made no output in this run: it is not part of the input
+            lineage = {dep: states[dep]["output_version"] for dep in step.depends_on
+                       if states[dep]["status"] != StepStatus.SKIPPED}
+            prepared = Prepared(True)
+            if reads_upstream(step):
+                texts = await read_outputs(writes.tx, tenant_id, task_id, lineage, writes.known_outputs(
+                    tenant_id, task_id, lineage))
+                prepared = prepare(step, from_json(plan.params_text),
+                                   {dep: from_json(texts[dep]) for dep in lineage})
             version = (version or 0) + 1
-            writes.artifact(tenant_id, task_id, name, "input", version,
-                            {"params": plan.params, "upstream": upstream, **prepared.extra}, "engine", lineage)
+            writes.input_by_reference(tenant_id, task_id, name, version, lineage, prepared.extra)
             if not prepared.runs:
                 self._skip(writes, (tenant_id, task_id), name, states, version, "its when is false")
                 return False

@@ -3,6 +3,8 @@ from ..dag import Dag
 from ..exceptions import NotFoundError
 from ..ids import iso
 from ..json_objects import from_json
+from ..store.packing import text_of
+from .inputs import materialise, read_outputs, recipe_of
 from ..views import step_view, task_summary
 
 
@@ -38,15 +40,17 @@ class Reads:
         return {
             "step": step_view(step),
             "version": chosen,
-            "input": from_json(input_["content"]) if input_ else None,
-            "input_version": input_["version"] if input_ else None,
-            "output": from_json(output["content"]) if output else None,
+            "input": input_[1] if input_ else None,
+            "input_version": input_[0] if input_ else None,
+            "output": from_json(text_of(output)) if output else None,
             "versions": [{"kind": v["kind"], "version": v["version"], "source": v["source"],
                           "created_at": iso(v["created_at"])} for v in versions],
         }
 
     async def _read_node(self, tx, tenant_id, task_id, step_name, version):
-        await self._task(tx, tenant_id, task_id)
+        """The step, the output version shown, its row, (the input version that made it, that
+        input in full: made from its references, see engine/inputs.py), and the versions."""
+        task = await self._task(tx, tenant_id, task_id)
         step = await tx.fetch_one("get_step", tenant_id=tenant_id, task_id=task_id, step_name=step_name)
         if step is None:
             raise NotFoundError(f"task {task_id!r} has no step {step_name!r}")
@@ -63,8 +67,12 @@ class Reads:
                                         step_name=step_name, kind="output", version=chosen)
             input_version = (from_json(output["lineage"]) or {}).get("input_version")
         if input_version is not None:
-            input_ = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
-                                        step_name=step_name, kind="input", version=input_version)
+            row = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
+                                     step_name=step_name, kind="input", version=input_version)
+            if row is not None:
+                recipe = recipe_of(row)
+                outputs = await read_outputs(tx, tenant_id, task_id, recipe.lineage) if recipe.lineage else {}
+                input_ = (row["version"], materialise(recipe, task["params"], outputs))
         return step, chosen, output, input_, versions
 
     @staticmethod

@@ -6,7 +6,7 @@ owner, checked on the locked rows): a late result of a run whose claim was taken
 away changes nothing, and each output version is stored exactly once.
 """
 from ..ids import now_ms
-from ..json_objects import from_json
+from .inputs import materialise, read_outputs, recipe_of
 from ..status import ACTIVE_TASK_STATUSES as ACTIVE, StepStatus, TaskStatus
 from .caches import EngineCaches
 from .events import Events
@@ -31,21 +31,39 @@ class Recorder:
         self.events = events  # step.succeeded, step.retrying, step.failed: at commit
 
     async def start_step(self, claim) -> StartedStep:
-        """The claimed step's definition and input (stored when it became ready)."""
+        """The claimed step's definition and its full input, made from what was stored when it
+        became ready (engine/inputs.py): the task's params and the upstream outputs it names."""
         key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
-        cached = self.caches.inputs.pop(key, None)
+        recipe = self.caches.inputs.pop(key, None)
         plan = self.plans.cached(claim.tenant_id, claim.task_id)
-        if plan is not None and cached is not None:
-            return StartedStep(plan.dag.steps[claim.step_name], cached)  # the common case: nothing to read
-        return await self.storage.atomic(lambda tx: self._read_start(tx, claim, cached))
+        if plan is not None and recipe is not None:
+            outputs = self._cached_outputs(claim, recipe)
+            if outputs is not None:  # the common case: nothing to read
+                return StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
+        return await self.storage.atomic(lambda tx: self._read_start(tx, claim, recipe))
 
-    async def _read_start(self, tx, claim, cached) -> StartedStep:
+    def _cached_outputs(self, claim, recipe):
+        """The upstream outputs ``recipe`` names, if all are cached here; else None."""
+        outputs = {}
+        for dep, version in (recipe.lineage or {}).items():
+            text = self.caches.outputs.get((claim.tenant_id, claim.task_id, dep, version))
+            if text is None:
+                return None
+            outputs[dep] = text
+        return outputs
+
+    async def _read_start(self, tx, claim, recipe) -> StartedStep:
         plan = await self.plans.get(tx, claim.tenant_id, claim.task_id)
-        if cached is None:
+        if recipe is None:
             artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
                                           step_name=claim.step_name, kind="input", version=claim.input_version)
-            cached = from_json(artifact["content"])
-        return StartedStep(plan.dag.steps[claim.step_name], cached)
+            recipe = recipe_of(artifact)
+        outputs = {}
+        if recipe.lineage:
+            known = {dep: text for dep, v in recipe.lineage.items()
+                     if (text := self.caches.outputs.get((claim.tenant_id, claim.task_id, dep, v))) is not None}
+            outputs = await read_outputs(tx, claim.tenant_id, claim.task_id, recipe.lineage, known)
+        return StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
 
     async def finish(self, outcomes):
         """Record the outcomes of finished attempts, all in one transaction (a group commit);
@@ -69,10 +87,10 @@ class Recorder:
                 recorded.append(False)  # the claim was taken away: the result is discarded
                 continue
             recorded.append(True)
-            if o.output is not None:
+            if o.succeeded:
                 version = (row["output_version"] or 0) + 1
-                writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, o.output, "engine",
-                                {"input_version": c.input_version})
+                writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, None, "engine",
+                                {"input_version": c.input_version}, text=o.output_text)
                 succeeded.setdefault(version, []).append(c.id)
                 row.update(status=StepStatus.SUCCEEDED, output_version=version)
                 changed.setdefault(key, []).append(c.step_name)

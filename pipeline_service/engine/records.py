@@ -3,19 +3,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..dag import Dag, StepDef
+from ..json_objects import from_json
+
+
+@dataclass(frozen=True)
+class ContentOptions:
+    """The service's options for artifact contents: the largest a handler's output or a
+    person's edit may be (bytes of JSON), and above which size it is stored compressed (None: never)."""
+
+    max_bytes: int
+    compress_above: int | None
 
 
 @dataclass(frozen=True)
 class TaskPlan:
-    """What never changes in a task after submit: its DAG, its params and its step row ids."""
+    """What never changes in a task after submit: its DAG, its step row ids and its params."""
 
     dag: Dag
-    params: dict[str, Any]
     ids: dict[str, str]  # step name -> step row id
+    params_text: str     # params as stored: each input made from the plan decodes its own copy
 
     @property
     def size(self) -> int:
         return len(self.dag.steps)
+
+    @property
+    def weight(self) -> int:
+        """What the plan cache counts it as: its steps, and its params as steps of ~600 bytes each."""
+        return len(self.dag.steps) + len(self.params_text) // 600
 
 
 @dataclass(frozen=True)
@@ -39,15 +54,25 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an attempt ended: ``output`` (succeeded), or ``error`` with a ``retry_delay``
-    (another attempt follows) or without one (the step failed); ``trace``: the traceback of
-    what the handler raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
+    """How an attempt ended: ``output_text`` (succeeded: the output's JSON text as checked,
+    serialised once and stored as it is), or ``error`` with a ``retry_delay`` (another attempt
+    follows) or without one (the step failed); ``trace``: the traceback of what the handler
+    raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
-    output: dict[str, Any] | None = None
+    output_text: str | None = None
     error: str | None = None
     retry_delay: float | None = None
     trace: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.output_text is not None
+
+    @property
+    def output(self) -> dict[str, Any] | None:
+        """The output, decoded afresh (the engine itself needs only its text: no decode per step)."""
+        return None if self.output_text is None else from_json(self.output_text)
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,16 @@ class StartedStep:
 
     step: StepDef
     input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InputRecipe:
+    """What a step's input is made from (engine/inputs.py): ``lineage`` ({upstream step: output
+    version}) and ``text`` the extra fields stored with it (or None) — or, when ``lineage`` is
+    None, ``text`` the whole input stored verbatim (a person's edit, or an older copy)."""
+
+    text: str | None
+    lineage: dict[str, int] | None
 
 
 @dataclass(frozen=True)

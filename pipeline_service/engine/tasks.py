@@ -2,7 +2,7 @@
 from ..dag import Dag
 from ..exceptions import DuplicateKeyError, HandlerError, InvalidInputError, InvalidStateError, NotFoundError
 from ..ids import new_id, now_ms
-from ..json_objects import check_copies, from_json, to_json
+from ..json_objects import to_json
 from ..status import StepStatus, TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
@@ -10,6 +10,8 @@ from .events import Events
 from .preparing import prepare
 from .progress import Progress
 from .records import NewTask, TaskPlan
+from .writes import check_writable
+from ..store.packing import Stored
 
 
 class Tasks:
@@ -66,8 +68,7 @@ class Tasks:
         schedule in the same transaction); its row as ``task_summary`` reads it."""
         task_id, now = new_id(), now_ms()
         tenant_id, pipeline_id, owner_id, title = new.tenant_id, new.pipeline_id, new.owner_id, new.title
-        params_text = to_json(new.params)
-        params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
+        params_text = to_json(new.params)  # the task's own copy (its text): a caller reusing its dict changes nothing
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
@@ -77,19 +78,18 @@ class Tasks:
             raise HandlerError("; ".join(off + ([
                 "no handler is registered for " + ", ".join(f"step_type {t!r} (step {n!r})" for n, t in unknown)
                 + "; register one with this service's register_handler()"] if unknown else [])))
+        check_writable(Stored(params_text, None), tx.max_write_bytes, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
                  priority=new.priority, idempotency_key=new.idempotency_key, schedule_id=new.schedule_id,
                  scheduled_for=new.scheduled_for)
-        roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
-        check_copies(params_text, len(roots) + 1, "params")
+        roots = dag.roots()  # ready at once, with their inputs by reference (unless their `when` is false)
         ids = {name: new_id() for name in dag.order}
-        plan = TaskPlan(dag, params, ids)
+        plan = TaskPlan(dag, ids, params_text)
         writes = self.progress.writes(tx, now)
-        prepared = {name: prepare(dag.steps[name], params, {}) for name in roots}
+        prepared = {name: prepare(dag.steps[name], new.params, {}) for name in roots}
         for name in roots:
-            content = {"params": params, "upstream": {}, **prepared[name].extra}
-            writes.artifact(tenant_id, task_id, name, "input", 1, content, "engine", {})
+            writes.input_by_reference(tenant_id, task_id, name, 1, {}, prepared[name].extra)
         runs = {name for name in roots if prepared[name].runs}
         writes.flush()
         tx.defer_many("insert_step", [dict(

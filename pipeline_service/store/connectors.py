@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import aiomysql
 import pymysql
 
-from . import sqlor_adapter
+from . import queries, sqlor_adapter
 from ..exceptions import DatabaseUnavailableError, DuplicateKeyError, SchemaMissingError, StorageError
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class MySQLConnector:
         self._reader = None            # one autocommit connection for probes
         self._reader_address = 0
         self._reading = asyncio.Lock()
+        self.max_packet = None         # the server's max_allowed_packet, read at open
         self.galera = False            # learnt at open: the server is a node of a Galera cluster
 
     @property
@@ -136,11 +137,22 @@ class MySQLConnector:
                     log.warning("moved to %s: the server before it cannot be reached", self._describe_at(index))
                 self._current = self._pool_address = index
                 self.galera = await self._is_galera(self._pool)
+                self.max_packet = await self._max_packet(self._pool)
                 return
             if not self.several:
                 raise failures[0]
             raise DatabaseUnavailableError("cannot connect to any server of MySQL database "
                                            f"{self.kwargs['db']!r}: " + "; ".join(str(f) for f in failures))
+
+    async def _max_packet(self, pool):
+        """The server's max_allowed_packet: what one write may carry at most (engine/writes.py checks
+        an artifact against it, so an oversized one is refused by name, not by a dropped connection)."""
+        async with pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute(queries.statement("max_allowed_packet", self.dialect))
+                row = await cur.fetchone()
+            await conn.rollback()
+        return int(row[0]) if row and row[0] else None
 
     async def _is_galera(self, pool):
         """Is the server a Galera node (wsrep on)? Asked once per pool (MySQL 8 has no such variable)."""
@@ -287,6 +299,7 @@ class SQLiteConnector:
 
     dialect = statements = "sqlite"
     several = False  # one file: nothing to move to
+    max_packet = None  # no limit on one statement short of SQLite's own (1 GB)
 
     def __init__(self, path="pipeline_service.db", **_ignored):
         self.path = str(path)

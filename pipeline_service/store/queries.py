@@ -9,7 +9,7 @@ bug of the package: a ValueError at import, naming the line or statement.
 import re
 from pathlib import Path
 
-from ..status import STEP_STATUS_GROUPS, ScheduleStatus, StepStatus, TaskStatus
+from ..status import STEP_STATUS_GROUPS, TASK_STATUS_GROUPS, ScheduleStatus, StepStatus, TaskStatus
 
 SQL_FILE = Path(__file__).with_name("queries.sql")
 DIALECTS = ("mysql", "sqlite")
@@ -18,7 +18,7 @@ DIALECTS = ("mysql", "sqlite")
 REFINEMENTS = {"galera": "mysql"}
 HEADER = re.compile(r"--\s*(name|fragment):\s*(\w+)(?:\s+:(\w+))?\s*$")
 INCLUDE = re.compile(r"\{\{(\w+)\}\}")
-STATUS = re.compile(r"\{(task|step|steps|schedule):(\w+)\}")
+STATUS = re.compile(r"\{(task|step|steps|tasks|schedule):(\w+)\}")
 ENUMS = {"task": TaskStatus, "step": StepStatus, "schedule": ScheduleStatus}
 
 
@@ -45,6 +45,10 @@ def quoted(kind, name):
         if name not in STEP_STATUS_GROUPS:
             raise ValueError(f"no step status group {name!r} (status.STEP_STATUS_GROUPS)")
         return ", ".join(f"'{s}'" for s in StepStatus if s in STEP_STATUS_GROUPS[name])
+    if kind == "tasks":
+        if name not in TASK_STATUS_GROUPS:
+            raise ValueError(f"no task status group {name!r} (status.TASK_STATUS_GROUPS)")
+        return ", ".join(f"'{s}'" for s in TaskStatus if s in TASK_STATUS_GROUPS[name])
     try:
         return f"'{ENUMS[kind](name)}'"
     except ValueError:

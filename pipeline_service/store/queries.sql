@@ -12,6 +12,7 @@
 --   {task:<status>}, {step:<status>}, {schedule:<status>}  a status, quoted: a member of
 --                           status.TaskStatus / StepStatus / ScheduleStatus
 --   {steps:<group>}         the quoted statuses of status.STEP_STATUS_GROUPS[<group>], comma-separated
+--   {tasks:<group>}         the same for status.TASK_STATUS_GROUPS[<group>]
 -- Statuses are never written as literals (tests/test_status.py holds the file to it): a new
 -- status is added in status.py alone.
 --
@@ -401,18 +402,27 @@ UPDATE pipeline_task_steps SET input_version = ${input_version}$, input_stale = 
 WHERE id = ${id}$ AND tenant_id = ${tenant_id}$
 
 
--- ==== artifacts (insert and read only: an artifact row is never updated or deleted) ====
+-- ==== artifacts (inserted, never updated; deleted only by a purge: see below) ====
 -- A step row's input_version / output_version is always the newest version of its kind, so the
--- next version is that + 1 (computed in Python); the unique index rejects a clash.
+-- next version is that + 1 (computed in Python); the unique index rejects a clash.  An artifact's
+-- JSON text is in content, or compressed in packed (store/packing.py); an input the engine built
+-- holds only its lineage (engine/inputs.py).
 
--- name: insert_artifact
+-- name: insert_artifact :mysql
+-- packed (bytes) arrives as base64 text on MySQL (store/sqlor_adapter.py, sendable)
 INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
-    content, source, lineage, created_at)
-VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$, ${source}$,
-    ${lineage}$, ${now}$)
+    content, packed, source, lineage, created_at)
+VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$,
+    FROM_BASE64(${packed}$), ${source}$, ${lineage}$, ${now}$)
+
+-- name: insert_artifact :sqlite
+INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
+    content, packed, source, lineage, created_at)
+VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$, ${packed}$,
+    ${source}$, ${lineage}$, ${now}$)
 
 -- name: get_artifact
-SELECT kind, version, content, source, lineage, created_at FROM pipeline_artifacts
+SELECT step_name, kind, version, content, packed, source, lineage, created_at FROM pipeline_artifacts
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
 AND kind = ${kind}$ AND version = ${version}$
 
@@ -420,6 +430,57 @@ AND kind = ${kind}$ AND version = ${version}$
 SELECT kind, version, source, lineage, created_at FROM pipeline_artifacts
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
 ORDER BY kind, version
+
+
+-- ==== purge (engine/purge.py): whole finished tasks, or old artifact versions of finished tasks ====
+-- A purge works in small batches of tasks, one transaction each: it locks the batch's task rows
+-- (lock_tasks), checks under the lock that they are still finished (a modify may have re-opened
+-- one), then deletes by task id or artifact id.  A crash loses at most the batch under way.
+
+-- name: purge_candidates
+-- a page of a tenant's finished tasks in id order after ${after}$: finished before
+-- ${finished_before}$ (a whole-task purge), or with a step past ${keep_versions}$ versions
+SELECT t.id FROM pipeline_tasks t
+WHERE t.tenant_id = ${tenant_id}$ AND t.status IN ({tasks:finished}) AND t.id > ${after}$
+$<finished_before>$ AND t.finished_at < ${finished_before}$ $</finished_before>$
+$<keep_versions>$ AND EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id
+    AND s.task_id = t.id AND (s.output_version > ${keep_versions}$ OR s.input_version > ${keep_versions}$))
+$</keep_versions>$
+ORDER BY t.id LIMIT ${limit}$
+
+-- name: finished_tasks
+-- which of these (locked) tasks are still finished
+SELECT id FROM pipeline_tasks WHERE tenant_id = ${tenant_id}$ AND id IN (${task_ids}$)
+AND status IN ({tasks:finished})
+
+-- name: task_artifact_versions
+SELECT id, task_id, step_name, kind, version, source, lineage FROM pipeline_artifacts
+WHERE tenant_id = ${tenant_id}$ AND task_id IN (${task_ids}$)
+
+-- name: count_task_steps
+SELECT count(*) AS n FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id IN (${task_ids}$)
+
+-- name: delete_artifacts
+DELETE FROM pipeline_artifacts WHERE tenant_id = ${tenant_id}$ AND id IN (${ids}$)
+
+-- name: delete_task_artifacts
+DELETE FROM pipeline_artifacts WHERE tenant_id = ${tenant_id}$ AND task_id IN (${task_ids}$)
+
+-- name: delete_task_steps
+DELETE FROM pipeline_task_steps WHERE tenant_id = ${tenant_id}$ AND task_id IN (${task_ids}$)
+
+-- name: delete_tasks
+DELETE FROM pipeline_tasks WHERE tenant_id = ${tenant_id}$ AND id IN (${task_ids}$)
+AND status IN ({tasks:finished})
+
+
+-- ==== the server's limits ====
+
+-- name: max_allowed_packet :mysql
+SELECT @@max_allowed_packet AS max_packet
+
+-- name: max_allowed_packet :sqlite
+SELECT NULL AS max_packet
 
 
 -- ==== the host's code labels (appbase's appcodes tables), written by appcodes.load_codes ====

@@ -28,10 +28,10 @@ REFERENCE_TABLES = ("pipelines", "pipeline_steps")
 # ecosystem's MySQL template maps `long` to a 32-bit int (too small for epoch ms).
 MYSQL_TYPES = {"str": "VARCHAR({length})", "char": "CHAR({length})", "text": "LONGTEXT",
                "int": "INT", "short": "INT", "long": "BIGINT", "bigint": "BIGINT",
-               "float": "DOUBLE", "date": "DATE", "datetime": "DATETIME"}
+               "float": "DOUBLE", "date": "DATE", "datetime": "DATETIME", "bin": "LONGBLOB"}
 SQLITE_TYPES = {"str": "TEXT", "char": "TEXT", "text": "TEXT", "int": "INTEGER", "short": "INTEGER",
                 "long": "INTEGER", "bigint": "INTEGER", "float": "REAL", "date": "TEXT",
-                "datetime": "TEXT"}
+                "datetime": "TEXT", "bin": "BLOB"}
 
 
 def models_dir() -> Path:

@@ -14,11 +14,16 @@ parameter binding and its row conversion — and replace what is broken:
   MySQL is always created as driver ``mysql``;
 * ``SQLor.__init__`` decrypts any password it is given (a plaintext one fails), so
   sqlor is never given one;
+* aiomysql 0.3.2 cannot send bytes with PyMySQL 1.2.4 (it calls
+  ``escape_bytes_prefixed``, which that PyMySQL leaves a placeholder string): on MySQL a
+  bytes value is sent as base64 text (``sendable``), and the statement that takes it
+  decodes it with ``FROM_BASE64`` in its ``:mysql`` variant (queries.sql);
 * sqlor re-translates a statement on every call (regexes, a namespace copy and an
   ``eval`` per parameter: about 40% of the engine's CPU time in a profile), so each
   statement is translated by sqlor *once* (per set of optional ``$<name>$`` blocks
   left out) — into the driver's placeholder SQL and its parameter order — and cached.
 """
+import binascii
 import re
 
 import aiosqlite
@@ -114,7 +119,7 @@ def bound(sor, sql, params):
     marked, order, pieces = translate(sor, sql, absent)
     values = [params[n] for n in order]
     if not any(isinstance(v, (list, tuple)) for v in values):
-        return marked, tuple(values)
+        return marked, sendable(sor, tuple(values), marked)
     hold, parts, args = sor.placeHolder(None), [pieces[0]], []
     for value, piece in zip(values, pieces[1:]):
         if isinstance(value, (list, tuple)):
@@ -124,7 +129,7 @@ def bound(sor, sql, params):
             parts.append(hold)
             args.append(value)
         parts.append(piece)
-    return "".join(parts), tuple(args)
+    return "".join(parts), sendable(sor, tuple(args), marked)
 
 
 def bound_many(sor, sql, rows):
@@ -135,7 +140,16 @@ def bound_many(sor, sql, rows):
     head, keyword, values = marked.rpartition("VALUES")
     if not keyword:
         raise ValueError("a multi-row statement needs an INSERT ... VALUES statement")
-    return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", tuple(row[n] for row in rows for n in order)
+    return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", sendable(
+        sor, tuple(row[n] for row in rows for n in order), marked)
+
+
+def sendable(sor, args, sql):
+    """``args`` as the driver can send them: on MySQL a bytes value as base64 text (see the
+    module's head; only a statement that decodes it with FROM_BASE64 takes bytes)."""
+    if "FROM_BASE64" not in sql or is_sqlite(sor):
+        return args
+    return tuple(binascii.b2a_base64(a, newline=False).decode("ascii") if type(a) is bytes else a for a in args)
 
 
 def bound_union(sor, sql, rows):

@@ -44,6 +44,11 @@ class Transaction:
         self.committed_callbacks: list[Callable[[], object]] = []
         self.committing = False  # the COMMIT was sent: if it fails, whether it took effect is unknown
 
+    @property
+    def max_write_bytes(self) -> int | None:
+        """The most one statement may carry (MySQL's max_allowed_packet, read at open), or None: no such limit."""
+        return self._connector.max_packet
+
     def on_commit(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once this transaction has committed (never if it rolls back)."""
         self.committed_callbacks.append(callback)
