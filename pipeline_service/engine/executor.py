@@ -19,6 +19,9 @@ It only orchestrates; every state change is an operation of the claimer or the r
   ``concurrency`` outcomes wait to be recorded (then claiming pauses). If the
   database refuses a batch (not for want of a connection), its outcomes are
   recorded one by one, so one tenant's unstorable outcome never fails another's.
+* A handler may return a ``waits.Wait``: its step then waits without a slot (engine/waiting.py);
+  the probe also says when a waiting step is due, and only then is it woken (no query more
+  when idle).
 * A graceful ``stop()`` hands back the claims it cannot finish: their steps are ready
   for any process at once, the attempt counted neither as a failure nor as a crash.
 """
@@ -32,11 +35,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..json_objects import from_json, stored_json, to_json
-from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
+from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StepFailed, StorageError
 from .handlers import SyncThreads, call_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
 from ..dag import check_seconds, check_whole
+from ..waits import Wait
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
 # characters of outputs per batch at most: a batch goes to MySQL in one round trip, which
@@ -89,14 +93,15 @@ class OutcomeNotStored(Exception):
 
 
 class Executor:
-    def __init__(self, storage, claimer, recorder, handlers, events, concurrency=64, tenant_concurrency=None,
-                 poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32):
+    def __init__(self, storage, claimer, recorder, handlers, events, waiting, concurrency=64,
+                 tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.storage = storage
         self.claimer = claimer      # claims ready steps (fairness over tenants)
         self.recorder = recorder    # records outcomes, leases, hand-backs, recovery
         self.handlers = handlers    # the registry: which step types this process runs, and how
         self.events = events        # tells hosts when a handler starts (step.started)
+        self.waiting = waiting      # wakes waiting steps once they are due
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
         self.poll_interval = poll_interval
@@ -106,6 +111,7 @@ class Executor:
         self.sync = SyncThreads(sync_threads)  # where plain handlers run
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
+        self._poll_now = False      # a waiting step is due before the next poll: probe at the next wake-up
         self._running = {}          # Claim -> asyncio.Task running it (until its outcome is recorded)
         self._slots = set()         # Claims holding a slot (until their handler ends)
         self._revoked = set()       # Claims taken away (cancel, modify, recovery)
@@ -200,8 +206,8 @@ class Executor:
             try:
                 woken = await self._sleep()
                 waiting = False
-                if loop.time() - last_poll >= self.poll_interval:  # also when busy: leases expire anyway
-                    last_poll = loop.time()
+                if self._poll_now or loop.time() - last_poll >= self.poll_interval:  # also when busy
+                    last_poll, self._poll_now = loop.time(), False
                     waiting = await self._poll()
                 if woken or waiting:
                     await self._claim()
@@ -242,7 +248,17 @@ class Executor:
         next_ready = probe["next_ready"]  # a step of ours due later (a retry delay)
         if next_ready is not None and (next_ready - now) / 1000 < self.poll_interval:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
-        return bool(probe["runnable"])
+        woken = 0
+        if probe["due"]:  # waiting steps whose time came (or whose child task ended): pending again
+            woken = await self.waiting.wake_due(now)
+        next_due = probe["next_due"]  # a timer ending before the next poll: probe then
+        if next_due is not None and (next_due - now) / 1000 < self.poll_interval:
+            asyncio.get_running_loop().call_later((next_due - now) / 1000, self._probe_soon)
+        return bool(probe["runnable"]) or woken > 0
+
+    def _probe_soon(self):
+        self._poll_now = True
+        self.wake()
 
     async def _claim(self):
         """Claim while there are free slots and ready steps."""
@@ -361,6 +377,8 @@ class Executor:
             self._in_handler.discard(claim)
         if deadline.expired():  # it returned although its time was up
             return _timed_out(claim, step)
+        if isinstance(result, Wait):
+            return _checked_wait(result, step.step_type)
         return _stored_form(result, step.step_type)
 
     async def _record_outcome(self, claim, step, result):
@@ -447,6 +465,14 @@ def _stored_form(result, step_type):
         return Failed(f"{what} cannot be read: {_raised(exc)}", exc)
 
 
+def _checked_wait(wait, step_type):
+    """A handler's Wait as the recorder stores it, or a Failed saying why it cannot be."""
+    try:
+        return wait.checked()
+    except InvalidInputError as exc:
+        return Failed(f"the wait handler {step_type!r} returned cannot be: {exc}")
+
+
 def _timed_out(claim, step):
     return Failed(f"timed out after {step.timeout}s (attempt {claim.run_attempt})")
 
@@ -457,6 +483,8 @@ def _raised(exc):
         text = str(exc)
     except Exception:
         text = "(its message cannot be shown)"
+    if isinstance(exc, StepFailed) and text:
+        return text
     said = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, Exception):
         return said
@@ -480,6 +508,9 @@ def _outcome(claim, step, result):
     if isinstance(result, str):
         _log_step(logging.DEBUG, claim, "succeeded")
         return Outcome(claim, output=from_json(result))  # a fresh copy, equal to what is stored
+    if isinstance(result, Wait):
+        _log_step(logging.DEBUG, claim, f"waits for {result.kind}")
+        return Outcome(claim, wait=result)
     error = _storable(result.message)
     trace = _trace(result.exc)
     if claim.run_attempt < step.max_attempts:

@@ -6,7 +6,8 @@ by primary key (docs/ARCHITECTURE.md, "the task row lock"); then makes ready the
 whose dependencies all succeeded, with their inputs; then settles a task that can make
 no more progress.
 """
-from ..status import STEP_STATUS_GROUPS, StepStatus, TaskAction, task_transition
+from ..json_objects import to_json
+from ..status import IN_FLIGHT_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, task_transition
 from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
@@ -23,7 +24,7 @@ UNSUCCEEDED = STEP_STATUS_GROUPS["unsucceeded"]
 
 def progress_of(states):
     """What task_progress computes in SQL, from the states of all of a task's steps."""
-    return dict(has_running=any(s["status"] == StepStatus.RUNNING for s in states.values()),
+    return dict(has_running=any(s["status"] in IN_FLIGHT_STEPS for s in states.values()),
                 has_ready=any(s["status"] == StepStatus.PENDING and s["ready_at"] is not None
                               for s in states.values()),
                 has_failed=any(s["status"] == StepStatus.FAILED for s in states.values()),
@@ -168,6 +169,7 @@ class Progress:
                 tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.SUCCEED, key[1]),
                          error=None, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.succeeded", *key)
+                await self.wake_parent(tx, key, "succeeded", now)
             elif r["has_failed"]:
                 position = (await self.plans.get(tx, *key)).dag.position
                 failed = ([s for s in whole[key].values() if s["status"] == StepStatus.FAILED] if key in whole
@@ -178,6 +180,15 @@ class Progress:
                 tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.FAIL, key[1]),
                          error=error, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.failed", *key, error=error)
+                await self.wake_parent(tx, key, "failed", now)
             else:
                 continue
             self.plans.forget_at_commit(tx, *key)
+
+    async def wake_parent(self, tx, key, status, now):
+        """The task ``key`` has ended (``status``): if a delegate step of another task waits for it,
+        that step is due (engine/waiting.py: written under this task's lock, not the parent's)."""
+        parent = (await self.plans.get(tx, *key)).parent
+        if parent is not None:
+            tx.defer("wake_parent_step", tenant_id=key[0], task_id=parent[0], step_name=parent[1], now=now,
+                     woken_by=to_json({"child_task_id": key[1], "status": status}))

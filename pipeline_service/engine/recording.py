@@ -5,6 +5,7 @@ Every write of an outcome is fenced by its claim (still running, same attempt an
 owner, checked on the locked rows): a late result of a run whose claim was taken
 away changes nothing, and each output version is stored exactly once.
 """
+from ..exceptions import InvalidInputError, NotFoundError
 from ..ids import now_ms
 from ..json_objects import from_json
 from ..status import ACTIVE_TASK_STATUSES as ACTIVE, StepStatus, TaskStatus
@@ -12,7 +13,8 @@ from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
 from .progress import Progress
-from .records import StartedStep
+from .records import Outcome, StartedStep
+from .waiting import Waiting
 
 LOST_WORKER = "lost its worker (the process died or stalled mid-step); run again"  # a recovery's step.retrying
 
@@ -23,21 +25,28 @@ def run_attempt(step) -> int:
 
 
 class Recorder:
-    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches, events: Events) -> None:
+    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches, events: Events,
+                 waiting: Waiting) -> None:
         self.storage = storage
+        self.waiting = waiting  # records waits; what a woken step is told
         self.plans = plans
         self.progress = progress
         self.caches = caches
         self.events = events  # step.succeeded, step.retrying, step.failed: at commit
 
     async def start_step(self, claim) -> StartedStep:
-        """The claimed step's definition and input (stored when it became ready)."""
+        """The claimed step's definition and input (stored when it became ready); a step woken
+        from a wait also gets ``input["waited"]`` (waits.py)."""
         key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
         cached = self.caches.inputs.pop(key, None)
         plan = self.plans.cached(claim.tenant_id, claim.task_id)
         if plan is not None and cached is not None:
-            return StartedStep(plan.dag.steps[claim.step_name], cached)  # the common case: nothing to read
-        return await self.storage.atomic(lambda tx: self._read_start(tx, claim, cached))
+            started = StartedStep(plan.dag.steps[claim.step_name], cached)  # the common case: nothing to read
+        else:
+            started = await self.storage.atomic(lambda tx: self._read_start(tx, claim, cached))
+        if claim.waiting_for is not None:
+            started = StartedStep(started.step, {**started.input, "waited": await self.waiting.waited(claim)})
+        return started
 
     async def _read_start(self, tx, claim, cached) -> StartedStep:
         plan = await self.plans.get(tx, claim.tenant_id, claim.task_id)
@@ -69,6 +78,16 @@ class Recorder:
                 recorded.append(False)  # the claim was taken away: the result is discarded
                 continue
             recorded.append(True)
+            if o.wait is not None:
+                try:
+                    waiting_for = await self.waiting.record(tx, c, o.wait, now)
+                except (InvalidInputError, NotFoundError) as exc:  # its child task cannot be submitted: the step
+                    o = Outcome(c, error=str(exc))  # fails with why (below)
+                else:
+                    row.update(status=StepStatus.WAITING)
+                    self.events.at_commit(tx, "step.waiting", *key, step_name=c.step_name, attempt=c.run_attempt,
+                                          waiting_for=waiting_for)
+                    continue
             if o.output is not None:
                 version = (row["output_version"] or 0) + 1
                 writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, o.output, "engine",

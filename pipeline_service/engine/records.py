@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..dag import Dag, StepDef
+from ..waits import Wait
 
 
 @dataclass(frozen=True)
@@ -12,6 +13,8 @@ class TaskPlan:
     dag: Dag
     params: dict[str, Any]
     ids: dict[str, str]  # step name -> step row id
+    # (parent task id, step name): the delegate step whose child this task is (engine/waiting.py)
+    parent: tuple[str, str] | None = None
 
     @property
     def size(self) -> int:
@@ -30,6 +33,9 @@ class Claim:
     attempt_base: int  # attempts made before the step's last re-run
     owner: str
     input_version: int
+    # a step woken from a wait: what it waited for and what woke it (JSON text as stored), see waits.py
+    waiting_for: str | None = None
+    woken_by: str | None = None
 
     @property
     def run_attempt(self) -> int:
@@ -40,14 +46,16 @@ class Claim:
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt ended: ``output`` (succeeded), or ``error`` with a ``retry_delay``
-    (another attempt follows) or without one (the step failed); ``trace``: the traceback of
-    what the handler raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
+    (another attempt follows) or without one (the step failed), or ``wait`` (the step waits:
+    a ``waits.Wait``); ``trace``: the traceback of what the handler raised, if it raised
+    (bounded: see executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
     output: dict[str, Any] | None = None
     error: str | None = None
     retry_delay: float | None = None
     trace: str | None = None
+    wait: Wait | None = None
 
 
 @dataclass(frozen=True)

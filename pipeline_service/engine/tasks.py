@@ -43,23 +43,28 @@ class Tasks:
     async def submit(self, tenant_id, pipeline_id, owner_id, title, params, require_handlers=True):
         task_id, now = new_id(), now_ms()
         params_text = to_json(params)
-        params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
-        row = await self.storage.atomic(lambda tx: self._write_task(
-            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params, params_text, require_handlers))
+        row = await self.storage.atomic(lambda tx: self.write_task(
+            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text, require_handlers))
         return task_summary(row)
 
-    async def _write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params, params_text,
-                          require_handlers):
+    async def write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text,
+                         require_handlers=True, parent=None):
+        """Write a new task in ``tx``: its row, its steps, its roots' inputs (roots ready at once);
+        ``parent``: (task id, step name) of the delegate step it is the child of (engine/waiting.py).
+        Everything is checked before anything is written: a refusal leaves ``tx`` as it was."""
+        params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
             raise HandlerError("no handler is registered for " + ", ".join(
                 f"step_type {t!r} (step {n!r})" for n, t in missing)
                 + "; register one with this service's register_handler()")
-        tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
         roots = set(dag.roots())  # ready at once, with their inputs
         check_copies(params_text, len(roots) + 1, "params")
+        parent_task_id, parent_step = parent or (None, None)
+        tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
+                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
+                 parent_task_id=parent_task_id, parent_step=parent_step)
         ids = {name: new_id() for name in dag.order}
         writes = self.progress.writes(tx, now)
         for name in roots:
@@ -71,13 +76,13 @@ class Tasks:
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
             input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
             for name in dag.order])
-        plan = TaskPlan(dag, params, ids)
+        plan = TaskPlan(dag, params, ids, parent)
         tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
         tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status=TaskStatus.PENDING, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
+                    n_waiting=0, n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:
         """The DAG of a pipeline as defined (cached for caches.DEFINITION_TTL_SECONDS: a read
