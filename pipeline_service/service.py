@@ -28,6 +28,7 @@ from .engine.reads import Reads
 from .engine.recording import Recorder
 from .engine.tasks import Tasks
 from .engine.waiting import Waiting
+from .steps import register_waiting_builtins
 from .dag import MAX_INT, check_updates, check_whole, definition_rows
 from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
 from .store.storage import Storage
@@ -72,6 +73,7 @@ class PipelineService:
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
         self.handlers = owned(handlers, HandlerRegistry, "handlers")  # its step types: it claims only these
+        register_waiting_builtins(self.handlers)  # approval, wait, delegate: unless the host has its own
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.events = owned(events, Events, "events")  # lifecycle events for the host: on(), off()
         self.caches = EngineCaches()

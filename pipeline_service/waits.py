@@ -6,7 +6,7 @@ and it is only a row until what it waits for comes:
 
 * ``Wait.timer(until)``: its time (epoch milliseconds) — a durable timer, found by the
   executor's probe;
-* ``Wait.signal(choices, until)``: a signal (``pipeline_signal``) — a person's decision,
+* ``Wait.signal(choices, until, prompt)``: a signal (``pipeline_signal``) — a person's decision,
   one of ``choices`` when given; or its deadline, if one is given;
 * ``Wait.task(pipeline_id, params, title)``: the end of a child task, which the engine
   submits in the same transaction that records the wait (same tenant and owner), so a
@@ -30,6 +30,7 @@ from .json_objects import check_json_object
 
 KINDS = ("timer", "signal", "task")
 MAX_CHOICES = 100
+MAX_PROMPT = 4000  # characters
 MAX_UNTIL_MS = 253_402_300_799_000  # 9999-12-31: far past any real deadline, inside every column
 
 
@@ -48,6 +49,7 @@ class Wait:
     kind: str
     until: int | None = None                  # epoch ms: wake then (a timer; a deadline of the others)
     choices: tuple[str, ...] | None = None    # signal: the decisions its payload may carry
+    prompt: str | None = None                 # signal: what a person is asked (shown with the step)
     pipeline_id: str | None = None            # task: the child to submit ...
     params: dict[str, Any] | None = None
     title: str | None = None
@@ -58,7 +60,8 @@ class Wait:
         return cls("timer", until=_until(until, True))
 
     @classmethod
-    def signal(cls, choices: list[str] | tuple[str, ...] | None = None, until: int | None = None) -> "Wait":
+    def signal(cls, choices: list[str] | tuple[str, ...] | None = None, until: int | None = None,
+               prompt: str | None = None) -> "Wait":
         if choices is not None:
             if (not isinstance(choices, (list, tuple)) or not choices or len(choices) > MAX_CHOICES
                     or not all(isinstance(c, str) and c.strip() and len(c) <= 64 for c in choices)
@@ -66,7 +69,9 @@ class Wait:
                 raise InvalidInputError(f"choices must be a list of 1 to {MAX_CHOICES} distinct non-empty "
                                         f"strings (at most 64 characters each), got {choices!r}")
             choices = tuple(choices)
-        return cls("signal", until=_until(until, False), choices=choices)
+        if prompt is not None:
+            check_text(prompt, "prompt", MAX_PROMPT)
+        return cls("signal", until=_until(until, False), choices=choices, prompt=prompt)
 
     @classmethod
     def task(cls, pipeline_id: str, params: dict[str, Any] | None = None, title: str | None = None) -> "Wait":
@@ -85,7 +90,7 @@ class Wait:
         if self.kind == "timer":
             return Wait.timer(self.until)  # type: ignore[arg-type]  # checked there
         if self.kind == "signal":
-            return Wait.signal(self.choices, self.until)
+            return Wait.signal(self.choices, self.until, self.prompt)
         if self.kind == "task" and self.child_task_id is not None:
             return Wait.child(self.child_task_id)
         if self.kind == "task":
@@ -103,6 +108,7 @@ class Wait:
         stored: dict[str, Any] = {"kind": self.kind, "until": self.until}
         if self.kind == "signal":
             stored["choices"] = None if self.choices is None else list(self.choices)
+            stored["prompt"] = self.prompt
         if self.kind == "task":
             stored["child_task_id"] = child_task_id or self.child_task_id
         return stored
