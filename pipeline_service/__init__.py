@@ -1,19 +1,22 @@
 """pipeline_service: a production-line (DAG) execution engine for ahserver hosts."""
 from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipeline_detail, pipeline_list,
                   pipeline_modify, pipeline_node, pipeline_off, pipeline_on, pipeline_pause,
-                  pipeline_register_handler, pipeline_resume, pipeline_submit, register_handler, shutdown)
+                  pipeline_register_handler, pipeline_resume, pipeline_signal, pipeline_submit, register_handler,
+                  shutdown)
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
-                         InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StorageError,
-                         WaitTimeoutError)
+                         InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StepFailed,
+                         StorageError, WaitTimeoutError)
 from .engine.handlers import HandlerRegistry
 from .service import PipelineService
 from .store.storage import Storage
+from .waits import Wait
 
 __all__ = [
     "register_handler", "PipelineService", "HandlerRegistry", "Storage",
     "configure", "get_service", "shutdown", "define_pipeline",
     "pipeline_submit", "pipeline_list", "pipeline_detail", "pipeline_node", "pipeline_modify",
-    "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_register_handler",
+    "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_signal", "pipeline_register_handler",
+    "Wait", "StepFailed",
     "pipeline_on", "pipeline_off",
     "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
     "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError", "WaitTimeoutError",

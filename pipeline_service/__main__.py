@@ -5,6 +5,7 @@
     load-codes           write init/data.json's code labels into the host's appcodes tables
     list / detail / node             read a tenant's tasks
     pause / resume / cancel / retry  operate on a tenant's task
+    signal               deliver a decision to a step waiting for one (an approval)
 
 Every command takes ``--db`` (default: the embedded SQLite file pipeline_service.db).
 Operator commands change the database only: the host processes run the steps.
@@ -18,6 +19,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from .json_objects import parse_json_object
 from .store.connectors import parse_url
 from .exceptions import PipelineError, SchemaMissingError
 from .host.config import EMBEDDED_DEFAULT
@@ -61,6 +63,11 @@ def parser():
         command(name, f"{name} a task")
     retry = command("retry", "re-run a step and its downstream (e.g. after fixing a failure)")
     retry.add_argument("step_name")
+    signal = command("signal", "deliver a decision to a step waiting for one (an approval)")
+    signal.add_argument("step_name")
+    signal.add_argument("--decision", help="the decision (one of the step's choices, e.g. approve)")
+    signal.add_argument("--payload", default="{}", help="more of the signal, as a JSON object")
+    signal.add_argument("--actor", default=os.environ.get("USER"), help="who decides (default: $USER)")
     return p
 
 
@@ -90,6 +97,11 @@ async def run(args):
             return await service.node(args.tenant, args.task_id, args.step_name, args.version)
         if args.command == "retry":
             return await service.modify(args.tenant, args.task_id, {}, rerun_from=args.step_name)
+        if args.command == "signal":
+            payload = dict(parse_json_object(args.payload, "--payload"))
+            if args.decision is not None:
+                payload["decision"] = args.decision
+            return await service.signal(args.tenant, args.task_id, args.step_name, payload, actor=args.actor)
         return await getattr(service, args.command)(args.tenant, args.task_id)
     finally:
         await service.storage.close()

@@ -111,6 +111,12 @@ async def pipeline_cancel(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().cancel(tenant_id, task_id)
 
 
+async def pipeline_signal(tenant_id: str, task_id: str, step_name: str, payload: dict[str, Any],
+                          actor: str | None = None) -> dict[str, Any]:
+    """Wake a step waiting for a signal (an approval: ``{"decision": ...}``); see PipelineService.signal."""
+    return await get_service().signal(tenant_id, task_id, step_name, payload, actor)
+
+
 def register_handler(step_type: str, fn: Callable) -> Callable:
     """Register ``fn`` for ``step_type`` with the default service, built already or not yet."""
     return _handlers.register(step_type, fn)

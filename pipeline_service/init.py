@@ -32,6 +32,7 @@ FUNCTIONS = {
     "pipeline_pause": api.pipeline_pause,
     "pipeline_resume": api.pipeline_resume,
     "pipeline_cancel": api.pipeline_cancel,
+    "pipeline_signal": api.pipeline_signal,
     "pipeline_register_handler": api.pipeline_register_handler,
     "pipeline_on": api.pipeline_on,
     "pipeline_off": api.pipeline_off,

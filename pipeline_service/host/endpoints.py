@@ -37,7 +37,8 @@ ERROR_TITLES = {"not_found": "未找到", "invalid_input": "参数错误", "hand
                 "method_not_allowed": "请求方式错误", "configuration_error": "配置错误",
                 "storage_error": "数据库暂不可用"}
 DEFAULT_ERROR_TITLE = "服务器内部错误"
-DONE_TITLES = {"submit": "已提交", "modify": "已修改", "pause": "已暂停", "resume": "已恢复", "cancel": "已取消"}
+DONE_TITLES = {"submit": "已提交", "modify": "已修改", "pause": "已暂停", "resume": "已恢复", "cancel": "已取消",
+               "signal": "已送达"}
 MUTATIONS = frozenset(DONE_TITLES)
 POPUP = {"timeout": 5, "cwidth": 16, "cheight": 9}  # the size and life of xls2ui's message popups
 LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -108,8 +109,18 @@ async def _cancel(tenant, user, p):
     return await api.pipeline_cancel(tenant, text(p, "task_id"))
 
 
+async def _signal(tenant, user, p):
+    """A person's signal to a waiting step (an approval's decision): ``decision`` (a form field) and/or
+    ``payload`` (a JSON object); the actor is the logged-in user, never a request parameter."""
+    payload = json_object(p, "payload", {})
+    decision = text(p, "decision", required="decision" not in payload)
+    if decision is not None:
+        payload["decision"] = decision
+    return await api.pipeline_signal(tenant, text(p, "task_id"), text(p, "step_name"), payload, actor=user)
+
+
 OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node, "modify": _modify,
-              "pause": _pause, "resume": _resume, "cancel": _cancel}
+              "pause": _pause, "resume": _resume, "cancel": _cancel, "signal": _signal}
 
 
 def json_answer(body, status=200, headers=None):
