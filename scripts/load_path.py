@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 MOD = "pipeline_service"
-OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel")
+OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "signal")
 PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI
                  + [f"/{MOD}/api/{op}.dspy" for op in OPERATIONS])   # the JSON API for scripts
 PATHS = [("logined", path) for path in PATHS_LOGINED]
