@@ -66,9 +66,14 @@ async def approval_line(service, kinds, pipeline_id, **config):
 
 async def test_an_approval_waits_without_a_slot_until_a_person_decides(service, kinds, tenant, pipeline_id):
     register(service, kinds)
+    told = []
+    service.on("step.waiting", told.append)
     await approval_line(service, kinds, pipeline_id)
     task = await service.submit(tenant, pipeline_id, "owner-1", "needs a yes")
     await until_step(service, tenant, task["id"], "ask", "waiting")
+    await until(lambda: told, what="step.waiting told")
+    assert told[0]["task_id"] == task["id"] and told[0]["step_name"] == "ask"
+    assert told[0]["waiting_for"]["prompt"] == "ship it?"
     detail = await service.detail(tenant, task["id"])
     assert detail["status"] == "running" and detail["progress"]["waiting"] == 1
     assert detail["progress"]["running"] == 0 and not service.executor._slots  # no slot held

@@ -188,7 +188,12 @@ class Progress:
     async def wake_parent(self, tx, key, status, now):
         """The task ``key`` has ended (``status``): if a delegate step of another task waits for it,
         that step is due (engine/waiting.py: written under this task's lock, not the parent's)."""
-        parent = (await self.plans.get(tx, *key)).parent
+        plan = self.plans.cached(*key)
+        if plan is not None:
+            parent = plan.parent
+        else:  # one look-up by primary key, not the whole plan
+            row = await tx.fetch_one("task_lineage", tenant_id=key[0], task_id=key[1])
+            parent = (row["parent_task_id"], row["parent_step"]) if row and row["parent_task_id"] else None
         if parent is not None:
             tx.defer("wake_parent_step", tenant_id=key[0], task_id=parent[0], step_name=parent[1], now=now,
                      woken_by=to_json({"child_task_id": key[1], "status": status}))
