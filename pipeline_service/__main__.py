@@ -76,9 +76,6 @@ async def run(args):
         from .demo import run_demo
         details = await run_demo(args.db, speed=0.01 if args.quick else 1.0, console=console)
         return {"tasks": len(details), "statuses": sorted({d["status"] for d in details})}
-    if args.command == "load-codes":
-        from .host.appcodes import load_codes
-        return await load_codes(args.db)
     if args.command == "create-schema":
         storage = Storage.from_description(args.db)
         try:
@@ -86,6 +83,9 @@ async def run(args):
         finally:
             await storage.close()
     require_existing(args.db)
+    if args.command == "load-codes":
+        from .host.appcodes import load_codes
+        return await load_codes(args.db)
     service = PipelineService(args.db, autostart=False, require_handlers=False)
     try:
         if args.command == "list":

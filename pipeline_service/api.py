@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .host import config as host_config
-from .exceptions import ConfigurationError
+from .dag import check_seconds
+from .exceptions import ConfigurationError, InvalidInputError
 from .engine.events import Callback, Events
 from .engine.handlers import HandlerRegistry
 from .service import PipelineService
@@ -22,6 +23,7 @@ _handlers = HandlerRegistry()  # the default service's handlers, whenever it is 
 _events = Events()  # the default service's event subscriptions (pipeline_on), whenever it is built
 _hosted = False  # set by load_pipeline_service(): then the host must configure the database
 DEFAULT_STOP_TIMEOUT = 30.0
+MAX_STOP_TIMEOUT = 3600.0  # an hour: a deploy that waits longer is stuck
 _stop_timeout = DEFAULT_STOP_TIMEOUT
 
 
@@ -50,10 +52,11 @@ def configure(database: str | dict[str, Any] | None = None, **options: Any) -> P
     if "events" in options:
         raise ConfigurationError("the default service takes no events option: subscribe with "
                                  "pipeline_service.pipeline_on(event, callback)")
-    timeout = options.pop("stop_timeout", DEFAULT_STOP_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 3600:
-        raise ConfigurationError(f"stop_timeout must be a number of seconds from 0 to 3600, got {timeout!r}")
-    _stop_timeout = float(timeout)
+    try:
+        _stop_timeout = float(check_seconds(options.pop("stop_timeout", DEFAULT_STOP_TIMEOUT), "stop_timeout",
+                                            maximum=MAX_STOP_TIMEOUT))
+    except InvalidInputError as exc:  # a host option: the host's configuration is what is wrong
+        raise ConfigurationError(str(exc)) from None
     _service = PipelineService(database, handlers=_handlers, events=_events, **options)
     return _service
 

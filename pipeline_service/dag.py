@@ -15,8 +15,9 @@ from typing import Any
 from .json_objects import check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
+from .templating import check_condition, check_config_templates
 
-ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")
+ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")  # and `when` (templating.py): the engine's config keys
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
 # overflow the millisecond columns); a step needing longer runs without a timeout
 MAX_SECONDS = 86_400.0   # timeout, retry_delay (and the delay after any retry): one day
@@ -113,6 +114,9 @@ def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
         check_whole(retries, f"step {step_name!r}: config.retries", 0, MAX_RETRIES)
     if delay is not None:
         check_seconds(delay, f"step {step_name!r}: config.retry_delay")
+    if "when" in value:
+        check_condition(value["when"], f"step {step_name!r}: config.when")
+    check_config_templates(value, f"step {step_name!r}: config")
     return value
 
 

@@ -28,8 +28,8 @@ from .engine.reads import Reads
 from .engine.recording import Recorder
 from .engine.tasks import Tasks
 from .engine.waiting import Waiting
-from .steps import register_waiting_builtins
 from .dag import MAX_INT, check_updates, check_whole, definition_rows
+from .steps import StepOptions, builtins
 from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
 from .store.storage import Storage
 
@@ -68,12 +68,15 @@ class PipelineService:
                  tenant_concurrency: int | None = None, poll_interval: float = 1.0, lease_seconds: float = 30.0,
                  max_crashes: int = 3, create_schema: bool = False, autostart: bool = True,
                  require_handlers: bool = True, sync_threads: int = 32,
-                 handlers: HandlerRegistry | None = None, events: Events | None = None) -> None:
+                 handlers: HandlerRegistry | None = None, events: Events | None = None,
+                 shell_root: str | None = None, http_allow: Sequence[str] | None = None) -> None:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
+        self.step_options = StepOptions.checked(shell_root, http_allow)
         self.handlers = owned(handlers, HandlerRegistry, "handlers")  # its step types: it claims only these
-        register_waiting_builtins(self.handlers)  # approval, wait, delegate: unless the host has its own
+        # the built-in step types (steps/), under whatever handlers the host registers
+        self.handlers.set_builtins(builtins(self.step_options))
         self.storage = database if isinstance(database, Storage) else Storage.from_description(database)
         self.events = owned(events, Events, "events")  # lifecycle events for the host: on(), off()
         self.caches = EngineCaches()
@@ -121,6 +124,7 @@ class PipelineService:
     def register_handler(self, step_type: str, fn: Callable) -> Callable:
         """Run steps of ``step_type`` with ``fn`` in this service only; registering again replaces."""
         self.handlers.register(step_type, fn)
+        self.claimer.step_types_changed()
         self.executor.wake()  # ready steps of this type are claimed now, not at the next poll
         return fn
 

@@ -33,7 +33,9 @@ class StepStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"      # never ran because an upstream step failed (its task is failed)
+    # did not run in this run of its task: its `when` was false, or every dependency was skipped
+    # (a condition's skip: its task goes on), or an upstream step failed (set as the task fails)
+    SKIPPED = "skipped"
     # its handler asked to wait (engine/waiting.py): no slot, no lease, no owner; ready_at is
     # when to look again (its deadline, or now once what it waits for arrived), NULL: not before then
     WAITING = "waiting"
@@ -73,8 +75,8 @@ TASK_TRANSITIONS: dict[TaskAction, dict[TaskStatus, TaskStatus]] = {
 
 # step status -> the statuses it may become
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    # claimed; skipped when its task fails; cancelled; succeeded by an edited output;
-    # pending again when a re-run resets it
+    # claimed; skipped (its `when` was false, its dependencies were all skipped, or its task
+    # fails); cancelled; succeeded by an edited output; pending again when a re-run resets it
     S.PENDING: frozenset({S.RUNNING, S.SKIPPED, S.CANCELLED, S.SUCCEEDED, S.PENDING}),
     # its outcome; pending: a retry, a lost worker, a hand-back or a re-run; cancelled
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.PENDING, S.CANCELLED, S.WAITING}),
@@ -83,6 +85,8 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     S.WAITING: frozenset({S.PENDING, S.CANCELLED, S.SUCCEEDED}),
     S.SUCCEEDED: frozenset({S.PENDING, S.SUCCEEDED}),   # re-run; edited output
     S.FAILED: frozenset({S.PENDING, S.SUCCEEDED}),      # re-run; edited output
+    # re-run (or its failed upstream runs again); edited output; cancelled (only the skip of a
+    # failed upstream: a condition's skip is finished, and a cancel leaves it as it is)
     S.SKIPPED: frozenset({S.PENDING, S.SUCCEEDED, S.CANCELLED}),
     S.CANCELLED: frozenset(),                           # terminal, like its task
 }
@@ -92,6 +96,8 @@ STEP_STATUSES = tuple(StepStatus)
 TERMINAL_TASK_STATUSES = frozenset({T.SUCCEEDED, T.FAILED, T.CANCELLED})
 # task statuses in which steps run: a step put back (retry, recovery, hand-back) is ready again at once
 ACTIVE_TASK_STATUSES = frozenset({T.PENDING, T.RUNNING})
+# a step done in a task that succeeds: it succeeded, or it was skipped by a condition
+DONE_STEPS = frozenset({S.SUCCEEDED, S.SKIPPED})
 # the steps a cancel marks cancelled (store/queries.sql: cancel_unfinished_steps)
 CANCELLABLE_STEPS = frozenset(s for s in StepStatus if S.CANCELLED in STEP_TRANSITIONS[s])
 # the sets of step statuses the SQL names, as {steps:<name>}
@@ -101,7 +107,8 @@ IN_FLIGHT_STEPS = frozenset({S.RUNNING, S.WAITING})
 STEP_STATUS_GROUPS: dict[str, frozenset[StepStatus]] = {
     "cancellable": CANCELLABLE_STEPS,
     "in_flight": IN_FLIGHT_STEPS,
-    "unsucceeded": frozenset(s for s in StepStatus if s is not S.SUCCEEDED),
+    # the steps that keep a task from succeeding: a task whose steps all succeeded or were skipped succeeds
+    "incomplete": frozenset(s for s in StepStatus if s not in DONE_STEPS),
 }
 del T, S
 

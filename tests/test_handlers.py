@@ -6,7 +6,6 @@ import pytest
 import pipeline_service
 from pipeline_service import ConfigurationError, HandlerError, PipelineService, api
 from pipeline_service.engine.handlers import HandlerRegistry
-from pipeline_service.steps import WAITING_BUILTINS
 
 
 @pytest.fixture
@@ -19,9 +18,9 @@ def built(make_service):
     return build
 
 
-def own_types(service):
-    """The step types of a service's registry besides the built-ins every service has."""
-    return [t for t in service.handlers.step_types() if t not in WAITING_BUILTINS]
+def hosts(registry):
+    """The step types of a registry whose handlers the host registered (the built-ins left out)."""
+    return [t for t in registry.step_types() if not registry.builtin(t)]
 
 
 def recording(calls, name):
@@ -47,7 +46,7 @@ async def test_two_services_in_one_process_never_run_each_others_step_types(buil
     assert (await runner.wait(tenant, done["id"]))["status"] == "succeeded"
     detail = await runner.detail(tenant, waiting["id"])
     assert detail["steps"][0]["status"] == "pending" and calls == [("a", done["id"])]
-    assert own_types(runner) == [step_type + "-a"] and own_types(other) == [step_type + "-b"]
+    assert hosts(runner.handlers) == [step_type + "-a"] and hosts(other.handlers) == [step_type + "-b"]
     await other.start()
     assert (await other.wait(tenant, waiting["id"]))["status"] == "succeeded"
     assert calls[1:] == [("b", waiting["id"])]
@@ -63,7 +62,7 @@ async def test_a_stopped_services_registry_does_not_affect_another(built, databa
     await first.define_pipeline(pipeline_id, [{"step_name": "s", "step_type": step_type}])
     await first.stop(timeout=5)
     second = await built(database)
-    assert own_types(second) == []
+    assert hosts(second.handlers) == []
     with pytest.raises(HandlerError, match="no handler is registered"):  # first's handler is not second's
         await second.submit(tenant, pipeline_id, "o", "refused")
     second.register_handler(step_type, recording(calls, "second"))
@@ -98,7 +97,7 @@ async def test_handlers_registered_before_the_default_service_exists_reach_it_an
         second = api.configure(f"sqlite:///{tmp_path / 'second.db'}", autostart=False)
         assert second.handlers.get("handlers-test-early") is early
         assert second.handlers.get("handlers-test-late") is print
-        assert own_types(PipelineService(f"sqlite:///{tmp_path / 'own.db'}")) == []
+        assert hosts(PipelineService(f"sqlite:///{tmp_path / 'own.db'}").handlers) == []
     finally:
         service = api.get_service()
         for step_type in ("handlers-test-early", "handlers-test-late"):

@@ -233,6 +233,16 @@ def test_load_codes_is_a_command_of_the_cli(tmp_path):
     assert json.loads(done.stdout) == {"appcodes": 4, "appcodes_kv": 17}
 
 
+def test_load_codes_on_a_missing_sqlite_file_says_so_and_creates_none(tmp_path):
+    missing = tmp_path / "typo.db"
+    done = subprocess.run([sys.executable, "-m", "pipeline_service", "load-codes", "--db", f"sqlite:///{missing}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    said = " ".join((done.stdout + done.stderr).split())  # the console wraps long lines
+    assert done.returncode != 0 and "there is no SQLite database at" in said
+    assert not missing.exists()
+
+
 # ---- labels: Chinese first, English in i18n ------------------------------------------
 
 def i18n(lang):

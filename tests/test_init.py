@@ -81,6 +81,14 @@ def test_without_a_host_the_embedded_sqlite_default_is_used(clean_env):
     api._service = None
 
 
+@pytest.mark.parametrize("timeout", [-1, 3601, float("nan"), "30", True])
+def test_a_bad_stop_timeout_is_a_configuration_error_and_changes_nothing(clean_env, tmp_path, timeout):
+    before = (api._service, api.stop_timeout())
+    with pytest.raises(ConfigurationError, match="stop_timeout must be a number of seconds"):
+        api.configure(f"sqlite:///{tmp_path / 'x.db'}", stop_timeout=timeout)
+    assert (api._service, api.stop_timeout()) == before
+
+
 def test_package_records_reach_the_host_log_file_with_their_origin_and_traceback(tmp_path):
     import logging
     from appPublic.log import MyLogger

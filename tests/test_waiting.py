@@ -428,3 +428,23 @@ def test_a_wait_is_checked_where_it_is_made():
                 lambda: Wait.task("p", {"x": float("nan")}), lambda: Wait("nap").checked()):
         with pytest.raises(InvalidInputError):
             bad()
+
+
+async def test_the_configs_of_waiting_steps_are_templated_like_any_steps(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    child_pipeline = pipeline_id + "-child"
+    await child_line(service, kinds, child_pipeline)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "ask", "step_type": kinds["approval"],
+         "config": {"prompt": "publish {{ params.topic }}?", "choices": ["yes", "no"]}},
+        {"step_name": "sub", "step_type": kinds["delegate"], "depends_on": ["ask"],
+         "config": {"pipeline_id": child_pipeline, "title": "for {{ upstream.ask.actor }}",
+                    "params": {"topic": "{{ params.topic }}", "decided": "{{ upstream.ask.decision }}"}}}])
+    task = await service.submit(tenant, pipeline_id, "o", params={"topic": "tea; rm -rf ~"})
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    assert (await step_of(service, tenant, task["id"], "ask"))["waiting_for"]["prompt"] == "publish tea; rm -rf ~?"
+    await service.signal(tenant, task["id"], "ask", {"decision": "yes"}, actor="fay")
+    await until_task(service, tenant, task["id"], "succeeded")
+    child = (await service.node(tenant, task["id"], "sub"))["output"]["child_task_id"]
+    detail = await service.detail(tenant, child)
+    assert detail["params"] == {"topic": "tea; rm -rf ~", "decided": "yes"} and detail["title"] == "for fay"

@@ -48,6 +48,7 @@ class ClaimRequest:
     running_per_tenant: dict       # tenant -> steps it has running here
     tenant_limit: Optional[int]    # steps one tenant may have running here, if limited
     round: int                     # this round's number (fairness: who was served longest ago)
+    step_types_version: int = 0    # of the step types (see Claimer.step_types_changed)
 
     def room(self, tenant: str) -> int:
         limit = self.free if self.tenant_limit is None else self.tenant_limit - self.running_per_tenant.get(tenant, 0)
@@ -61,13 +62,24 @@ class Claimer:
         self._tenants_checked_at = 0
         self._tenant_cursor = ""       # the last tenant of the last page read (see _tenants_with_ready_steps)
         self._served: LRUCache[str, int] = LRUCache(TENANT_MEMORY)  # tenant -> claim round it was last served in
+        # tenants a claim found nothing of to run (of the step types it could run then)
+        self._drained: LRUCache[str, bool] = LRUCache(TENANT_MEMORY)
+        self._step_types_version = 0
         self._rounds = 0
+
+    def step_types_changed(self) -> None:
+        """This process runs other step types now (a handler was registered): the tenants left out
+        because nothing of theirs could be run here are asked again at the next claim."""
+        self._step_types_version += 1  # a claim under way with the old ones drops no tenant
+        self.caches.ready_tenants.update(self._drained)
+        self._drained.clear()
 
     async def claim_ready(self, owner, free, lease_ms, step_types, running_per_tenant, tenant_limit=None):
         """Claim up to ``free`` ready steps of ``step_types`` (see the module's docstring).
         Claiming a root step marks its task started (just after the claim, see _mark_started)."""
         self._rounds += 1
-        request = ClaimRequest(owner, free, lease_ms, step_types, running_per_tenant, tenant_limit, self._rounds)
+        request = ClaimRequest(owner, free, lease_ms, step_types, running_per_tenant, tenant_limit, self._rounds,
+                               self._step_types_version)  # step_types are the caller's of this very moment
         claimed, now = await self.storage.atomic(lambda tx: self._claim(tx, request))
         roots = {(r["tenant_id"], r["task_id"]) for r in claimed if not parse_depends_on(r["depends_on"])}
         if roots:
@@ -100,8 +112,14 @@ class Claimer:
             claimed += got
             queue = [t for t in queue if t not in shares] + [t for t in shares if t not in short and left[t]]
         tx.on_commit(lambda: self._served.update((t, request.round) for t in served))
-        tx.on_commit(lambda: self.caches.ready_tenants.difference_update(drained))
+        tx.on_commit(lambda: self._drop(drained, request.step_types_version))
         return claimed, now
+
+    def _drop(self, drained, version):
+        if version != self._step_types_version:
+            return
+        self.caches.ready_tenants.difference_update(drained)
+        self._drained.update(dict.fromkeys(drained, True))
 
     async def _mark_started(self, keys, now):
         """Mark the tasks ``{(tenant_id, task_id)}`` started (the first claim of a root step).

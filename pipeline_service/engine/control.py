@@ -15,8 +15,9 @@ from ..status import (ACTIVE_TASK_STATUSES, CANCELLABLE_STEPS, TERMINAL_TASK_STA
                       TaskStatus, step_transition, task_transition)
 from ..views import task_summary
 from .events import Events
+from .inputs import edited
 from .plans import Plans
-from .progress import Progress
+from .progress import Progress, blocked_skips
 from .waiting import wake
 from .writes import Writes
 
@@ -137,8 +138,11 @@ class Control:
         if new == t.status:
             return [], []
         stop = claims_to_stop(t.states.values())
+        plan = await self.plans.get(t.tx, t.tenant_id, t.task_id)
+        blocked = blocked_skips(plan.dag, t.states)  # a condition's skip has finished: it stays skipped
         t.tx.defer("cancel_unfinished_steps", tenant_id=t.tenant_id, now=t.now, ids=[
-            s["id"] for s in t.states.values() if s["status"] in CANCELLABLE_STEPS])
+            s["id"] for n, s in t.states.items() if s["status"] in CANCELLABLE_STEPS and (
+                s["status"] != StepStatus.SKIPPED or n in blocked)])
         t.tx.defer("set_task_status", tenant_id=t.tenant_id, task_id=t.task_id, status=new,
                    error=None, finished_at=t.now, now=t.now, from_status=t.status)
         self.plans.forget_at_commit(t.tx, t.tenant_id, t.task_id)
@@ -164,6 +168,11 @@ class Control:
         # a delegate step re-run or given its output no longer waits for its child: the child is cancelled
         children = await self._children(t, lambda c: c["status"] not in TERMINAL_TASK_STATUSES,
                                         set(cascade.rerun) | set(cascade.edited_outputs))
+        # the task runs again: the steps skipped as it failed wait for their upstream again (unless re-run)
+        blocked = blocked_skips(plan.dag, states)
+        unblocked = [n for n in plan.dag.order if n in blocked and n not in cascade.rerun
+                     and n not in cascade.edited_outputs]
+        contents = {name: edited(plan.dag.steps[name], updates[name]["input"]) for name in cascade.edited_inputs}
         for name in cascade.edited_outputs:
             version = (states[name]["output_version"] or 0) + 1
             t.writes.artifact(tenant_id, task_id, name, "output", version, updates[name]["output"], "manual",
@@ -174,7 +183,7 @@ class Control:
                                 output_version=version, ready_at=None)
         edited_inputs = set(cascade.edited_inputs)
         for stale in (0, 1):  # an edited input is used as is; every other re-run input is rebuilt
-            names = [n for n in cascade.rerun if (n not in edited_inputs) == stale]
+            names = [n for n in (*cascade.rerun, *unblocked) if (n not in edited_inputs) == stale]
             tx.defer("reset_steps", ids=[states[n]["id"] for n in names], tenant_id=tenant_id,
                      input_stale=stale, now=now)
             for name in names:
@@ -183,8 +192,7 @@ class Control:
         for name in cascade.edited_inputs:
             version = (states[name]["input_version"] or 0) + 1
             lineage = {d: states[d]["output_version"] for d in plan.dag.steps[name].depends_on}
-            t.writes.artifact(tenant_id, task_id, name, "input", version, updates[name]["input"], "manual",
-                              lineage)
+            t.writes.artifact(tenant_id, task_id, name, "input", version, contents[name], "manual", lineage)
             tx.defer("set_manual_input", id=states[name]["id"], tenant_id=tenant_id, input_version=version,
                      now=now)
             states[name].update(input_version=version, input_stale=0)

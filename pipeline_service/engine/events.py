@@ -38,6 +38,7 @@ EVENTS = {
     "step.retrying": ("step_name", "attempt", "error", "traceback", "retry_delay"),
     "step.failed": ("step_name", "attempt", "error", "traceback"),
     "step.waiting": ("step_name", "attempt", "waiting_for"),
+    "step.skipped": ("step_name", "reason"),
 }
 ALL = "*"  # subscribes to every event
 QUEUE_SIZE = 10_000  # events waiting for one subscription at most

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from ..json_objects import from_json, stored_json, to_json
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StepFailed, StorageError
 from .handlers import SyncThreads, call_handler
+from .inputs import for_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
 from ..dag import check_seconds, check_whole
@@ -362,7 +363,10 @@ class Executor:
         _log_step(logging.DEBUG, claim, "started")
         self.events.emit("step.started", claim.tenant_id, claim.task_id, step_name=claim.step_name,
                          attempt=claim.run_attempt)
-        config = from_json(to_json(step.config))  # the handler's own copy, not the cached plan's
+        input_data, config, problem = for_handler(step, input_data)  # its rendered config, if it has templates
+        if problem is not None:  # a template or `when` that could not be evaluated fails the attempt
+            return Failed(problem)
+        config = from_json(to_json(config))  # the handler's own copy, not the cached plan's
         deadline = asyncio.timeout(step.timeout)
         self._in_handler.add(claim)
         try:

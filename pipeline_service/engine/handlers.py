@@ -10,7 +10,7 @@ import inspect
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..exceptions import InvalidInputError
 
@@ -23,10 +23,17 @@ class HandlerRegistry:
     Each ``PipelineService`` owns one (docs/ARCHITECTURE.md, "Invariants"): its executor
     claims only the step types registered here, so two services in one process never
     run each other's steps.  The default service's registry lives in ``api``.
+
+    Two layers: the host's handlers (``register``) over the built-in step types
+    (``set_builtins``, by the service from ``steps/``).  A host's handler of a built-in's name
+    replaces it (and unregistering it brings the built-in back); a built-in that is off on
+    this host (``shell`` without ``shell_root``) has no handler, and ``off`` says why.
     """
 
     def __init__(self) -> None:
         self._handlers: dict[str, Callable] = {}
+        self._builtins: dict[str, Callable] = {}
+        self._off: dict[str, str] = {}
 
     def register(self, step_type: str, fn: Callable) -> Callable:
         """Register ``fn`` for ``step_type``; registering again replaces (and logs it)."""
@@ -39,13 +46,27 @@ class HandlerRegistry:
         self._handlers[step_type] = fn
         return fn
 
+    def set_builtins(self, builtins: Mapping[str, Callable | str]) -> None:
+        """Replace the built-in layer: step type -> its handler, or why it is off (a message)."""
+        self._builtins = {t: fn for t, fn in builtins.items() if callable(fn)}
+        self._off = {t: why for t, why in builtins.items() if isinstance(why, str)}
+
     def get(self, step_type: str) -> Callable | None:
-        return self._handlers.get(step_type)
+        return self._handlers.get(step_type) or self._builtins.get(step_type)
+
+    def off(self, step_type: str) -> str | None:
+        """Why ``step_type``, a built-in, has no handler here (None: it has one, or is no built-in)."""
+        return None if self.get(step_type) is not None else self._off.get(step_type)
+
+    def builtin(self, step_type: str) -> bool:
+        """Whether steps of ``step_type`` run with the built-in (no handler of the host's replaces it)."""
+        return step_type not in self._handlers and step_type in self._builtins
 
     def step_types(self) -> list[str]:
-        return sorted(self._handlers)
+        return sorted({*self._handlers, *self._builtins})
 
     def unregister(self, step_type: str) -> None:
+        """Drop the host's handler of ``step_type`` (a built-in of that name runs its steps again)."""
         self._handlers.pop(step_type, None)
 
 

@@ -2,14 +2,22 @@
 
 Every state change (recording outcomes, recovery, hand-back, human control) locks the
 task's row first, by primary key and in id order, then reads and changes its step rows
-by primary key (docs/ARCHITECTURE.md, "the task row lock"); then makes ready the steps
-whose dependencies all succeeded, with their inputs; then settles a task that can make
-no more progress.
+by primary key (docs/ARCHITECTURE.md, "the task row lock"); then decides the steps whose
+dependencies have all ended (made ready with their inputs, or skipped); then settles a task
+that can make no more progress.
+
+A step runs when none of its dependencies failed and at least one succeeded (and its `when`,
+if it has one, holds); a step whose dependencies were all skipped is skipped too.  A skip
+decided here is a condition's: its task goes on.  The skips of a failed upstream are set as
+the task fails (``skip_waiting_steps``); ``blocked_skips`` tells them apart.
 """
+from collections import deque
+
 from ..json_objects import to_json
-from ..status import IN_FLIGHT_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, task_transition
+from ..status import DONE_STEPS, IN_FLIGHT_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, TaskStatus, task_transition
 from .caches import EngineCaches
 from .events import Events
+from .inputs import prepare
 from .plans import Plans
 from .writes import Writes
 
@@ -19,7 +27,8 @@ from .writes import Writes
 # touches and is settled by index look-ups, so its cost stays linear in its size.  Reading
 # five rows costs less than picking two by id and then four look-ups to settle.
 WHOLE_TASK_STEPS = 32
-UNSUCCEEDED = STEP_STATUS_GROUPS["unsucceeded"]
+INCOMPLETE = STEP_STATUS_GROUPS["incomplete"]
+WAIT, RUN, SKIP = "wait", "run", "skip"  # what the state of its dependencies says of a pending step
 
 
 def progress_of(states):
@@ -28,7 +37,21 @@ def progress_of(states):
                 has_ready=any(s["status"] == StepStatus.PENDING and s["ready_at"] is not None
                               for s in states.values()),
                 has_failed=any(s["status"] == StepStatus.FAILED for s in states.values()),
-                has_unsucceeded=any(s["status"] in UNSUCCEEDED for s in states.values()))
+                has_incomplete=any(s["status"] in INCOMPLETE for s in states.values()))
+
+
+def blocked_skips(dag, states):
+    """The skipped steps (of all of a task's ``states``) that were skipped because an upstream
+    step failed, not by a condition: in topological order, a skipped step with a dependency
+    that did not end well (failed, cancelled, still pending) or was itself skipped that way.
+    (A condition's skip has only dependencies that succeeded or were skipped by a condition;
+    a re-run that changes a dependency re-runs the step too, so this stays true.)"""
+    blocked = set()
+    for name in dag.order:
+        if states[name]["status"] == StepStatus.SKIPPED and any(
+                d in blocked or states[d]["status"] not in DONE_STEPS for d in dag.steps[name].depends_on):
+            blocked.add(name)
+    return blocked
 
 
 class Progress:
@@ -68,7 +91,7 @@ class Progress:
         """The steps a finish of ``outcomes`` reads, by task: all of a small task's
         (WHOLE_TASK_STEPS: None), else the finished steps, the successors of those that
         succeeded, and of each successor the dependency that held it back when last looked
-        at (see dependencies_succeeded) — never all the steps of a large task."""
+        at (see verdict) — never all the steps of a large task."""
         touched = {}
         for o in outcomes:
             key = (o.claim.tenant_id, o.claim.task_id)
@@ -90,25 +113,37 @@ class Progress:
             for r in await tx.fetch_all("step_states", ids=[plan.ids[n] for n in names], tenant_ids=[key[0]]):
                 states[r["step_name"]] = r
 
-    async def advance(self, writes, tenant_id, task_id, states, finished):
-        """Make ready every waiting step whose dependencies all succeeded: the successors of
+    async def advance(self, writes, tenant_id, task_id, states, finished, plan=None):
+        """Decide every pending step whose dependencies have all ended: the successors of
         ``finished`` (their states read), or all steps when ``finished`` is None (all states
-        read); True if it made one ready (then the task can go on: no need to settle it)."""
-        plan = await self.plans.get(writes.tx, tenant_id, task_id)
-        dag = plan.dag
-        candidates = dag.order if finished is None else [s for f in finished for s in dag.successors[f]]
+        read).  Made ready with its input, or skipped (its `when` is false, or its dependencies
+        were all skipped: then its own successors are decided too).  True if it made one ready
+        (then the task can go on: no need to settle it)."""
+        plan = plan or await self.plans.get(writes.tx, tenant_id, task_id)
+        dag, key = plan.dag, (tenant_id, task_id)
+        candidates = deque(dag.order if finished is None else [s for f in finished for s in dag.successors[f]])
         made = False
-        for name in dict.fromkeys(candidates):
+        while candidates:
+            name = candidates.popleft()
+            if name not in states:  # a successor of a step skipped just now, in a large task
+                await self._read_states(writes.tx, key, plan, [name], states)
             row = states[name]
-            if row["status"] == StepStatus.PENDING and row["ready_at"] is None and await self.dependencies_succeeded(
-                    writes.tx, (tenant_id, task_id), plan, name, states):
-                await self._make_ready(writes, tenant_id, task_id, plan, name, states)
+            if row["status"] != StepStatus.PENDING or row["ready_at"] is not None:
+                continue
+            verdict = await self.verdict(writes.tx, key, plan, name, states)
+            if verdict == RUN and await self._make_ready(writes, tenant_id, task_id, plan, name, states):
                 made = True
+            elif verdict != WAIT:  # skipped: its successors may be decided now
+                if verdict == SKIP:
+                    self._skip(writes, key, name, states, None, "every dependency was skipped")
+                if finished is not None:  # (in topological order they come later anyway)
+                    candidates.extend(dag.successors[name])
         return made
 
-    async def dependencies_succeeded(self, tx, key, plan, name, states):
-        """Whether every dependency of step ``name`` has succeeded (reading the states missing
-        from ``states``).  The dependencies are looked at from the one found unfinished last
+    async def verdict(self, tx, key, plan, name, states):
+        """RUN if no dependency of step ``name`` is unfinished or failed and one succeeded (a root
+        step always), SKIP if all were skipped, else WAIT (reading the states missing from
+        ``states``).  The dependencies are looked at from the one found unfinished last
         time (``caches.blockers``, per process), in chunks that double: in a fan-in of n steps
         a finish reads O(1) rows, all of them n in all (not n²)."""
         deps = plan.dag.steps[name].depends_on
@@ -118,28 +153,57 @@ class Progress:
             part = [deps[(start + i) % len(deps)] for i in range(looked, min(looked + chunk, len(deps)))]
             await self._read_states(tx, key, plan, [d for d in part if d not in states], states)
             for i, dep in enumerate(part, start=looked):
-                if states[dep]["status"] != StepStatus.SUCCEEDED:
+                if states[dep]["status"] not in DONE_STEPS:
                     self.caches.blockers[memo] = (start + i) % len(deps)
-                    return False
+                    return WAIT
             looked, chunk = looked + len(part), chunk * 2
         self.caches.blockers.pop(memo, None)
-        return True
+        if deps and all(states[d]["status"] == StepStatus.SKIPPED for d in deps):
+            return SKIP
+        return RUN
+
+    def _skip(self, writes, key, name, states, input_version, reason):
+        row = states[name]
+        writes.skip(row["id"], input_version)
+        row.update(status=StepStatus.SKIPPED, ready_at=None)
+        if input_version is not None:
+            row.update(input_version=input_version, input_stale=0)
+        self.events.at_commit(writes.tx, "step.skipped", *key, step_name=name, reason=reason)
 
     async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
         """Make a step ready with its input: the current one, or a new version built from the
-        upstream output versions in force (the 'pinned' versions)."""
+        upstream output versions in force (the 'pinned' versions), its `when` decided and its
+        config rendered (``inputs.prepare``).  False if its `when` is false: it is skipped."""
         row = states[name]
         version = row["input_version"]
         if version is None or row["input_stale"]:
+            step = plan.dag.steps[name]
             upstream, lineage = {}, {}
-            for dep in plan.dag.steps[name].depends_on:
+            for dep in step.depends_on:
+                if states[dep]["status"] == StepStatus.SKIPPED:  # it has no output in this run
+                    upstream[dep] = lineage[dep] = None
+                    continue
                 lineage[dep] = states[dep]["output_version"]
                 upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
+            prepared = prepare(step, plan.params, upstream)
             version = (version or 0) + 1
-            writes.artifact(tenant_id, task_id, name, "input", version, {"params": plan.params, "upstream": upstream},
-                            "engine", lineage)
+            writes.artifact(tenant_id, task_id, name, "input", version, prepared.content, "engine", lineage)
+            if not prepared.runs:
+                self._skip(writes, (tenant_id, task_id), name, states, version, "its when is false")
+                return False
         writes.ready(tenant_id, row["id"], version)
         row.update(ready_at=writes.now, input_version=version, input_stale=0)
+        return True
+
+    async def skip_at_submit(self, writes, key, plan, states, names):
+        """A task being submitted: skip its root steps ``names`` (their `when` is false, their input
+        is version 1) and what that decides; settle the task if none of its steps runs."""
+        for name in names:
+            self._skip(writes, key, name, states, 1, "its when is false")
+        await self.advance(writes, *key, states, names, plan)
+        writes.flush()
+        if not any(s["ready_at"] is not None for s in states.values()):
+            await self.settle(writes.tx, {key: TaskStatus.PENDING}, writes.now, {key: states})
 
     async def go_on(self, writes, tenant_id, task_id, states, status):
         """Make ready what can run now in a task that runs (or has not started); end it if
@@ -165,7 +229,7 @@ class Progress:
             if key not in statuses or r["has_running"] or r["has_ready"]:
                 continue
             ids = dict(tenant_id=key[0], task_id=key[1])
-            if not r["has_unsucceeded"]:
+            if not r["has_incomplete"]:
                 tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.SUCCEED, key[1]),
                          error=None, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.succeeded", *key)

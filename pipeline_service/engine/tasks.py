@@ -3,10 +3,11 @@ from ..dag import Dag
 from ..exceptions import HandlerError, InvalidInputError, NotFoundError
 from ..ids import new_id, now_ms
 from ..json_objects import check_copies, from_json, to_json
-from ..status import TaskStatus
+from ..status import StepStatus, TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
+from .inputs import prepare
 from .progress import Progress
 from .records import TaskPlan
 
@@ -56,32 +57,47 @@ class Tasks:
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
+            off = {t: self.handlers.off(t) for _, t in missing if self.handlers.off(t)}
+            if off:  # a built-in step type this host has not enabled: say how to enable it
+                raise HandlerError("; ".join(f"step {n!r}: {off[t]}" for n, t in missing if t in off))
             raise HandlerError("no handler is registered for " + ", ".join(
                 f"step_type {t!r} (step {n!r})" for n, t in missing)
                 + "; register one with this service's register_handler()")
-        roots = set(dag.roots())  # ready at once, with their inputs
+        roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
         check_copies(params_text, len(roots) + 1, "params")
         parent_task_id, parent_step = parent or (None, None)
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
                  parent_task_id=parent_task_id, parent_step=parent_step)
         ids = {name: new_id() for name in dag.order}
+        plan = TaskPlan(dag, params, ids, parent)
         writes = self.progress.writes(tx, now)
+        prepared = {name: prepare(dag.steps[name], params, {}) for name in roots}
         for name in roots:
-            writes.artifact(tenant_id, task_id, name, "input", 1, {"params": params, "upstream": {}}, "engine", {})
+            writes.artifact(tenant_id, task_id, name, "input", 1, prepared[name].content, "engine", {})
+        runs = {name for name in roots if prepared[name].runs}
         writes.flush()
         tx.defer_many("insert_step", [dict(
             id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
             step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
-            input_version=1 if name in roots else None, ready_at=now if name in roots else None, now=now)
+            input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now)
             for name in dag.order])
-        plan = TaskPlan(dag, params, ids, parent)
-        tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
-        tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
+        status = TaskStatus.PENDING
+        if len(runs) < len(roots):
+            states = {name: dict(id=ids[name], status=StepStatus.PENDING, ready_at=now if name in runs else None,
+                                 input_version=1 if name in prepared else None, input_stale=0, output_version=None)
+                      for name in dag.order}
+            await self.progress.skip_at_submit(writes, (tenant_id, task_id), plan, states,
+                                               [n for n in roots if n not in runs])
+            if not runs:  # nothing to run: every step was skipped, the task has succeeded
+                status = TaskStatus.SUCCEEDED
+        if runs:
+            tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
+            tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
-                    status=TaskStatus.PENDING, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
+                    status=status, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
                     n_waiting=0, n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:

@@ -1,5 +1,5 @@
-"""The writes a state change gathers: artifacts to insert and steps to make ready, written
-together (one multi-row INSERT, one UPDATE per input version); caches change at commit."""
+"""The writes a state change gathers: artifacts to insert, steps to make ready and steps to skip,
+written together (one multi-row INSERT, one UPDATE per input version); caches change at commit."""
 from ..ids import new_id
 from ..json_objects import from_json, to_json
 from .caches import EngineCaches
@@ -10,6 +10,7 @@ class Writes:
         self.caches, self.tx, self.now = caches, tx, now
         self.artifacts: list = []
         self._ready: dict = {}
+        self._skipped: dict = {}
         self._outputs: dict = {}
 
     def artifact(self, tenant_id, task_id, step_name, kind, version, content, source, lineage) -> None:
@@ -27,6 +28,10 @@ class Writes:
         self._ready.setdefault(input_version, []).append(step_id)
         self.tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
 
+    def skip(self, step_id, input_version) -> None:
+        """Skip a pending step (with the input its condition was evaluated on, or None: keep its own)."""
+        self._skipped.setdefault(input_version, []).append(step_id)
+
     async def output(self, tenant_id, task_id, step_name, version):
         """An output version's content: written in this transaction, cached, or read."""
         key = (tenant_id, task_id, step_name, version)
@@ -42,4 +47,9 @@ class Writes:
         self.tx.defer_many("insert_artifact", self.artifacts)
         for version, ids in self._ready.items():
             self.tx.defer("make_steps_ready", ids=ids, input_version=version, now=self.now)
-        self.artifacts, self._ready = [], {}
+        for version, ids in self._skipped.items():
+            if version is None:
+                self.tx.defer("skip_steps", ids=ids, now=self.now)
+            else:
+                self.tx.defer("skip_steps_with_input", ids=ids, input_version=version, now=self.now)
+        self.artifacts, self._ready, self._skipped = [], {}, {}

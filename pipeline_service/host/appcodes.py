@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..exceptions import InvalidInputError, SchemaMissingError
+from ..shipped import shipped
 from ..store.storage import Storage
 
 SETS = "appcodes"
@@ -21,11 +22,9 @@ VALUES = "appcodes_kv"
 FIELDS = {SETS: ("id", "name", "hierarchy_flg"), VALUES: ("id", "parentid", "k", "v")}
 
 
-def data_file():
+def data_file() -> Path:
     """init/data.json: the copy installed with the package, or the source tree's."""
-    package = Path(__file__).resolve().parent.parent  # pipeline_service/
-    installed = package / "init_data" / "data.json"
-    return installed if installed.is_file() else package.parent / "init" / "data.json"
+    return shipped("init_data/data.json", "init/data.json")
 
 
 def read_codes(path=None):

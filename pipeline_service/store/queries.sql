@@ -158,7 +158,7 @@ SELECT t.tenant_id, t.id AS task_id,
   EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
     AND s.status = {step:failed}) AS has_failed,
   EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
-    AND s.status IN ({steps:unsucceeded})) AS has_unsucceeded
+    AND s.status IN ({steps:incomplete})) AS has_incomplete
 FROM pipeline_tasks t WHERE t.id IN (${task_ids}$) AND t.tenant_id IN (${tenant_ids}$)
 
 -- name: set_task_status
@@ -323,6 +323,18 @@ WHERE id = ${id}$ AND status = {step:running} AND attempt = ${attempt}$ AND owne
 UPDATE pipeline_task_steps SET ready_at = (SELECT t.created_at FROM pipeline_tasks t
     WHERE t.tenant_id = pipeline_task_steps.tenant_id AND t.id = pipeline_task_steps.task_id),
     input_version = ${input_version}$, input_stale = 0, updated_at = ${now}$
+WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
+
+-- name: skip_steps
+-- steps that will not run in this run of their task (their dependencies were all skipped): done,
+-- so their task goes on
+UPDATE pipeline_task_steps SET status = {step:skipped}, finished_at = ${now}$, updated_at = ${now}$
+WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
+
+-- name: skip_steps_with_input
+-- ... or their `when` was false: with the input it was evaluated on
+UPDATE pipeline_task_steps SET status = {step:skipped}, input_version = ${input_version}$, input_stale = 0,
+    finished_at = ${now}$, updated_at = ${now}$
 WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
 
 -- ==== waiting steps (engine/waiting.py) ====

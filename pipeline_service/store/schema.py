@@ -19,9 +19,8 @@ import json
 from pathlib import Path
 
 from ..exceptions import StorageError
+from ..shipped import shipped
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # pipeline_service/
-MODELS_DIR = PACKAGE_DIR.parent / "models"  # the source tree's
 OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts")
 REFERENCE_TABLES = ("pipelines", "pipeline_steps")
 
@@ -35,10 +34,9 @@ SQLITE_TYPES = {"str": "TEXT", "char": "TEXT", "text": "TEXT", "int": "INTEGER",
                 "datetime": "TEXT"}
 
 
-def models_dir():
-    """Where the models are: the source tree, or the copy installed with the package."""
-    installed = PACKAGE_DIR / "models"
-    return installed if installed.is_dir() else MODELS_DIR
+def models_dir() -> Path:
+    """Where the models are: the copy installed with the package, or the source tree's."""
+    return shipped("models", "models")
 
 
 def load_model(table):

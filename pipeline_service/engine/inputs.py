@@ -1,0 +1,72 @@
+"""The input a step is made ready with: its params and upstream outputs, its `when` decided, its
+config rendered (docs/SEMANTICS.md, "Conditions and templates").
+
+The rendered config is kept in the input artifact (``"config"``, beside ``params`` and
+``upstream``) only when the step's config has templates: it is what the handler gets, and
+``pipeline_node`` shows it.  A template or condition that cannot be evaluated is kept there as
+``"template_error"``: the step is made ready all the same and its attempt fails with that
+message, like any attempt (so the error is where every step error is: the step's ``error``).
+"""
+from dataclasses import dataclass
+from typing import Any
+
+from ..dag import StepDef
+from ..exceptions import InvalidInputError
+from ..templating import TemplateProblem, evaluate_condition, needs_rendering, render_config
+
+CONFIG = "config"                  # the rendered config, in an input artifact
+TEMPLATE_ERROR = "template_error"  # why it could not be rendered (the attempt fails with it)
+ENGINE_KEYS = (CONFIG, TEMPLATE_ERROR)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A step's input, and whether the step runs (False: its `when` is false: it is skipped)."""
+
+    content: dict[str, Any]
+    runs: bool
+
+
+def prepare(step: StepDef, params: Any, upstream: dict[str, Any]) -> Prepared:
+    """The input of ``step`` built by the engine from ``params`` and its dependencies' outputs
+    (None for a skipped dependency)."""
+    content: dict[str, Any] = {"params": params, "upstream": upstream}
+    when = step.config.get("when")
+    try:
+        if when is not None and not evaluate_condition(when, params, upstream):
+            return Prepared(content, False)
+        if needs_rendering(step.config):
+            content[CONFIG] = render_config(step.config, params, upstream, step.step_type)
+    except TemplateProblem as exc:
+        content[TEMPLATE_ERROR] = f"step {step.name!r}: {exc}"
+    return Prepared(content, True)
+
+
+def edited(step: StepDef, content: dict[str, Any]) -> dict[str, Any]:
+    """A person's new input for ``step`` as stored: as given, with the config rendered from it by
+    the engine (never taken from the edit: a config edited by hand could make a shell step run
+    anything).  Its `when` is not asked again (a person who gives a step its input wants it to
+    run).  A config that does not render refuses the edit (InvalidInputError)."""
+    stored = {k: v for k, v in content.items() if k not in ENGINE_KEYS}
+    if needs_rendering(step.config):
+        try:
+            stored[CONFIG] = render_config(step.config, stored.get("params"), stored.get("upstream"), step.step_type)
+        except TemplateProblem as exc:
+            raise InvalidInputError(f"the new input of step {step.name!r} does not render its config: {exc}") from None
+    return stored
+
+
+def for_handler(step: StepDef, content: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(the input a handler sees, the config it gets, or the template error its attempt fails with)."""
+    error = content.get(TEMPLATE_ERROR)
+    config = content.get(CONFIG) if needs_rendering(step.config) else None
+    data = {k: v for k, v in content.items() if k not in ENGINE_KEYS}
+    if error is None and config is None and needs_rendering(step.config):
+        # an input stored before its step's config had templates (or edited before this version)
+        try:
+            config = render_config(step.config, data.get("params"), data.get("upstream"), step.step_type)
+        except TemplateProblem as exc:
+            error = f"step {step.name!r}: {exc}"
+    if config is None:
+        config = step.config
+    return data, config, (str(error) if error is not None else None)
