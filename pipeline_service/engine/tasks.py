@@ -65,10 +65,11 @@ class Tasks:
                 + "; register one with this service's register_handler()")
         roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
         check_copies(params_text, len(roots) + 1, "params")
-        parent_task_id, parent_step = parent or (None, None)
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
-                 parent_task_id=parent_task_id, parent_step=parent_step)
+                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
+        if parent is not None:
+            tx.defer("set_task_parent", tenant_id=tenant_id, task_id=task_id, parent_task_id=parent[0],
+                     parent_step=parent[1])
         ids = {name: new_id() for name in dag.order}
         plan = TaskPlan(dag, params, ids, parent)
         writes = self.progress.writes(tx, now)

@@ -92,9 +92,14 @@ VALUES (${id}$, ${pipeline_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, $
 
 -- name: insert_task
 INSERT INTO pipeline_tasks (id, tenant_id, pipeline_id, owner_id, title, params, status,
-    error, created_at, updated_at, started_at, finished_at, parent_task_id, parent_step)
+    error, created_at, updated_at, started_at, finished_at)
 VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${status}$,
-    NULL, ${now}$, ${now}$, NULL, NULL, ${parent_task_id}$, ${parent_step}$)
+    NULL, ${now}$, ${now}$, NULL, NULL)
+
+-- name: set_task_parent
+-- a child task (of a delegate step, engine/waiting.py): the task and step that delegated it
+UPDATE pipeline_tasks SET parent_task_id = ${parent_task_id}$, parent_step = ${parent_step}$
+WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
 
 -- name: get_task
 SELECT {{task_columns}}, params, parent_task_id, parent_step, {{progress}}
