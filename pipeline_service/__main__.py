@@ -125,7 +125,7 @@ def show(command, result):
             table.add_column(column)
         for r in result["rows"]:
             p = r["progress"]
-            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], f"{p['succeeded']}/{p['total']}",
+            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], f"{p['succeeded']}/{p['total']}" + (f", {p['skipped']} skipped" if p.get("skipped") else ""),
                           r["created_at"])
         console.print(table)
     elif command == "detail" or "steps" in result:

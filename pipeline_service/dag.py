@@ -4,6 +4,7 @@ The DAG is built from the task's step snapshot (the rows of
 ``pipeline_task_steps``, or of ``pipeline_steps`` at submit) and validated once.
 (Statuses and their transitions are in ``status.py``.)
 """
+import functools
 import heapq
 import json
 import math
@@ -15,7 +16,7 @@ from typing import Any
 from .json_objects import check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
-from .templating import check_condition, check_config_templates
+from .templating import check_condition, check_config_templates, needs_rendering
 
 ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")  # and `when` (templating.py): the engine's config keys
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
@@ -67,6 +68,11 @@ class StepDef:
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     seq: int = 0
 
+    @functools.cached_property
+    def templated(self) -> bool:
+        """Whether its config has templates to render (templating.py); asked for every step made ready."""
+        return needs_rendering(self.config)
+
     @property
     def timeout(self) -> float | None:
         return self.config.get("timeout")
@@ -114,9 +120,6 @@ def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
         check_whole(retries, f"step {step_name!r}: config.retries", 0, MAX_RETRIES)
     if delay is not None:
         check_seconds(delay, f"step {step_name!r}: config.retry_delay")
-    if "when" in value:
-        check_condition(value["when"], f"step {step_name!r}: config.when")
-    check_config_templates(value, f"step {step_name!r}: config")
     return value
 
 
@@ -147,9 +150,15 @@ def definition_row(spec: object, position: int) -> dict[str, Any]:
         raise InvalidInputError(f"a step has unknown keys {', '.join(map(ascii, unknown))[:200]}: the keys are "
                                 f"{', '.join(STEP_KEYS)}")
     name = check_name(spec.get("step_name"), "step_name")
+    config = parse_config(spec.get("config"), name)
+    # checked here, where a person defines it: a task's rows are read as they are (an error in a
+    # definition written straight into the tables fails the step's attempt, saying why)
+    if "when" in config:
+        check_condition(config["when"], f"step {name!r}: config.when")
+    check_config_templates(config, f"step {name!r}: config")
     return dict(step_name=name, step_type=check_name(spec.get("step_type"), f"step {name!r}: step_type"),
                 depends_on=to_json(list(parse_depends_on(spec.get("depends_on"), name))),
-                config=to_json(parse_config(spec.get("config"), name)),
+                config=to_json(config),
                 seq=check_whole(spec.get("seq", position), f"step {name!r}: seq", MIN_INT, MAX_INT))
 
 

@@ -118,13 +118,16 @@ def is_template(text: object) -> bool:
 
 @functools.lru_cache(maxsize=MAX_TEMPLATES)
 def _compiled(source: str):
-    """(a template, or the expression when ``source`` is one ``{{ expression }}`` and nothing else)."""
+    """(the template, and its expression when ``source`` is one ``{{ expression }}`` and nothing else)."""
+    template = _env.from_string(source)
     body = _env.parse(source).body
     if len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1 and not isinstance(
-            body[0].nodes[0], nodes.TemplateData) and re.fullmatch(r"\s*\{\{.*\}\}\s*", source, re.S):
-        expression = source.strip()[2:-2]
-        return _env.from_string(source), _env.compile_expression(expression, undefined_to_none=False)
-    return _env.from_string(source), None
+            body[0].nodes[0], nodes.TemplateData) and re.fullmatch(r"\{\{[^-+].*\}\}", source, re.S):
+        try:
+            return template, _env.compile_expression(source[2:-2], undefined_to_none=False)
+        except TemplateError:  # e.g. whitespace control: rendered as text, as Jinja reads it
+            pass
+    return template, None
 
 
 @functools.lru_cache(maxsize=MAX_TEMPLATES)
@@ -216,8 +219,15 @@ def _render(value, variables, path):
     return value
 
 
+def _template(source, path):
+    try:
+        return _compiled(source)
+    except TemplateError as exc:  # a definition written straight into the tables: checked only now
+        raise TemplateProblem(f"config.{path} is not a valid template: {_said(exc)}") from None
+
+
 def _render_string(source, variables, path):
-    template, expression = _compiled(source)
+    template, expression = _template(source, path)
     if expression is None:
         return _render_text(source, variables, path)
     try:
@@ -232,7 +242,7 @@ def _render_string(source, variables, path):
 
 
 def _render_text(source, variables, path):
-    template, _ = _compiled(source)
+    template, _ = _template(source, path)
     try:
         text = template.render(**variables)
     except TemplateProblem as exc:

@@ -11,7 +11,7 @@ def task_summary(row):
         "error": row["error"],
         "progress": {"total": int(row["n_total"]), "succeeded": int(row["n_succeeded"]),
                      "running": int(row["n_running"]), "waiting": int(row["n_waiting"]),
-                     "failed": int(row["n_failed"])},
+                     "failed": int(row["n_failed"]), "skipped": int(row["n_skipped"])},
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
     }

@@ -59,6 +59,7 @@ async def test_when_matrix_skips_propagate_only_through_all_skipped_dependencies
     detail = await stepper.detail(tenant, task["id"])
     assert statuses(detail) == expected
     assert detail["status"] == "succeeded" and detail["error"] is None  # skips are not failures
+    assert detail["progress"]["skipped"] == list(expected.values()).count("skipped")
     assert sorted(call["step"] for call in calls) == sorted(n for n, s in expected.items() if s == "succeeded")
     if expected["f"] == "succeeded":  # a skipped dependency reaches f as None
         upstream = next(call["input"]["upstream"] for call in calls if call["step"] == "f")
@@ -96,6 +97,7 @@ async def test_a_root_whose_when_is_false_is_skipped_at_submit(service, tenant, 
     ])
     task = await service.submit(tenant, pipeline_id, "o", "nothing to do", {"mode": "quick"})
     assert task["status"] == "succeeded"  # every step was skipped: the task has nothing to run
+    assert task["progress"] == {"total": 2, "succeeded": 0, "running": 0, "waiting": 0, "failed": 0, "skipped": 2}
     detail = await service.wait(tenant, task["id"])
     assert detail["status"] == "succeeded" and statuses(detail) == {"a": "skipped", "b": "skipped"}
     assert calls == []
@@ -254,3 +256,26 @@ def test_templates_are_checked_for_every_step_type(tmp_path):
     with pytest.raises(InvalidInputError, match="config.when"):
         definition_rows("p", [{"step_name": "s", "step_type": "http", "config": {"when": "1 +"}}])
     assert service.handlers.get("http") is not None
+
+
+async def test_a_definition_written_into_the_tables_with_a_bad_template_fails_its_attempt(stepper, tenant,
+                                                                                          pipeline_id, step_type):
+    """pipeline_core's pages write pipeline_steps directly: a task is read as it is, and the bad
+    template or condition fails the step's attempt, saying why (nothing else breaks)."""
+    from pipeline_service.ids import new_id
+    calls = []
+    stepper.register_handler(step_type, recorder(calls))
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    async with stepper.storage.transaction() as tx:
+        await tx.execute("insert_pipeline_step", id=new_id(), pipeline_id=pipeline_id, step_name="b",
+                         step_type=step_type, depends_on="[]", config='{"text": "{{ params.x "}', seq=2)
+        await tx.execute("insert_pipeline_step", id=new_id(), pipeline_id=pipeline_id, step_name="c",
+                         step_type=step_type, depends_on="[]", config='{"when": "params.x =="}', seq=3)
+    stepper.caches.definitions.clear()
+    task = await stepper.submit(tenant, pipeline_id, "o", "written by hand")
+    await step_until_idle(stepper)
+    detail = await stepper.detail(tenant, task["id"])
+    errors = {s["step_name"]: s["error"] for s in detail["steps"]}
+    assert statuses(detail) == {"a": "succeeded", "b": "failed", "c": "failed"}
+    assert "config.text is not a valid template" in errors["b"] and "when 'params.x =='" in errors["c"]
+    assert [c["step"] for c in calls] == ["a"]

@@ -255,7 +255,7 @@ def test_code_labels_are_chinese_with_english_in_i18n():
     labels = [r["name"] for r in shipped["appcodes"]] + [r["v"] for r in shipped["appcodes_kv"]]
     assert all(re.search(r"[\u4e00-\u9fff]", label) for label in labels), labels
     english, chinese = i18n("en"), i18n("zh")
-    assert english["执行中"] == "Running" and english["已跳过：上游步骤失败"] == "Skipped: an upstream step failed"
+    assert english["执行中"] == "Running" and english["已跳过：条件不成立或上游步骤失败"] == "Skipped: its condition was false, or an upstream step failed"
     assert all(label in english and chinese[label] == label for label in labels)
 
 

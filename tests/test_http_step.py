@@ -162,13 +162,22 @@ async def test_http_allow_keeps_tenants_off_other_hosts(make_service, database, 
     service = make_service(database, poll_interval=0.1, http_allow=[f"localhost:{target.port}", "*.example.org"])
     await service.storage.create_missing_tables(include_reference=True)
     for url in (target.url + "/json", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/",
-                "http://example.org.evil.com/"):
+                "http://example.org.evil.com/", f"http://localhost:{target.port}@127.0.0.1:{target.port}/json",
+                f"http://LOCALHOST:{target.port + 1}/"):
         detail, step, _ = await run(service, tenant, pipeline_id, {"url": "{{ params.url }}"}, {"url": url})
         assert detail["status"] == "failed" and "http_allow does not list" in step["error"], url
     assert target.requests == []
     detail, step, node = await run(service, tenant, pipeline_id, {"url": "{{ params.url }}"},
                                    {"url": f"http://localhost:{target.port}/json"})
     assert detail["status"] == "succeeded", step["error"]
+
+
+async def test_a_header_value_cannot_smuggle_another_header(http_service, tenant, pipeline_id, target):
+    detail, step, _ = await run(http_service, tenant, pipeline_id, {
+        "url": target.url + "/json", "headers": {"X-Token": "{{ params.token }}"}},
+        {"token": "t\r\nX-Evil: 1"})
+    assert detail["status"] == "failed" and "'X-Token' holds a line break" in step["error"]
+    assert target.requests == []
 
 
 def test_host_patterns():

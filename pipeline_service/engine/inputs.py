@@ -12,7 +12,7 @@ from typing import Any
 
 from ..dag import StepDef
 from ..exceptions import InvalidInputError
-from ..templating import TemplateProblem, evaluate_condition, needs_rendering, render_config
+from ..templating import TemplateProblem, evaluate_condition, render_config
 
 CONFIG = "config"                  # the rendered config, in an input artifact
 TEMPLATE_ERROR = "template_error"  # why it could not be rendered (the attempt fails with it)
@@ -35,7 +35,7 @@ def prepare(step: StepDef, params: Any, upstream: dict[str, Any]) -> Prepared:
     try:
         if when is not None and not evaluate_condition(when, params, upstream):
             return Prepared(content, False)
-        if needs_rendering(step.config):
+        if step.templated:
             content[CONFIG] = render_config(step.config, params, upstream, step.step_type)
     except TemplateProblem as exc:
         content[TEMPLATE_ERROR] = f"step {step.name!r}: {exc}"
@@ -48,7 +48,7 @@ def edited(step: StepDef, content: dict[str, Any]) -> dict[str, Any]:
     anything).  Its `when` is not asked again (a person who gives a step its input wants it to
     run).  A config that does not render refuses the edit (InvalidInputError)."""
     stored = {k: v for k, v in content.items() if k not in ENGINE_KEYS}
-    if needs_rendering(step.config):
+    if step.templated:
         try:
             stored[CONFIG] = render_config(step.config, stored.get("params"), stored.get("upstream"), step.step_type)
         except TemplateProblem as exc:
@@ -59,9 +59,9 @@ def edited(step: StepDef, content: dict[str, Any]) -> dict[str, Any]:
 def for_handler(step: StepDef, content: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(the input a handler sees, the config it gets, or the template error its attempt fails with)."""
     error = content.get(TEMPLATE_ERROR)
-    config = content.get(CONFIG) if needs_rendering(step.config) else None
+    config = content.get(CONFIG) if step.templated else None
     data = {k: v for k, v in content.items() if k not in ENGINE_KEYS}
-    if error is None and config is None and needs_rendering(step.config):
+    if error is None and config is None and step.templated:
         # an input stored before its step's config had templates (or edited before this version)
         try:
             config = render_config(step.config, data.get("params"), data.get("upstream"), step.step_type)

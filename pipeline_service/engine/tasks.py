@@ -57,12 +57,12 @@ class Tasks:
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
         if missing and require_handlers:
-            off = {t: self.handlers.off(t) for _, t in missing if self.handlers.off(t)}
-            if off:  # a built-in step type this host has not enabled: say how to enable it
-                raise HandlerError("; ".join(f"step {n!r}: {off[t]}" for n, t in missing if t in off))
-            raise HandlerError("no handler is registered for " + ", ".join(
-                f"step_type {t!r} (step {n!r})" for n, t in missing)
-                + "; register one with this service's register_handler()")
+            # a built-in step type this host has not enabled says how to enable it
+            off = [f"step {n!r}: {self.handlers.off(t)}" for n, t in missing if self.handlers.off(t)]
+            unknown = [(n, t) for n, t in missing if not self.handlers.off(t)]
+            raise HandlerError("; ".join(off + ([
+                "no handler is registered for " + ", ".join(f"step_type {t!r} (step {n!r})" for n, t in unknown)
+                + "; register one with this service's register_handler()"] if unknown else [])))
         roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
         check_copies(params_text, len(roots) + 1, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
@@ -85,7 +85,7 @@ class Tasks:
             input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now)
             for name in dag.order])
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
-        status = TaskStatus.PENDING
+        status, skipped = TaskStatus.PENDING, 0
         if len(runs) < len(roots):
             states = {name: dict(id=ids[name], status=StepStatus.PENDING, ready_at=now if name in runs else None,
                                  input_version=1 if name in prepared else None, input_stale=0, output_version=None)
@@ -94,12 +94,14 @@ class Tasks:
                                                [n for n in roots if n not in runs])
             if not runs:  # nothing to run: every step was skipped, the task has succeeded
                 status = TaskStatus.SUCCEEDED
+            skipped = sum(s["status"] == StepStatus.SKIPPED for s in states.values())
         if runs:
             tx.on_commit(lambda: self.caches.remember_plan((tenant_id, task_id), plan))
             tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status=status, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_waiting=0, n_failed=0, created_at=now, updated_at=now, started_at=None, finished_at=None)
+                    n_waiting=0, n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None,
+                    finished_at=None)
 
     async def definition(self, tx, pipeline_id) -> Dag:
         """The DAG of a pipeline as defined (cached for caches.DEFINITION_TTL_SECONDS: a read

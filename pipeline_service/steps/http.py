@@ -74,6 +74,9 @@ def _request(config: dict[str, Any], patterns):
     headers = config.get("headers") or {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise InvalidInputError("config.headers must be an object of header names and string values")
+    for name, value in headers.items():
+        if any(c in name + value for c in "\r\n\0"):  # a value from params must not start another header
+            raise InvalidInputError(f"config.headers {name[:60]!r} holds a line break or NUL")
     if "json" in config and "body" in config:
         raise InvalidInputError("config has both json and body: a request has one body")
     body = config.get("body")

@@ -51,7 +51,9 @@ lease_expires_at, started_at, finished_at, updated_at
 (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
    AND s.status = {step:waiting}) AS n_waiting,
 (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
-   AND s.status = {step:failed}) AS n_failed
+   AND s.status = {step:failed}) AS n_failed,
+(SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
+   AND s.status = {step:skipped}) AS n_skipped
 
 -- fragment: list_filter
 WHERE t.tenant_id = ${tenant_id}$
