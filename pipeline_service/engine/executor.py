@@ -249,11 +249,10 @@ class Executor:
         next_ready = probe["next_ready"]  # a step of ours due later (a retry delay)
         if next_ready is not None and (next_ready - now) / 1000 < self.poll_interval:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
-        woken = 0
-        if probe["due"]:  # waiting steps whose time came (or whose child task ended): pending again
+        woken, next_due = 0, probe["next_due"]  # the first waiting step's due time
+        if next_due is not None and next_due <= now:  # its time came (or its child task ended): wake
             woken = await self.waiting.wake_due(now)
-        next_due = probe["next_due"]  # a timer ending before the next poll: probe then
-        if next_due is not None and (next_due - now) / 1000 < self.poll_interval:
+        elif next_due is not None and (next_due - now) / 1000 < self.poll_interval:  # due before the next poll
             asyncio.get_running_loop().call_later((next_due - now) / 1000, self._probe_soon)
         return bool(probe["runnable"]) or woken > 0
 

@@ -224,11 +224,10 @@ SELECT
   (SELECT MIN(ready_at) FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
   (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
-  -- waiting steps (of any type: waking one only makes it pending) whose time has come, or the next
-  EXISTS (SELECT 1 FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
-    WHERE status = {step:waiting} AND ready_at <= ${now}$) AS due,
+  -- when the first waiting step (of any type: waking one only makes it pending) is due: now or
+  -- earlier, wake the due ones; later, probe then (one look at the `waiting` entries of `ready`)
   (SELECT MIN(ready_at) FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
-    WHERE status = {step:waiting} AND ready_at > ${now}$) AS next_due
+    WHERE status = {step:waiting}) AS next_due
 
 -- name: probe :sqlite
 SELECT
@@ -237,8 +236,7 @@ SELECT
   (SELECT MIN(ready_at) FROM pipeline_task_steps
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
   (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
-  EXISTS (SELECT 1 FROM pipeline_task_steps WHERE status = {step:waiting} AND ready_at <= ${now}$) AS due,
-  (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = {step:waiting} AND ready_at > ${now}$) AS next_due
+  (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = {step:waiting}) AS next_due
 
 -- name: tenants_with_ready_steps
 -- a page of the tenants with ready steps, in tenant id order from the one after ${after}$: a
