@@ -35,7 +35,8 @@ async def measure(rounds, per_round):
 
     async def ours():
         row = dict(id=new_id(), tenant_id="bench", pipeline_id="p", owner_id="o", title="t",
-                   params=json.dumps({"a": 1}), status="pending", now=now_ms())
+                   params=json.dumps({"a": 1}), status="pending", now=now_ms(),
+                   priority=5, idempotency_key=None, schedule_id=None, scheduled_for=None)
         async with storage.transaction() as tx:
             await tx.execute("insert_task", **row)
             await tx.fetch_all("task_state", tenant_id="bench", task_id=row["id"])

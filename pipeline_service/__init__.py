@@ -1,8 +1,9 @@
 """pipeline_service: a production-line (DAG) execution engine for ahserver hosts."""
 from .api import (configure, define_pipeline, get_service, pipeline_cancel, pipeline_detail, pipeline_list,
                   pipeline_modify, pipeline_node, pipeline_off, pipeline_on, pipeline_pause,
-                  pipeline_register_handler, pipeline_resume, pipeline_signal, pipeline_submit, register_handler,
-                  shutdown)
+                  pipeline_register_handler, pipeline_resume, pipeline_schedule_create, pipeline_schedule_delete,
+                  pipeline_schedule_list, pipeline_schedule_pause, pipeline_schedule_resume, pipeline_schedule_run_now,
+                  pipeline_signal, pipeline_submit, register_handler, shutdown)
 from .exceptions import (ConfigurationError, DatabaseUnavailableError, HandlerError, InvalidInputError,
                          InvalidStateError, NotFoundError, PipelineError, SchemaMissingError, StepFailed,
                          StorageError, WaitTimeoutError)
@@ -18,6 +19,8 @@ __all__ = [
     "pipeline_pause", "pipeline_resume", "pipeline_cancel", "pipeline_signal", "pipeline_register_handler",
     "Wait", "StepFailed",
     "pipeline_on", "pipeline_off",
+    "pipeline_schedule_create", "pipeline_schedule_list", "pipeline_schedule_pause", "pipeline_schedule_resume",
+    "pipeline_schedule_delete", "pipeline_schedule_run_now",
     "PipelineError", "NotFoundError", "InvalidInputError", "InvalidStateError", "HandlerError",
     "StorageError", "DatabaseUnavailableError", "SchemaMissingError", "ConfigurationError", "WaitTimeoutError",
 ]

@@ -3,8 +3,11 @@
     demo                 run a production line for several tenants, live (no set-up needed)
     create-schema        create the missing tables (never drops anything)
     load-codes           write init/data.json's code labels into the host's appcodes tables
+    submit                           submit a task (--idempotency-key: at most once per key)
     list / detail / node             read a tenant's tasks
     pause / resume / cancel / retry  operate on a tenant's task
+    schedule-create / schedule-list  a tenant's schedules (cron, every, at)
+    schedule-pause / schedule-resume / schedule-delete / schedule-run-now  operate on one
     signal               deliver a decision to a step waiting for one (an approval)
 
 Every command takes ``--db`` (default: the embedded SQLite file pipeline_service.db).
@@ -19,9 +22,9 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from .json_objects import parse_json_object
 from .store.connectors import parse_url
 from .exceptions import PipelineError, SchemaMissingError
+from .json_objects import parse_json_object
 from .host.config import EMBEDDED_DEFAULT
 from .service import PipelineService
 from .store.storage import Storage
@@ -61,6 +64,32 @@ def parser():
     node.add_argument("--version", type=int)
     for name in ("pause", "resume", "cancel"):
         command(name, f"{name} a task")
+    submit = command("submit", "submit a task of a pipeline", task=False)
+    submit.add_argument("pipeline_id")
+    submit.add_argument("--owner", required=True, help="the submitting user id")
+    submit.add_argument("--title")
+    submit.add_argument("--params", help="a JSON object")
+    submit.add_argument("--idempotency-key", help="a task already submitted with this key is returned instead")
+    submit.add_argument("--priority", type=int, help="0 (last) to 9 (first) within the tenant (default 5)")
+    create = command("schedule-create", "submit a pipeline on a schedule (exactly one of --cron, --every, --at)",
+                     task=False)
+    create.add_argument("pipeline_id")
+    create.add_argument("--owner", required=True, help="the owner of the tasks it submits")
+    create.add_argument("--cron", help="5 fields: minute hour day-of-month month day-of-week")
+    create.add_argument("--every", type=int, help="seconds (at least 10)")
+    create.add_argument("--at", help="once, at an ISO-8601 time (without an offset: in --timezone)")
+    create.add_argument("--timezone", help="IANA zone of --cron, --at and titles (default: the host's)")
+    create.add_argument("--title", help="its tasks' title; {tick}, {date}, {time}: the tick's local time")
+    create.add_argument("--params", help="a JSON object")
+    create.add_argument("--overlap", default="skip", choices=("skip", "queue", "cancel_previous"))
+    create.add_argument("--catch-up", default="none", choices=("none", "once", "all"))
+    create.add_argument("--priority", type=int)
+    schedules = command("schedule-list", "a tenant's schedules with their last runs", task=False)
+    schedules.add_argument("--page", type=int, default=1)
+    schedules.add_argument("--rows", type=int, default=20)
+    for name in ("pause", "resume", "delete", "run-now"):
+        one = command(f"schedule-{name}", f"{name.replace('-', ' ')} a schedule", task=False)
+        one.add_argument("schedule_id")
     retry = command("retry", "re-run a step and its downstream (e.g. after fixing a failure)")
     retry.add_argument("step_name")
     signal = command("signal", "deliver a decision to a step waiting for one (an approval)")
@@ -102,9 +131,30 @@ async def run(args):
             if args.decision is not None:
                 payload["decision"] = args.decision
             return await service.signal(args.tenant, args.task_id, args.step_name, payload, actor=args.actor)
+        if args.command == "submit":
+            return await service.submit(args.tenant, args.pipeline_id, args.owner, args.title,
+                                        json_argument(args.params, "--params"),
+                                        idempotency_key=args.idempotency_key, priority=args.priority)
+        if args.command == "schedule-create":
+            return await service.schedule_create(
+                args.tenant, args.pipeline_id, args.owner, cron=args.cron, every=args.every, at=args.at,
+                params=json_argument(args.params, "--params"), title=args.title, timezone=args.timezone,
+                overlap=args.overlap, catch_up=args.catch_up, priority=args.priority)
+        if args.command == "schedule-list":
+            return await service.schedule_list(args.tenant, page=args.page, rows=args.rows)
+        if args.command.startswith("schedule-"):
+            operation = getattr(service, args.command.replace("-", "_"))
+            return await operation(args.tenant, args.schedule_id)
         return await getattr(service, args.command)(args.tenant, args.task_id)
     finally:
         await service.storage.close()
+
+
+def json_argument(text, what):
+    """A command-line JSON object (None stays None: the API's default)."""
+    if text is None:
+        return None
+    return dict(parse_json_object(text, what))
 
 
 def require_existing(db):
@@ -121,12 +171,24 @@ def show(command, result):
     if command == "list":
         table = Table(title=f"{result['total']} task(s)")
         table.add_column("id", no_wrap=True)
-        for column in ("pipeline", "title", "status", "progress", "created"):
+        for column in ("pipeline", "title", "status", "progress", "created", "schedule"):
             table.add_column(column)
         for r in result["rows"]:
             p = r["progress"]
-            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], f"{p['succeeded']}/{p['total']}" + (f", {p['skipped']} skipped" if p.get("skipped") else ""),
-                          r["created_at"])
+            done = f"{p['succeeded']}/{p['total']}" + (f", {p['skipped']} skipped" if p.get("skipped") else "")
+            table.add_row(r["id"], r["pipeline_id"], r["title"], r["status"], done, r["created_at"],
+                          r.get("schedule_id") or "")
+        console.print(table)
+    elif command == "schedule-list":
+        table = Table(title=f"{result['total']} schedule(s)")
+        table.add_column("id", no_wrap=True)
+        for column in ("pipeline", "when", "status", "next", "last runs"):
+            table.add_column(column)
+        for r in result["rows"]:
+            when = r["cron"] or (f"every {r['every']}s" if r["every"] else f"at {r['at']}")
+            runs = ", ".join(f"{x['scheduled_for']} {x['status']}" for x in r["runs"])
+            table.add_row(r["id"], r["pipeline_id"], f"{when} ({r['timezone']})", r["status"],
+                          r["next_fire_at"] or "-", runs)
         console.print(table)
     elif command == "detail" or "steps" in result:
         console.print(f"[bold]{result['title']}[/bold] {result['id']}: {result['status']}"

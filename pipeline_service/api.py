@@ -80,8 +80,39 @@ async def shutdown(timeout: float | None = None) -> None:
 
 
 async def pipeline_submit(tenant_id: str, pipeline_id: str, owner_id: str, title: str | None = None,
-                          params: dict[str, Any] | None = None) -> dict[str, Any]:
-    return await get_service().submit(tenant_id, pipeline_id, owner_id, title, params)
+                          params: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                          priority: int | None = None) -> dict[str, Any]:
+    return await get_service().submit(tenant_id, pipeline_id, owner_id, title, params,
+                                      idempotency_key=idempotency_key, priority=priority)
+
+
+async def pipeline_schedule_create(tenant_id: str, pipeline_id: str, owner_id: str, cron: str | None = None,
+                                   every: int | None = None, at: Any = None, params: dict[str, Any] | None = None,
+                                   title: str | None = None, timezone: str | None = None, overlap: str = "skip",
+                                   catch_up: str = "none", priority: int | None = None) -> dict[str, Any]:
+    return await get_service().schedule_create(tenant_id, pipeline_id, owner_id, cron=cron, every=every, at=at,
+                                               params=params, title=title, timezone=timezone, overlap=overlap,
+                                               catch_up=catch_up, priority=priority)
+
+
+async def pipeline_schedule_list(tenant_id: str, page: int = 1, rows: int = 20) -> dict[str, Any]:
+    return await get_service().schedule_list(tenant_id, page=page, rows=rows)
+
+
+async def pipeline_schedule_pause(tenant_id: str, schedule_id: str) -> dict[str, Any]:
+    return await get_service().schedule_pause(tenant_id, schedule_id)
+
+
+async def pipeline_schedule_resume(tenant_id: str, schedule_id: str) -> dict[str, Any]:
+    return await get_service().schedule_resume(tenant_id, schedule_id)
+
+
+async def pipeline_schedule_delete(tenant_id: str, schedule_id: str) -> dict[str, Any]:
+    return await get_service().schedule_delete(tenant_id, schedule_id)
+
+
+async def pipeline_schedule_run_now(tenant_id: str, schedule_id: str) -> dict[str, Any]:
+    return await get_service().schedule_run_now(tenant_id, schedule_id)
 
 
 async def pipeline_list(tenant_id: str, pipeline_id: str | None = None, status: str | None = None, page: int = 1,

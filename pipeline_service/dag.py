@@ -16,7 +16,7 @@ from typing import Any
 from .json_objects import check_json_object, parse_json_object, to_json
 from .exceptions import InvalidInputError
 from .ids import check_name
-from .templating import check_condition, check_config_templates, needs_rendering
+from .templating import SHELL_LITERAL, check_condition, check_config_templates, is_template, needs_rendering
 
 ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")  # and `when` (templating.py): the engine's config keys
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
@@ -156,7 +156,13 @@ def definition_row(spec: object, position: int) -> dict[str, Any]:
     if "when" in config:
         check_condition(config["when"], f"step {name!r}: config.when")
     check_config_templates(config, f"step {name!r}: config")
-    return dict(step_name=name, step_type=check_name(spec.get("step_type"), f"step {name!r}: step_type"),
+    step_type = check_name(spec.get("step_type"), f"step {name!r}: step_type")
+    for key in SHELL_LITERAL if step_type == "shell" else ():
+        value = config.get(key)
+        if any(is_template(text) for text in (value if isinstance(value, list) else [value])):
+            raise InvalidInputError(f"step {name!r}: config.{key} is not templated: a value from params must not "
+                                    "choose which of the host's variables a command gets")
+    return dict(step_name=name, step_type=step_type,
                 depends_on=to_json(list(parse_depends_on(spec.get("depends_on"), name))),
                 config=to_json(config),
                 seq=check_whole(spec.get("seq", position), f"step {name!r}: seq", MIN_INT, MAX_INT))

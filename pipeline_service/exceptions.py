@@ -55,6 +55,11 @@ class StorageError(PipelineError):
     status = "storage_error"
 
 
+class DuplicateKeyError(StorageError):
+    """A unique key refused a second row (an idempotency key, a schedule's tick): the engine
+    reads the row that holds the key instead; it leaves the package only where it says so."""
+
+
 class DatabaseUnavailableError(StorageError):
     """The database cannot be reached (host, port and database are named)."""
 

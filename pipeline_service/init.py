@@ -36,6 +36,12 @@ FUNCTIONS = {
     "pipeline_register_handler": api.pipeline_register_handler,
     "pipeline_on": api.pipeline_on,
     "pipeline_off": api.pipeline_off,
+    "pipeline_schedule_create": api.pipeline_schedule_create,
+    "pipeline_schedule_list": api.pipeline_schedule_list,
+    "pipeline_schedule_pause": api.pipeline_schedule_pause,
+    "pipeline_schedule_resume": api.pipeline_schedule_resume,
+    "pipeline_schedule_delete": api.pipeline_schedule_delete,
+    "pipeline_schedule_run_now": api.pipeline_schedule_run_now,
 }
 _hooked = False
 

@@ -28,6 +28,11 @@ from .engine.reads import Reads
 from .engine.recording import Recorder
 from .engine.tasks import Tasks
 from .engine.waiting import Waiting
+from .engine.records import NewTask
+from .engine.schedules import ScheduleSpec, Schedules
+from .ticks import CatchUp, Overlap, Timing, check_cron, check_every, host_zone_name, parse_at
+from .ticks import zone as check_zone
+from .priority import check_priority
 from .dag import MAX_INT, check_updates, check_whole, definition_rows
 from .steps import StepOptions, builtins
 from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 500
 MAX_PAGE = 1_000_000  # far past any real listing; keeps the OFFSET well inside the integer types
 MAX_DESCRIPTION = 65_535  # characters of a pipeline's description
+MAX_KEY = 64  # characters of an idempotency key: the model's str(64)
 
 T = TypeVar("T")
 
@@ -44,6 +50,19 @@ T = TypeVar("T")
 def require_task(tenant_id: object, task_id: object) -> None:
     check_id(tenant_id, "tenant_id")
     check_id(task_id, "task_id")
+
+
+def require_schedule(tenant_id: object, schedule_id: object) -> None:
+    check_id(tenant_id, "tenant_id")
+    check_id(schedule_id, "schedule_id")
+
+
+def choice(value: object, kind: Any, what: str) -> str:
+    """``value`` if it is one of the StrEnum ``kind``'s values, else an InvalidInputError listing them."""
+    if not isinstance(value, str) or value not in set(kind):
+        shown = repr(value)[:40] if isinstance(value, str) else type(value).__name__
+        raise InvalidInputError(f"{what} must be one of {', '.join(kind)}, got {shown}")
+    return value
 
 
 def require_flag(value: object, what: str) -> bool:
@@ -69,7 +88,8 @@ class PipelineService:
                  max_crashes: int = 3, create_schema: bool = False, autostart: bool = True,
                  require_handlers: bool = True, sync_threads: int = 32,
                  handlers: HandlerRegistry | None = None, events: Events | None = None,
-                 shell_root: str | None = None, http_allow: Sequence[str] | None = None) -> None:
+                 timezone: str | None = None, shell_root: str | None = None,
+                 http_allow: Sequence[str] | None = None) -> None:
         for flag, what in ((create_schema, "create_schema"), (autostart, "autostart"),
                            (require_handlers, "require_handlers")):
             require_flag(flag, what)
@@ -86,12 +106,16 @@ class PipelineService:
         self.reads = Reads(self.storage)
         self.control = Control(self.storage, plans, progress, self.events)
         self.claimer = Claimer(self.storage, self.caches)
+        self.schedules = Schedules(self.storage, self.tasks, self.control)
+        # schedules' default zone: the host's configured one, else the machine's
+        self.timezone = host_zone_name() if timezone is None else str(check_zone(timezone).key)
         self.waiting = Waiting(self.storage, plans, progress, self.caches, self.tasks)
         self.recorder = Recorder(self.storage, plans, progress, self.caches, self.events, self.waiting)
         self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, self.events,
                                  self.waiting, concurrency=concurrency,
                                  tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
-                                 lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads)
+                                 lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads,
+                                 ticker=self.schedules)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         # False for a process that only submits while other processes run the steps
@@ -154,16 +178,22 @@ class PipelineService:
 
     # ---- the API's operations (README, API reference) --------------------------------------------------
     async def submit(self, tenant_id: str, pipeline_id: str, owner_id: str, title: str | None = None,
-                     params: dict[str, Any] | None = None) -> dict[str, Any]:
+                     params: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                     priority: int | None = None) -> dict[str, Any]:
+        """Create a task; with ``idempotency_key``, at most one per tenant and key: a submit with a
+        key already used returns that task (docs/SEMANTICS.md, "Idempotent submits")."""
         check_id(tenant_id, "tenant_id")
         check_id(pipeline_id, "pipeline_id")
         check_id(owner_id, "owner_id")
         if title is not None:
             check_text(title, "title", MAX_TITLE)
         params = {} if params is None else check_json_object(params, "params")
+        if idempotency_key is not None:
+            check_id(idempotency_key, "idempotency_key", MAX_KEY)
+        new = NewTask(tenant_id, pipeline_id, owner_id, title or "", params, check_priority(priority),
+                      idempotency_key=idempotency_key)
         await self._ready()
-        summary = await self.tasks.submit(tenant_id, pipeline_id, owner_id, title or "", params,
-                                            self.require_handlers)
+        summary = await self.tasks.submit(new, self.require_handlers)
         self.executor.wake()
         return summary
 
@@ -270,3 +300,61 @@ class PipelineService:
             if asyncio.get_running_loop().time() > deadline:
                 raise WaitTimeoutError(f"task {task_id} still {detail['status']} after {timeout}s")
             await asyncio.sleep(interval)
+
+    # ---- schedules (docs/SEMANTICS.md, "Schedules") ----------------------------------------
+    async def schedule_create(self, tenant_id: str, pipeline_id: str, owner_id: str, cron: str | None = None,
+                              every: int | None = None, at: Any = None, params: dict[str, Any] | None = None,
+                              title: str | None = None, timezone: str | None = None, overlap: str = "skip",
+                              catch_up: str = "none", priority: int | None = None) -> dict[str, Any]:
+        """Submit ``pipeline_id`` at every tick of ``cron`` (5 fields, in ``timezone``), every
+        ``every`` seconds, or once ``at`` a time (exactly one of them); the schedule, with its id."""
+        check_id(tenant_id, "tenant_id")
+        check_id(pipeline_id, "pipeline_id")
+        check_id(owner_id, "owner_id")
+        given = [name for name, value in (("cron", cron), ("every", every), ("at", at)) if value is not None]
+        if len(given) != 1:
+            raise InvalidInputError("a schedule needs exactly one of cron, every and at, got "
+                                    + (", ".join(given) if given else "none"))
+        zone_name = self.timezone if timezone is None else str(check_zone(timezone).key)
+        timing = Timing(check_cron(cron) if cron is not None else None,
+                        check_every(every) if every is not None else None,
+                        parse_at(at, check_zone(zone_name)) if at is not None else None, zone_name)
+        if title is not None:
+            check_text(title, "title", MAX_TITLE)
+        params = {} if params is None else check_json_object(params, "params")
+        spec = ScheduleSpec(tenant_id, pipeline_id, owner_id, title or "", params, timing,
+                            choice(overlap, Overlap, "overlap"), choice(catch_up, CatchUp, "catch_up"),
+                            check_priority(priority))
+        await self._ready()
+        return await self.schedules.create(spec)
+
+    async def schedule_list(self, tenant_id: str, page: int = 1, rows: int = 20) -> dict[str, Any]:
+        """A tenant's schedules, newest first, each with its last runs."""
+        check_id(tenant_id, "tenant_id")
+        check_whole(page, "page", 1, MAX_PAGE)
+        check_whole(rows, "rows", 1, MAX_ROWS)
+        await self._ready()
+        return await self.schedules.list(tenant_id, page, rows)
+
+    async def schedule_pause(self, tenant_id: str, schedule_id: str) -> dict[str, Any]:
+        require_schedule(tenant_id, schedule_id)
+        await self._ready()
+        return await self.schedules.pause(tenant_id, schedule_id)
+
+    async def schedule_resume(self, tenant_id: str, schedule_id: str) -> dict[str, Any]:
+        require_schedule(tenant_id, schedule_id)
+        await self._ready()
+        return await self.schedules.resume(tenant_id, schedule_id)
+
+    async def schedule_delete(self, tenant_id: str, schedule_id: str) -> dict[str, Any]:
+        require_schedule(tenant_id, schedule_id)
+        await self._ready()
+        return await self.schedules.delete(tenant_id, schedule_id)
+
+    async def schedule_run_now(self, tenant_id: str, schedule_id: str) -> dict[str, Any]:
+        """A task of the schedule now, besides its ticks; the task's summary."""
+        require_schedule(tenant_id, schedule_id)
+        await self._ready()
+        summary = await self.schedules.run_now(tenant_id, schedule_id)
+        self.executor.wake()
+        return summary

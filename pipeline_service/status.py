@@ -41,6 +41,20 @@ class StepStatus(enum.StrEnum):
     WAITING = "waiting"
 
 
+class ScheduleStatus(enum.StrEnum):
+    ACTIVE = "active"        # ticks fire at next_fire_at
+    PAUSED = "paused"        # no tick fires; resumed, it fires from the next tick after now
+    FINISHED = "finished"    # a one-shot (at) that has fired: no tick left
+
+
+class ScheduleAction(enum.Enum):
+    """What changes a schedule's status (its value reads in a message: "can be <value>")."""
+
+    PAUSE = "paused"
+    RESUME = "resumed"
+    FINISH = "finished"      # a one-shot's tick has fired (or was missed)
+
+
 class TaskAction(enum.Enum):
     """What changes a task's status (its value reads in a message: "can be <value>").  Not a
     StrEnum: an action is never a status, and must not compare equal to one."""
@@ -73,6 +87,15 @@ TASK_TRANSITIONS: dict[TaskAction, dict[TaskStatus, TaskStatus]] = {
     TaskAction.FAIL: {T.RUNNING: T.FAILED, T.PENDING: T.FAILED},
 }
 
+_A, _S = ScheduleAction, ScheduleStatus
+# action -> {status it is allowed from: the status it leads to} (as TASK_TRANSITIONS)
+SCHEDULE_TRANSITIONS: dict[ScheduleAction, dict[ScheduleStatus, ScheduleStatus]] = {
+    _A.PAUSE: {_S.ACTIVE: _S.PAUSED, _S.PAUSED: _S.PAUSED},
+    _A.RESUME: {_S.PAUSED: _S.ACTIVE, _S.ACTIVE: _S.ACTIVE},
+    _A.FINISH: {_S.ACTIVE: _S.FINISHED},
+}
+del _A, _S
+
 # step status -> the statuses it may become
 STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     # claimed; skipped (its `when` was false, its dependencies were all skipped, or its task
@@ -92,6 +115,7 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 TASK_STATUSES = tuple(TaskStatus)
+SCHEDULE_STATUSES = tuple(ScheduleStatus)
 STEP_STATUSES = tuple(StepStatus)
 TERMINAL_TASK_STATUSES = frozenset({T.SUCCEEDED, T.FAILED, T.CANCELLED})
 # task statuses in which steps run: a step put back (retry, recovery, hand-back) is ready again at once
@@ -120,6 +144,16 @@ def task_transition(current: str, action: TaskAction, task_id: str | None = None
     if new is None:
         subject = "the task" if task_id is None else f"task {task_id!r}"
         raise InvalidStateError(f"{subject} is {current}: a {current} task cannot be {action.value}")
+    return new
+
+
+def schedule_transition(current: str, action: ScheduleAction, schedule_id: str | None = None) -> ScheduleStatus:
+    """The status a schedule that is ``current`` has after ``action`` (``current``: a no-op), or
+    an InvalidStateError (a finished one-shot is neither paused nor resumed)."""
+    new = SCHEDULE_TRANSITIONS[action].get(ScheduleStatus(current))
+    if new is None:
+        subject = "the schedule" if schedule_id is None else f"schedule {schedule_id!r}"
+        raise InvalidStateError(f"{subject} is {current}: a {current} schedule cannot be {action.value}")
     return new
 
 

@@ -31,6 +31,9 @@ MAX_RENDERED_CHARS = 1024 * 1024  # of one rendered string: a template that grow
 MAX_REPEAT = 100_000              # items or characters a `*` or `**` in a template may make
 MAX_TEMPLATES = 4096              # compiled templates and expressions kept per process
 SHELL_VALUE = "PIPELINE_VALUE_{}"  # the environment variables a shell command's values are passed in
+# a shell step's keys never rendered: a tenant's value must not choose which of the host's
+# variables (its secrets) a command inherits (dag.definition_row refuses templates there)
+SHELL_LITERAL = frozenset({"inherit_env"})
 _MARKERS = ("{{", "{%", "{#")
 _shell_values: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("shell_values", default=None)
 
@@ -189,7 +192,8 @@ def render_config(config: Mapping[str, Any], params: Any, upstream: Any, step_ty
     ``{{ params.topic }}`` becomes ``"${PIPELINE_VALUE_1}"`` and ``env`` gains ``PIPELINE_VALUE_1``
     with the value, so no value can ever be read as shell code."""
     variables = {"params": params, "upstream": upstream}
-    rendered = {k: (v if k in UNRENDERED or (step_type == "shell" and k == "command") else _render(v, variables, k))
+    literal = UNRENDERED | (SHELL_LITERAL if step_type == "shell" else frozenset())
+    rendered = {k: (v if k in literal or (step_type == "shell" and k == "command") else _render(v, variables, k))
                 for k, v in config.items()}
     if step_type == "shell" and is_template(config.get("command")):
         if "\0" in config["command"]:

@@ -2,6 +2,7 @@
 from .dag import parse_depends_on
 from .ids import iso
 from .json_objects import from_json
+from .priority import DEFAULT_PRIORITY
 
 
 def task_summary(row):
@@ -14,6 +15,10 @@ def task_summary(row):
                      "failed": int(row["n_failed"]), "skipped": int(row["n_skipped"])},
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
+        # a task made before priorities has none stored: it is queued as the default
+        "priority": DEFAULT_PRIORITY if row.get("priority") is None else int(row["priority"]),
+        # the schedule that created it, and the tick it was created for (None: submitted)
+        "schedule_id": row.get("schedule_id"), "scheduled_for": iso(row.get("scheduled_for")),
     }
 
 
@@ -30,3 +35,19 @@ def step_view(row):
         "waiting_for": from_json(row["waiting_for"]) if row.get("waiting_for") else None,
     }
 
+
+def schedule_view(row, runs=()):
+    """A schedule as the API returns it; ``runs``: rows of its last tasks, newest tick first."""
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "pipeline_id": row["pipeline_id"],
+        "owner_id": row["owner_id"], "title": row["title"], "params": from_json(row["params"]),
+        "cron": row["cron"], "every": row["every_seconds"], "at": iso(row["at_time"]),
+        "timezone": row["timezone"], "overlap": row["overlap"], "catch_up": row["catch_up"],
+        "priority": DEFAULT_PRIORITY if row["priority"] is None else int(row["priority"]),
+        "status": str(row["status"]), "next_fire_at": iso(row["next_fire_at"]),
+        "last_task_id": row["last_task_id"], "last_fired_at": iso(row["last_fired_at"]),
+        "queued_tick": iso(row.get("queued_tick")),
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "runs": [{"task_id": r["id"], "status": str(r["status"]), "scheduled_for": iso(r["scheduled_for"]),
+                  "created_at": iso(r["created_at"]), "finished_at": iso(r["finished_at"])} for r in runs],
+    }

@@ -20,7 +20,9 @@ import subprocess
 import sys
 
 MOD = "pipeline_service"
-OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "signal")
+OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "signal",
+              "schedule_create", "schedule_list", "schedule_pause", "schedule_resume", "schedule_delete",
+              "schedule_run_now")
 PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI
                  + [f"/{MOD}/api/{op}.dspy" for op in OPERATIONS])   # the JSON API for scripts
 PATHS = [("logined", path) for path in PATHS_LOGINED]

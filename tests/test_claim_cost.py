@@ -44,7 +44,7 @@ async def claim(service, free, step_type, held):
 
 
 def ready_step_reads(trips):
-    return [s for _, s in trips.sent if any("FROM pipeline_task_steps" in x and "ORDER BY ready_at" in x for x in s)]
+    return [s for _, s in trips.sent if any("FROM pipeline_task_steps" in x and "ORDER BY priority DESC, ready_at" in x for x in s)]
 
 
 async def test_a_claim_asks_many_tenants_in_one_round_trip(database, tenant, pipeline_id, step_type, monkeypatch):

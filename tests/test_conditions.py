@@ -39,7 +39,8 @@ def matrix_steps(step_type):
         {"step_name": "c", "step_type": step_type, "depends_on": ["a"], "config": {"when": "params.c"}},
         {"step_name": "d", "step_type": step_type, "depends_on": ["b"]},
         {"step_name": "e", "step_type": step_type, "depends_on": ["c"]},
-        {"step_name": "f", "step_type": step_type, "depends_on": ["d", "e"]},
+        {"step_name": "f", "step_type": step_type, "depends_on": ["d", "e"], "config": {
+            "from": "{{ upstream | list | sort | join(',') }}", "d_ran": "{{ upstream.d is defined }}"}},
     ]
 
 
@@ -61,10 +62,12 @@ async def test_when_matrix_skips_propagate_only_through_all_skipped_dependencies
     assert detail["status"] == "succeeded" and detail["error"] is None  # skips are not failures
     assert detail["progress"]["skipped"] == list(expected.values()).count("skipped")
     assert sorted(call["step"] for call in calls) == sorted(n for n, s in expected.items() if s == "succeeded")
-    if expected["f"] == "succeeded":  # a skipped dependency reaches f as None
+    if expected["f"] == "succeeded":  # a skipped dependency made no output: f's upstream has none of it
         upstream = next(call["input"]["upstream"] for call in calls if call["step"] == "f")
-        assert set(upstream) == {"d", "e"}
-        assert [n for n in ("d", "e") if upstream[n] is None] == [n for n in ("d", "e") if expected[n] == "skipped"]
+        assert set(upstream) == {n for n in ("d", "e") if expected[n] == "succeeded"}
+        config = next(call["config"] for call in calls if call["step"] == "f")
+        assert config == {"from": ",".join(n for n in ("d", "e") if expected[n] == "succeeded"),
+                          "d_ran": expected["d"] == "succeeded"}
     for name, status in expected.items():  # a false condition keeps the input it was evaluated on
         node = await stepper.node(tenant, task["id"], name)
         if name in ("b", "c") and status == "skipped":
@@ -127,7 +130,7 @@ async def test_a_failure_beside_a_skip_fails_the_task_and_a_fix_runs_the_rest(st
     assert detail["status"] == "succeeded"
     assert statuses(detail) == dict(a="succeeded", b="skipped", c="succeeded", d="skipped", e="succeeded",
                                     f="succeeded")
-    assert calls[-1]["step"] == "f" and calls[-1]["input"]["upstream"] == {"d": None, "e": {"by": "a person"}}
+    assert calls[-1]["step"] == "f" and calls[-1]["input"]["upstream"] == {"e": {"by": "a person"}}
 
     again = await stepper.submit(tenant, pipeline_id, "o", "fails again", {"b": False, "c": True})
     await step_until_idle(stepper)

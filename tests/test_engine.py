@@ -365,7 +365,8 @@ async def test_list_paging_and_filters(service, tenant, pipeline_id, step_type):
     assert (await service.list(tenant, status="failed"))["total"] == 0
     row = page1["rows"][0]
     assert set(row) == {"id", "tenant_id", "pipeline_id", "owner_id", "title", "status", "error", "progress",
-                        "created_at", "updated_at", "started_at", "finished_at"}
+                        "created_at", "updated_at", "started_at", "finished_at", "priority", "schedule_id",
+                        "scheduled_for"}
     assert row["progress"] == {"total": 1, "succeeded": 1, "running": 0, "waiting": 0, "failed": 0, "skipped": 0}
     json.dumps(page1)
     for bad in (dict(page=0), dict(rows=0), dict(rows=10_000), dict(status="done"), dict(page="1")):

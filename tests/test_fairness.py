@@ -88,3 +88,34 @@ async def until(predicate, timeout):
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
+
+
+async def test_a_backlog_at_the_highest_priority_does_not_starve_another_tenants_lowest(
+        make_service, database, tenant, pipeline_id, step_type):
+    """Priorities order a tenant's own queue only: tenant A's 1,000 tasks at priority 9 do not
+    delay tenant B's one task at priority 0; A's priority 9 tasks go before its priority 1 ones."""
+    order = []
+
+    async def work(tenant_id, task_id, step_name, input_data, config):
+        await asyncio.sleep(0.05)
+        order.append((tenant_id, input_data["params"]["p"]))
+        return {}
+    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
+    service.register_handler(step_type, work)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    heavy, light = tenant + "-A", tenant + "-B"
+    for i in range(1000):  # submitted before the executor starts: the whole backlog is queued
+        priority = 1 if i < 500 else 9
+        await service.submit(heavy, pipeline_id, "o", f"a{i}", {"p": priority}, priority=priority)
+    await service.start()
+    submitted = time.monotonic()
+    task = await service.submit(light, pipeline_id, "o", "b", {"p": 0}, priority=0)
+    detail = await service.wait(light, task["id"], interval=0.01)
+    took = time.monotonic() - submitted
+    heavy_done = [p for t, p in order if t == heavy]
+    await service.stop(timeout=5)
+    assert detail["status"] == "succeeded"
+    assert took < 2.0, f"tenant B's priority 0 task waited {took:.2f}s behind tenant A's priority 9 backlog"
+    assert len(heavy_done) < 500, "tenant A's priority 9 work was drained first: the test proves nothing"
+    assert set(heavy_done) == {9}, "tenant A ran a priority 1 task before its priority 9 ones"

@@ -19,7 +19,8 @@ from pipeline_service.exceptions import PipelineError
 from pipeline_service.status import TASK_STATUSES
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
-TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts", "pipelines", "pipeline_steps")
+TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts", "pipeline_schedules", "pipelines",
+          "pipeline_steps")
 JSON_COLUMNS = ("params", "content", "lineage", "config", "depends_on")
 BUDGET = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -47,6 +48,7 @@ class World:
         self.run(self.service.define_pipeline(PIPELINE, [{"step_name": "a", "step_type": "fz"},
                                                          {"step_name": "b", "step_type": "fz", "depends_on": ["a"]}]))
         self.task = self.run(self.service.submit(TENANT, PIPELINE, OWNER, "t", {"n": 1}))["id"]
+        self.schedule = self.run(self.service.schedule_create(TENANT, PIPELINE, OWNER, every=3600))["id"]
 
     def run(self, awaitable):
         return self.loop.run_until_complete(awaitable)
@@ -156,6 +158,48 @@ def test_submit(world, tenant, pipeline, owner, title, params):
     call_refuses_cleanly(world, lambda: world.service.submit(tenant, pipeline, owner, title, params))
 
 
+keys = mostly(st.one_of(st.none(), st.sampled_from(["k1", "k2"])), garbage)
+priorities = mostly(st.one_of(st.none(), st.integers(0, 9)), st.one_of(st.integers(), garbage))
+
+
+@BUDGET
+@given(tenant=tenants, pipeline=ids(PIPELINE, "fz-other"), owner=ids(OWNER), key=keys, priority=priorities)
+def test_submit_with_a_key_and_a_priority(world, tenant, pipeline, owner, key, priority):
+    call_refuses_cleanly(world, lambda: world.service.submit(tenant, pipeline, owner, None, None,
+                                                             idempotency_key=key, priority=priority))
+
+
+crons = mostly(st.sampled_from(["*/5 * * * *", "0 3 * * MON"]), st.one_of(garbage, st.sampled_from(
+    ["* * * *", "61 * * * *", "0 0 30 2 *", "* * * * * *", "@daily", "*/0 * * * *"])))
+every = mostly(st.integers(10, 10**6), st.one_of(st.integers(), garbage))
+moments = mostly(st.sampled_from(["2099-01-01T00:00", "2099-06-01T12:00:00+08:00"]),
+                 st.one_of(garbage, st.sampled_from(["2001-01-01T00:00", "tomorrow", "2099-13-01T00:00"])))
+zones = mostly(st.one_of(st.none(), st.sampled_from(["UTC", "Asia/Shanghai", "Europe/Berlin"])),
+               st.one_of(garbage, st.sampled_from(["Nope/Zone", "../../etc/passwd", "/etc/localtime", "utc "])))
+policies = mostly(st.sampled_from(["skip", "queue", "cancel_previous", "none", "once", "all"]), garbage)
+
+
+@BUDGET
+@given(tenant=tenants, pipeline=ids(PIPELINE), owner=ids(OWNER),
+       timing=st.fixed_dictionaries({}, optional={"cron": crons, "every": every, "at": moments}),
+       params=st.one_of(st.none(), objects), title=texts, timezone=zones, overlap=policies, catch_up=policies,
+       priority=priorities)
+def test_schedule_create(world, tenant, pipeline, owner, timing, params, title, timezone, overlap, catch_up,
+                         priority):
+    call_refuses_cleanly(world, lambda: world.service.schedule_create(
+        tenant, pipeline, owner, params=params, title=title, timezone=timezone, overlap=overlap,
+        catch_up=catch_up, priority=priority, **timing))
+
+
+@BUDGET
+@given(tenant=tenants, schedule=ids("schedule"), page=small_ints, rows=small_ints,
+       operation=st.sampled_from(["schedule_pause", "schedule_resume", "schedule_run_now", "schedule_delete"]))
+def test_schedule_operations(world, tenant, schedule, page, rows, operation):
+    schedule = world.schedule if schedule == "schedule" else schedule
+    call_refuses_cleanly(world, lambda: world.service.schedule_list(tenant, page, rows))
+    call_refuses_cleanly(world, lambda: getattr(world.service, operation)(tenant, schedule))
+
+
 @BUDGET
 @given(tenant=tenants, pipeline=st.one_of(st.none(), ids(PIPELINE)),
        status=st.one_of(st.none(), st.sampled_from(TASK_STATUSES), garbage),
@@ -215,7 +259,7 @@ def test_register_handler(world, step_type, fn):
 options = st.fixed_dictionaries({}, optional={
     name: st.one_of(garbage, st.integers(-2, 100), st.floats(-1, 100))
     for name in ("concurrency", "tenant_concurrency", "poll_interval", "lease_seconds", "max_crashes",
-                 "create_schema", "autostart", "require_handlers", "handlers")})
+                 "create_schema", "autostart", "require_handlers", "handlers", "timezone")})
 databases = st.one_of(st.sampled_from([
     "sqlite:///fz.db", "sqlite:///", "sqlite://x", "mysql://root@127.0.0.1:99999/db", "mysql://root@h:abc/db",
     "mysql://[::1/db", "mysql://root@h/", "postgres://h/db", "", {"driver": "mysql", "kwargs": {"port": "x", "db": "d"}},

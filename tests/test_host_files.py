@@ -61,7 +61,8 @@ def served_pages():
 def test_rbac_grants_every_page_the_module_serves_and_nothing_else():
     registered = [path for _, path in load_path.PATHS]
     assert {role for role, _ in load_path.PATHS} == {"logined"}
-    assert len(served_pages()) == 18 and all(rbac_grants(registered, page) for page in served_pages())
+    assert len(served_pages()) == 2 * len(load_path.OPERATIONS) and all(
+        rbac_grants(registered, page) for page in served_pages())
     assert sorted(registered) == served_pages()  # no stale path, no broader one
     for other in ("/pipeline_service/secret.dspy", "/pipeline_service/api/secret.dspy", "/pipeline_servicex/list.dspy",
                   "/rbac/user/up_login.dspy", "/pipeline_service"):
@@ -94,12 +95,12 @@ def test_load_path_registers_every_path_through_the_hosts_set_role_perm(tmp_path
     assert done.returncode == 0, done.stderr
     calls = (host / "calls.txt").read_text().splitlines()
     assert calls == [f"{role} {path}" for role, path in load_path.PATHS]
-    assert done.stdout.count("ok  ") == 18
+    assert done.stdout.count("ok  ") == len(load_path.PATHS)
 
 
 def test_load_path_reports_a_refused_path_and_a_missing_host(tmp_path):
     done = run_load_path("--host-root", str(fake_host(tmp_path, exit_code=1)))
-    assert done.returncode == 1 and done.stdout.count("FAIL") == 18
+    assert done.returncode == 1 and done.stdout.count("FAIL") == len(load_path.PATHS)
     missing = run_load_path("--host-root", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no set_role_perm.py" in missing.stderr
 
@@ -171,8 +172,9 @@ async def run_sql(url, sql, params):
 
 async def test_load_codes_writes_the_modules_code_sets_and_twice_is_harmless(codes_db):
     shipped = read_codes()
-    assert await load_codes(codes_db) == {"appcodes": 4, "appcodes_kv": 17}
-    assert await load_codes(codes_db) == {"appcodes": 4, "appcodes_kv": 17}
+    counts = {"appcodes": len(shipped["appcodes"]), "appcodes_kv": len(shipped["appcodes_kv"])}
+    assert await load_codes(codes_db) == counts
+    assert await load_codes(codes_db) == counts
     assert await table_rows(codes_db, "appcodes") == sorted(shipped["appcodes"], key=lambda r: r["id"])
     assert await table_rows(codes_db, "appcodes_kv") == sorted(shipped["appcodes_kv"], key=lambda r: r["id"])
     labels = {(r["parentid"], r["k"]): r["v"] for r in await table_rows(codes_db, "appcodes_kv")}
@@ -185,7 +187,7 @@ async def test_loading_replaces_the_modules_sets_and_leaves_the_hosts_other_sets
                             "'0', '可用'), ('pipeline_task_status_old', 'pipeline_task_status', 'old', '旧')", {})
     await load_codes(codes_db)
     values = {r["id"] for r in await table_rows(codes_db, "appcodes_kv")}
-    assert "user_status_0" in values and "pipeline_task_status_old" not in values and len(values) == 18
+    assert "user_status_0" in values and "pipeline_task_status_old" not in values and len(values) == len(read_codes()["appcodes_kv"]) + 1
     assert "user_status" in {r["id"] for r in await table_rows(codes_db, "appcodes")}
 
 
@@ -230,7 +232,8 @@ def test_load_codes_is_a_command_of_the_cli(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"appcodes": 4, "appcodes_kv": 17}
+    shipped = read_codes()
+    assert json.loads(done.stdout) == {"appcodes": len(shipped["appcodes"]), "appcodes_kv": len(shipped["appcodes_kv"])}
 
 
 def test_load_codes_on_a_missing_sqlite_file_says_so_and_creates_none(tmp_path):

@@ -204,6 +204,39 @@ async def test_changes_accept_post_only(http):
     assert [(r["id"], r["status"]) for r in listing["data"]["rows"]] == [(task["id"], "succeeded")]
 
 
+async def test_schedules_and_keyed_submits_over_http(http):
+    hana = await http().login("hana", "org-H")
+    ivan = await http().login("ivan", "org-I")
+    first = await hana.call("submit", "POST", pipeline_id="demo-article", idempotency_key="form-1", priority="8")
+    again = await hana.call("submit", "POST", pipeline_id="demo-article", idempotency_key="form-1")
+    assert first[0] == again[0] == 200 and first[1]["data"]["id"] == again[1]["data"]["id"]
+    assert first[1]["data"]["priority"] == 8
+    status, body = await hana.call("schedule_create", "POST", pipeline_id="demo-article", cron="0 9 * * *",
+                                   timezone="Asia/Shanghai", title="morning {date}", tenant_id="org-I")
+    assert status == 200, body
+    schedule = body["data"]
+    assert schedule["tenant_id"] == "org-H" and schedule["owner_id"] == "hana" and schedule["cron"] == "0 9 * * *"
+    status, body = await hana.call("schedule_create", "POST", pipeline_id="demo-article", every="5")
+    assert status == 400 and "every must be a whole number from 10" in body["message"]
+    status, headers, text = await hana.raw("schedule_create", "GET", True, {"pipeline_id": "demo-article",
+                                                                           "every": "60"})
+    assert status == 405 and json.loads(text)["message"].startswith("schedule_create changes a schedule")
+    status, body = await hana.call("schedule_run_now", "POST", schedule_id=schedule["id"])
+    assert status == 200 and body["data"]["schedule_id"] == schedule["id"]
+    await wait_done(hana, body["data"]["id"])
+    listing = await hana.ui("schedule_list")
+    [row] = listing["rows"]
+    assert row["id"] == schedule["id"] and row["runs"][0]["status"] == "succeeded"
+    assert row["runs"][0]["created_at_local"] == shanghai(row["runs"][0]["created_at"])
+    status, body = await ivan.call("schedule_pause", "POST", schedule_id=schedule["id"])
+    assert status == 404 and body["code"] == "not_found"  # another organisation's schedule
+    paused = await hana.ui("schedule_pause", "POST", schedule_id=schedule["id"])
+    assert paused["options"]["title"] == "定时已暂停" and paused["options"]["user_data"]["status"] == "paused"
+    status, body = await hana.call("schedule_delete", "POST", schedule_id=schedule["id"])
+    assert status == 200 and body["data"] == {"id": schedule["id"], "deleted": True}
+    assert (await hana.call("schedule_list"))[1]["data"] == {"total": 0, "rows": []}
+
+
 @pytest.mark.parametrize("op, params, message", [
     ("submit", {}, "parameter 'pipeline_id' is required"),
     ("submit", {"pipeline_id": "demo-article", "params": "{not json"}, "parameter 'params' is not valid JSON"),

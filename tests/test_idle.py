@@ -147,6 +147,17 @@ async def test_a_thousand_paused_or_waiting_tasks_cost_nothing_while_idle(empty_
         await service.stop(timeout=5)
 
 
+async def test_enabled_schedules_none_of_them_due_cost_nothing_while_idle(idle_service, monkeypatch, tenant,
+                                                                          pipeline_id, step_type):
+    """300 schedules, enabled, none due for an hour: the probe's next_tick says so; no other query."""
+    await idle_service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    await asyncio.gather(*(idle_service.schedule_create(f"{tenant}-{i % 30}", pipeline_id, "o", every=3600)
+                           for i in range(300)))
+    trips = RoundTrips(monkeypatch)
+    assert_idle(*await trips.idle_window())
+    assert (await idle_service.list(f"{tenant}-0"))["total"] == 0
+
+
 async def test_a_thousand_tasks_waiting_for_approvals_and_timers_cost_nothing_while_idle(
         empty_database, monkeypatch, tenant, pipeline_id, step_type):
     """500 tasks whose approval waits for a person, 500 whose wait step sleeps an hour: none holds a

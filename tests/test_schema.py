@@ -46,7 +46,7 @@ def test_every_owned_model_has_tenant_id_and_a_tenant_led_index():
 
 def test_json2ddl_output_applies_cleanly_to_mariadb():
     ddl = json2ddl_output()
-    assert ddl.count("drop table if exists") == 3, "json2ddl models/ covers exactly the three owned tables"
+    assert ddl.count("drop table if exists") == len(schema.OWNED_TABLES), "json2ddl models/ covers exactly the owned tables"
     database = scratch_name("ddl")
     scratch_mysql_database(database)
     conn = mysql_admin(database=database, client_flag=65536)  # MULTI_STATEMENTS
@@ -87,7 +87,8 @@ async def test_safe_path_builds_the_same_columns_and_keeps_rows():
     await storage.create_missing_tables()
     async with storage.transaction() as tx:
         await tx.execute("insert_task", id="keep-me", tenant_id="t", pipeline_id="p", owner_id="o", title="",
-                         params="{}", status="pending", now=now_ms())
+                         params="{}", status="pending", now=now_ms(), priority=5, idempotency_key=None,
+                         schedule_id=None, scheduled_for=None)
     await storage.create_missing_tables()
     async with storage.transaction() as tx:
         assert (await tx.fetch_one("get_task", tenant_id="t", task_id="keep-me"))["id"] == "keep-me"
@@ -117,10 +118,10 @@ def test_id_columns_compare_exactly_in_the_models():
     from pipeline_service.ids import MAX_ID, MAX_NAME
     for table in schema.OWNED_TABLES + schema.REFERENCE_TABLES:
         for field in schema.load_model(table)["fields"]:
-            is_id = field["name"] in ("id", "owner", "step_type", "step_name", "parent_step") or (
-                field["name"].endswith("_id"))
+            exact = field["name"] in ("id", "owner", "step_type", "step_name", "parent_step", "idempotency_key")
+            is_id = exact or field["name"].endswith("_id")
             assert ("collation" in field) == is_id, (table, field["name"])
-            if is_id and field["name"] != "owner":
+            if is_id and field["name"] not in ("owner", "idempotency_key"):  # a key: up to MAX_KEY
                 step = field["name"].startswith("step_") or field["name"] == "parent_step"
                 assert field["length"] == (MAX_NAME if step else MAX_ID)
     ddl = schema.create_table_statement("pipeline_tasks", "mysql")
@@ -139,10 +140,11 @@ async def test_an_old_schema_gets_binary_id_columns_in_place_once(caplog):
     storage = Storage.from_description(url)
     async with storage.transaction() as tx:
         await tx.execute("insert_task", id="keep-me", tenant_id="acme", pipeline_id="p", owner_id="o", title="",
-                         params="{}", status="pending", now=now_ms())
+                         params="{}", status="pending", now=now_ms(), priority=5, idempotency_key=None,
+                         schedule_id=None, scheduled_for=None)
     with caplog.at_level("WARNING", logger="pipeline_service.store.storage"):
         await storage.create_missing_tables()
-    assert len([r for r in caplog.records if "binary collation" in r.message]) == 3
+    assert len([r for r in caplog.records if "binary collation" in r.message]) == len(schema.OWNED_TABLES)
     after = collations_of(database)
     for (table, column), (col_type, nullable, collation, comment) in after.items():
         wanted = schema.exact_columns(table).get(column)

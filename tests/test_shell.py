@@ -102,6 +102,13 @@ async def test_the_environment_holds_no_secrets_of_the_host_unless_listed(shell_
     assert node["output"]["stdout"] == "s3cret\n"
 
 
+@pytest.mark.parametrize("inherit_env", [["{{ params.name }}"], "{{ params.names }}"])
+async def test_params_never_choose_the_host_variables_a_command_inherits(shell_service, pipeline_id, inherit_env):
+    with pytest.raises(InvalidInputError, match="config.inherit_env is not templated"):
+        await shell_service.define_pipeline(pipeline_id, [{"step_name": "sh", "step_type": "shell", "config": {
+            "command": "env", "inherit_env": inherit_env}}])
+
+
 INJECTIONS = ['"; rm -rf ~"', "; touch pwned", "$(touch pwned)", "`touch pwned`", "' ; touch pwned ; '",
               "\" ; touch pwned ; \"", "a\ntouch pwned", "${IFS}touch${IFS}pwned"]
 

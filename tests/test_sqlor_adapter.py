@@ -67,7 +67,23 @@ def test_sqlite_urls(url, expected):
 
 def test_mysql_url():
     connector = connector_for("mysql://bob:p%40ss@db.example:3307/prod")
-    assert connector.kwargs == {"host": "db.example", "port": 3307, "user": "bob", "password": "p@ss", "db": "prod"}
+    assert connector.addresses == [("db.example", 3307)]
+    assert connector.kwargs == {"user": "bob", "password": "p@ss", "db": "prod"}
+
+
+def test_a_cluster_is_several_addresses_in_a_url_or_a_list():
+    url = connector_for("mysql://bob:pw@n1:4400,n2,[::1]:4402/prod")
+    assert url.addresses == [("n1", 4400), ("n2", 3306), ("::1", 4402)] and url.several
+    listed = connector_for({"driver": "mysql", "kwargs": {"host": ["n1:4400", "n2"], "port": 3307, "db": "prod"}})
+    assert listed.addresses == [("n1", 4400), ("n2", 3307)]
+    assert "server 1 of 2" in listed.describe()
+
+
+@pytest.mark.parametrize("host, said", [(["n1", "n1"], "twice"), ("n1,", "empty"), (["n1", 7], "name or a list"),
+                                        ("n1:99999", "port"), ([], "empty")])
+def test_bad_cluster_addresses_are_refused(host, said):
+    with pytest.raises(StorageError, match=said):
+        connector_for({"driver": "mysql", "kwargs": {"host": host, "db": "prod"}})
 
 
 @pytest.mark.parametrize("bad", ["postgres://x/y", "sqlite://", 42, {"driver": "oracle"},

@@ -10,13 +10,14 @@ import pytest
 
 from pipeline_service import InvalidStateError
 from pipeline_service.status import (ACTIVE_TASK_STATUSES, CANCELLABLE_STEPS, STEP_STATUS_GROUPS,
-                                     STEP_TRANSITIONS, TASK_TRANSITIONS, StepStatus, TaskAction, TaskStatus,
+                                     STEP_TRANSITIONS, TASK_TRANSITIONS, ScheduleStatus, StepStatus, TaskAction,
+                                     TaskStatus,
                                      step_transition, task_transition)
 from pipeline_service.store import queries
 
 SQL_TEXT = queries.SQL_FILE.read_text(encoding="utf-8")
 LITERAL = re.compile(r"'([^']*)'")
-STATUSES = {str(s) for s in TaskStatus} | {str(s) for s in StepStatus}
+STATUSES = {str(s) for s in TaskStatus} | {str(s) for s in StepStatus} | {str(s) for s in ScheduleStatus}
 
 
 def sql_lines(text):
@@ -47,10 +48,11 @@ def test_the_sql_file_writes_no_status_literal_only_placeholders():
     """A status in queries.sql is a placeholder ({step:running}) filled from the enums, never a
     quoted literal: adding a status (the next wave's `waiting` step) touches status.py alone."""
     assert not [line for line in sql_lines(SQL_TEXT) if "'" in line]
-    named = re.findall(r"\{(task|step|steps):(\w+)\}", SQL_TEXT)
-    assert {kind for kind, _ in named} == {"task", "step", "steps"}
+    named = re.findall(r"\{(task|step|steps|schedule):(\w+)\}", SQL_TEXT)
+    assert {kind for kind, _ in named} == {"task", "step", "steps", "schedule"}
+    enums = {"task": TaskStatus, "step": StepStatus, "schedule": ScheduleStatus}
     for kind, name in named:
-        known = STEP_STATUS_GROUPS if kind == "steps" else {str(s) for s in {"task": TaskStatus, "step": StepStatus}[kind]}
+        known = STEP_STATUS_GROUPS if kind == "steps" else {str(s) for s in enums[kind]}
         assert name in known, (kind, name)
 
 

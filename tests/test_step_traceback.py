@@ -146,7 +146,7 @@ async def test_a_missing_nullable_column_is_added_in_place_once(backend, tmp_pat
     storage = Storage.from_description(make_old_table(backend, tmp_path, {"error_trace"}))
     try:
         row = dict(id="s1", tenant_id=tenant, task_id="t1", step_name="a", step_type="x", depends_on="[]",
-                   config="{}", seq=0, input_version=1, ready_at=None, now=now_ms())
+                   config="{}", seq=0, input_version=1, ready_at=None, now=now_ms(), priority=5)
         async with storage.transaction() as tx:  # a row written by the older version
             await tx.execute("insert_step", **row)
         with caplog.at_level(logging.WARNING, logger="pipeline_service.store.storage"):

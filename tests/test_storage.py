@@ -8,6 +8,7 @@ import pymysql
 import pytest
 
 from pipeline_service import DatabaseUnavailableError, SchemaMissingError, StorageError
+from pipeline_service.exceptions import DuplicateKeyError
 from pipeline_service.ids import new_id, now_ms
 from pipeline_service.store.storage import Storage
 from conftest import scratch_mysql_database, scratch_name
@@ -15,7 +16,8 @@ from conftest import scratch_mysql_database, scratch_name
 
 def task_row(tenant, **over):
     row = dict(id=new_id(), tenant_id=tenant, pipeline_id="p1", owner_id="u1", title="a title",
-               params=json.dumps({"k": "v"}), status="pending", now=now_ms())
+               params=json.dumps({"k": "v"}), status="pending", now=now_ms(),
+               priority=5, idempotency_key=None, schedule_id=None, scheduled_for=None)
     row.update(over)
     return row
 
@@ -30,7 +32,7 @@ async def test_round_trip_of_every_table(storage, tenant):
         await tx.execute("insert_task", **task)
         await tx.execute("insert_step", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
                          step_type="noop", depends_on="[]", config="{}", seq=1, input_version=None,
-                         ready_at=now, now=now)
+                         ready_at=now, now=now, priority=5)
         await tx.execute("insert_artifact", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a",
                          kind="output", version=1, content='{"x": "\u00e9\u4e2d\U0001F600"}', source="engine",
                          lineage=None, now=now)
@@ -169,7 +171,9 @@ async def test_mysql_concurrent_transactions_isolate_errors(mysql_schema, tenant
     results = await asyncio.gather(*(one(i) for i in range(50)), return_exceptions=True)
     failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
     assert failed == [17]
-    assert isinstance(results[17], pymysql.err.IntegrityError)
+    # the driver's error is translated (no raw driver error leaves the package), its cause kept
+    assert isinstance(results[17], DuplicateKeyError)
+    assert isinstance(results[17].__cause__, pymysql.err.IntegrityError)
     async with storage.transaction() as tx:
         titles = {r["title"] for r in await tx.fetch_all(
             "list_tasks", tenant_id=tenant, pipeline_id=None, status=None, limit=100, offset=0)}
@@ -231,3 +235,42 @@ async def test_missing_schema_says_how_to_create_it(empty_database, tenant):
     async with storage.transaction() as tx:
         assert await tx.fetch_one("get_task", tenant_id=tenant, task_id="x") is None
     await storage.close()
+
+
+def unused_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listing(url, first):
+    """``url`` with ``first`` (host:port) listed before its own server."""
+    scheme, rest = url.split("://", 1)
+    credentials, at, servers = rest.rpartition("@")
+    return f"{scheme}://{credentials}{at}{first},{servers}"
+
+
+async def test_a_server_that_does_not_answer_is_passed_over_for_the_next(mysql_schema, tenant):
+    storage = Storage.from_description(listing(mysql_schema, f"127.0.0.1:{unused_port()}"))
+    try:
+        found = await storage.atomic(lambda tx: tx.fetch_all("get_task", tenant_id=tenant, task_id="none"))
+        assert found == [] and "server 2 of 2" in storage.describe()
+        assert storage.connector.galera is False and storage.connector.statements == "mysql"
+    finally:
+        await storage.close()
+
+
+async def test_no_server_answering_names_them_all(mysql_schema):
+    first, second = unused_port(), unused_port()
+    storage = Storage.from_description(f"mysql://root@127.0.0.1:{first},127.0.0.1:{second}/x")
+    with pytest.raises(DatabaseUnavailableError, match=f"any server.*:{first}.*:{second}"):
+        await storage.open()
+    await storage.close()
+
+
+def test_conflict_pauses_grow_and_stay_bounded():
+    from pipeline_service.store.storage import ATTEMPTS, FIRST_PAUSE, LONGEST_PAUSE, retry_pause
+    pauses = [[retry_pause(a) for a in range(1, ATTEMPTS + 1)] for _ in range(50)]
+    assert all(FIRST_PAUSE / 2 <= p <= LONGEST_PAUSE for run in pauses for p in run)
+    assert max(run[0] for run in pauses) < min(run[-1] for run in pauses)  # later runs wait longer
+    assert len({run[2] for run in pauses}) > 1  # jittered: two colliding transactions drift apart

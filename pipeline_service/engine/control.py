@@ -15,7 +15,7 @@ from ..status import (ACTIVE_TASK_STATUSES, CANCELLABLE_STEPS, TERMINAL_TASK_STA
                       TaskStatus, step_transition, task_transition)
 from ..views import task_summary
 from .events import Events
-from .inputs import edited
+from .preparing import edited
 from .plans import Plans
 from .progress import Progress, blocked_skips
 from .waiting import wake
@@ -131,6 +131,13 @@ class Control:
     async def cancel(self, tenant_id, task_id) -> ControlResult:
         """Cancel the task: every unfinished step is cancelled, the task ends cancelled."""
         (stop, children), summary = await self._control(tenant_id, task_id, self._cancel)
+        return ControlResult(summary, stop, children)
+
+    async def cancel_within(self, tx, tenant_id, task_id) -> ControlResult:
+        """Cancel the task in the caller's transaction: a schedule's tick with overlap
+        cancel_previous cancels the last task and creates its own in one commit (the
+        schedule's row is locked before the task's, never after)."""
+        (stop, children), summary = await self._locked_change(tx, tenant_id, task_id, self._cancel)
         return ControlResult(summary, stop, children)
 
     async def _cancel(self, t: LockedTask):

@@ -4,8 +4,9 @@ It only orchestrates; every state change is an operation of the claimer or the r
 
 * Dispatch is event-driven: a finished step (or a submit, resume, modify) in this
   process wakes the loop at once, so successors start without waiting for a poll.
-* Polling only finds what other processes did and expired leases: one cheap probe
-  per ``poll_interval`` when idle, a claim or a recovery only when it finds work.
+* Polling only finds what other processes did, expired leases and due schedule ticks:
+  one cheap probe per ``poll_interval`` when idle, a claim, a recovery or a tick only
+  when it finds work (a tick due before the next poll gets a poll at its time).
 * A heartbeat extends the leases of the claims running here (only those) and notices
   claims taken away elsewhere (cancelled, re-planned, recovered), whose handlers it stops.
 * Claims are spread fairly over tenants, within a global and a per-tenant limit.
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from ..json_objects import from_json, stored_json, to_json
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StepFailed, StorageError
 from .handlers import SyncThreads, call_handler
-from .inputs import for_handler
+from .preparing import for_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
 from ..dag import check_seconds, check_whole
@@ -95,7 +96,8 @@ class OutcomeNotStored(Exception):
 
 class Executor:
     def __init__(self, storage, claimer, recorder, handlers, events, waiting, concurrency=64,
-                 tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32):
+                 tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32,
+                 ticker=None):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.storage = storage
         self.claimer = claimer      # claims ready steps (fairness over tenants)
@@ -103,6 +105,7 @@ class Executor:
         self.handlers = handlers    # the registry: which step types this process runs, and how
         self.events = events        # tells hosts when a handler starts (step.started)
         self.waiting = waiting      # wakes waiting steps once they are due
+        self.ticker = ticker        # fires due schedule ticks (engine/schedules.py), if any
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
         self.poll_interval = poll_interval
@@ -113,6 +116,7 @@ class Executor:
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
         self._poll_now = False      # a waiting step is due before the next poll: probe at the next wake-up
+        self._tick_due = False      # a schedule's tick falls before the next poll: poll at its time
         self._running = {}          # Claim -> asyncio.Task running it (until its outcome is recorded)
         self._slots = set()         # Claims holding a slot (until their handler ends)
         self._revoked = set()       # Claims taken away (cancel, modify, recovery)
@@ -207,8 +211,10 @@ class Executor:
             try:
                 woken = await self._sleep()
                 waiting = False
-                if self._poll_now or loop.time() - last_poll >= self.poll_interval:  # also when busy
-                    last_poll, self._poll_now = loop.time(), False
+                # also when busy: leases expire anyway
+                if self._tick_due or self._poll_now or loop.time() - last_poll >= self.poll_interval:
+                    self._tick_due = self._poll_now = False
+                    last_poll = loop.time()
                     waiting = await self._poll()
                 if woken or waiting:
                     await self._claim()
@@ -246,6 +252,10 @@ class Executor:
                 log.warning("pipeline executor %s: took back %d step(s) whose worker's lease expired",
                             self.owner, recovered)
                 return True
+        next_tick = probe.get("next_tick")
+        ticked = await self._fire_ticks(next_tick, now)
+        if next_tick is not None and now < next_tick and (next_tick - now) / 1000 < self.poll_interval:
+            asyncio.get_running_loop().call_later((next_tick - now) / 1000, self._poll_at_tick)
         next_ready = probe["next_ready"]  # a step of ours due later (a retry delay)
         if next_ready is not None and (next_ready - now) / 1000 < self.poll_interval:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
@@ -254,11 +264,32 @@ class Executor:
             woken = await self.waiting.wake_due(now)
         elif next_due is not None and (next_due - now) / 1000 < self.poll_interval:  # due before the next poll
             asyncio.get_running_loop().call_later((next_due - now) / 1000, self._probe_soon)
-        return bool(probe["runnable"]) or woken > 0
+        return bool(probe["runnable"]) or ticked or woken > 0
 
     def _probe_soon(self):
+        """A waiting step is due before the next poll: the loop polls (and wakes it) at its time."""
         self._poll_now = True
         self.wake()
+
+    def _poll_at_tick(self):
+        """A tick is due now: the loop polls (and fires it) without waiting for its interval."""
+        self._tick_due = True
+        self.wake()
+
+    async def _fire_ticks(self, next_tick, now):
+        """Fire the schedules' due ticks (the probe's ``next_tick``); True if tasks were created."""
+        if self.ticker is None or next_tick is None or next_tick > now:
+            return False
+        try:
+            fired = await self.ticker.fire_due()
+        except Exception as exc:  # the ticks wait for the next poll; the claims must not
+            log.error("pipeline executor %s: could not fire due schedule ticks (%s); trying again at the next poll",
+                      self.owner, exc)
+            return False
+        self.interrupt(fired.stop)  # cancel_previous: the cancelled tasks' handlers running here
+        if fired.created:
+            log.debug("pipeline executor %s: %d schedule tick(s) created their task", self.owner, fired.created)
+        return fired.created > 0
 
     async def _claim(self):
         """Claim while there are free slots and ready steps."""

@@ -48,6 +48,10 @@ class HandlerRegistry:
 
     def set_builtins(self, builtins: Mapping[str, Callable | str]) -> None:
         """Replace the built-in layer: step type -> its handler, or why it is off (a message)."""
+        bad = [t for t, fn in builtins.items() if not isinstance(t, str) or not (callable(fn) or isinstance(fn, str))]
+        if bad:
+            raise InvalidInputError(f"built-in step types map a name to a handler or the reason it is off: "
+                                    f"{bad[:3]!r} do not")
         self._builtins = {t: fn for t, fn in builtins.items() if callable(fn)}
         self._off = {t: why for t, why in builtins.items() if isinstance(why, str)}
 

@@ -17,7 +17,7 @@ from ..json_objects import to_json
 from ..status import DONE_STEPS, IN_FLIGHT_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, TaskStatus, task_transition
 from .caches import EngineCaches
 from .events import Events
-from .inputs import prepare
+from .preparing import prepare
 from .plans import Plans
 from .writes import Writes
 
@@ -173,21 +173,20 @@ class Progress:
     async def _make_ready(self, writes, tenant_id, task_id, plan, name, states):
         """Make a step ready with its input: the current one, or a new version built from the
         upstream output versions in force (the 'pinned' versions), its `when` decided and its
-        config rendered (``inputs.prepare``).  False if its `when` is false: it is skipped."""
+        config rendered (``preparing.prepare``).  False if its `when` is false: it is skipped."""
         row = states[name]
         version = row["input_version"]
         if version is None or row["input_stale"]:
             step = plan.dag.steps[name]
             upstream, lineage = {}, {}
             for dep in step.depends_on:
-                if states[dep]["status"] == StepStatus.SKIPPED:  # it has no output in this run
-                    upstream[dep] = lineage[dep] = None
-                    continue
-                lineage[dep] = states[dep]["output_version"]
-                upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
+                if states[dep]["status"] != StepStatus.SKIPPED:  # a skipped one made no output in this run
+                    lineage[dep] = states[dep]["output_version"]
+                    upstream[dep] = await writes.output(tenant_id, task_id, dep, lineage[dep])
             prepared = prepare(step, plan.params, upstream)
             version = (version or 0) + 1
-            writes.artifact(tenant_id, task_id, name, "input", version, prepared.content, "engine", lineage)
+            writes.artifact(tenant_id, task_id, name, "input", version,
+                            {"params": plan.params, "upstream": upstream, **prepared.extra}, "engine", lineage)
             if not prepared.runs:
                 self._skip(writes, (tenant_id, task_id), name, states, version, "its when is false")
                 return False

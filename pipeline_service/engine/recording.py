@@ -61,7 +61,7 @@ class Recorder:
         returns, per outcome, whether it was recorded (False: its claim had been taken away).
         Successes store their output and make the successors ready with their inputs;
         failures with a retry delay go back to the queue; final failures fail the step."""
-        return await self.storage.atomic(lambda tx: self._write_outcomes(tx, outcomes))
+        return await self.storage.atomic(lambda tx: self._write_outcomes(tx, outcomes), fenced=True)
 
     async def _write_outcomes(self, tx, outcomes):
         now = now_ms()
@@ -130,7 +130,7 @@ class Recorder:
         """Extend the leases of ``claims`` (the ones running here, and only those); return
         those the owner no longer holds (same step and attempt, still running)."""
         ids = sorted({c.id for c in claims})
-        await self.storage.atomic(lambda tx: self._extend_leases(tx, owner, ids, lease_ms))
+        await self.storage.atomic(lambda tx: self._extend_leases(tx, owner, ids, lease_ms), fenced=True)
         held = {(r["id"], int(r["attempt"]))
                 for r in await self.storage.probe("owned_running_steps", owner=owner, ids=ids)}
         return [c for c in claims if (c.id, c.attempt) not in held]
@@ -143,7 +143,7 @@ class Recorder:
         """Hand back claims that will not be finished (a graceful stop): each step still held
         by its claim is ready again at once (held, if its task is paused), its attempt counted
         neither as a failure nor as a crash. Returns how many were handed back."""
-        return await self.storage.atomic(lambda tx: self._release(tx, claims))
+        return await self.storage.atomic(lambda tx: self._release(tx, claims), fenced=True)
 
     async def _release(self, tx, claims):
         now = now_ms()

@@ -64,3 +64,20 @@ class StartedStep:
 
     step: StepDef
     input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to create (checked arguments): what a submit and a schedule's tick hand to
+    ``Tasks.write_task``.  A key or a tick is unique per tenant in the database."""
+
+    tenant_id: str
+    pipeline_id: str
+    owner_id: str
+    title: str
+    params: dict[str, Any]
+    priority: int
+    idempotency_key: str | None = None  # the submitter's: one task per tenant and key
+    schedule_id: str | None = None      # the schedule whose tick this is ...
+    scheduled_for: int | None = None    # ... and the tick (epoch ms): one task per schedule and tick
+    parent: tuple[str, str] | None = None  # (task id, step name): the delegate step it is the child of

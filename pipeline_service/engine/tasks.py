@@ -1,15 +1,15 @@
 """Pipelines and tasks coming into being: defining a pipeline, submitting a task."""
 from ..dag import Dag
-from ..exceptions import HandlerError, InvalidInputError, NotFoundError
+from ..exceptions import DuplicateKeyError, HandlerError, InvalidInputError, InvalidStateError, NotFoundError
 from ..ids import new_id, now_ms
 from ..json_objects import check_copies, from_json, to_json
 from ..status import StepStatus, TaskStatus
 from ..views import task_summary
 from .caches import EngineCaches
 from .events import Events
-from .inputs import prepare
+from .preparing import prepare
 from .progress import Progress
-from .records import TaskPlan
+from .records import NewTask, TaskPlan
 
 
 class Tasks:
@@ -41,18 +41,34 @@ class Tasks:
         tx.defer_many("insert_pipeline_step", rows)
         tx.on_commit(lambda: self.caches.definitions.pop(pipeline_id, None))
 
-    async def submit(self, tenant_id, pipeline_id, owner_id, title, params, require_handlers=True):
-        task_id, now = new_id(), now_ms()
-        params_text = to_json(params)
-        row = await self.storage.atomic(lambda tx: self.write_task(
-            tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text, require_handlers))
+    async def submit(self, new: NewTask, require_handlers=True):
+        """Create the task; with an idempotency key, the task the key already names if there is one
+        (the unique key (tenant_id, idempotency_key) decides, not the read before the write)."""
+        if new.idempotency_key is None:
+            return task_summary(await self.storage.atomic(lambda tx: self.write_task(tx, new, require_handlers)))
+        try:
+            row = await self.storage.atomic(lambda tx: self._submit_once(tx, new, require_handlers))
+        except DuplicateKeyError:  # a submit with the same key committed while this one was writing
+            row = await self.storage.atomic(lambda tx: self._submit_once(tx, new, require_handlers))
         return task_summary(row)
 
-    async def write_task(self, tx, task_id, now, tenant_id, pipeline_id, owner_id, title, params_text,
-                         require_handlers=True, parent=None):
-        """Write a new task in ``tx``: its row, its steps, its roots' inputs (roots ready at once);
-        ``parent``: (task id, step name) of the delegate step it is the child of (engine/waiting.py).
-        Everything is checked before anything is written: a refusal leaves ``tx`` as it was."""
+    async def _submit_once(self, tx, new: NewTask, require_handlers):
+        row = await tx.fetch_one("task_by_key", tenant_id=new.tenant_id, idempotency_key=new.idempotency_key)
+        if row is None:
+            return await self.write_task(tx, new, require_handlers)
+        if row["pipeline_id"] != new.pipeline_id:
+            raise InvalidStateError(f"idempotency_key {new.idempotency_key!r} already names task {row['id']!r} "
+                                    f"of pipeline {row['pipeline_id']!r}, not of {new.pipeline_id!r}")
+        return row
+
+    async def write_task(self, tx, new: NewTask, require_handlers=True):
+        """Write a new task in ``tx`` (a submit's, or a schedule's tick's, which advances the
+        schedule in the same transaction, or a delegate step's child, written with its parent's wait:
+        ``new.parent``, engine/waiting.py); its row as ``task_summary`` reads it.  Everything is
+        checked before anything is written: a refusal leaves ``tx`` as it was."""
+        task_id, now = new_id(), now_ms()
+        tenant_id, pipeline_id, owner_id, title = new.tenant_id, new.pipeline_id, new.owner_id, new.title
+        params_text = to_json(new.params)
         params = from_json(params_text)  # the task's own copy: a caller reusing its dict changes nothing here
         dag = await self.definition(tx, pipeline_id)
         missing = [(s.name, s.step_type) for s in dag.steps.values() if self.handlers.get(s.step_type) is None]
@@ -66,7 +82,10 @@ class Tasks:
         roots = dag.roots()  # ready at once, with their inputs (unless their `when` is false)
         check_copies(params_text, len(roots) + 1, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
-                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now)
+                 owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
+                 priority=new.priority, idempotency_key=new.idempotency_key, schedule_id=new.schedule_id,
+                 scheduled_for=new.scheduled_for)
+        parent = new.parent
         if parent is not None:
             tx.defer("set_task_parent", tenant_id=tenant_id, task_id=task_id, parent_task_id=parent[0],
                      parent_step=parent[1])
@@ -75,14 +94,16 @@ class Tasks:
         writes = self.progress.writes(tx, now)
         prepared = {name: prepare(dag.steps[name], params, {}) for name in roots}
         for name in roots:
-            writes.artifact(tenant_id, task_id, name, "input", 1, prepared[name].content, "engine", {})
+            content = {"params": params, "upstream": {}, **prepared[name].extra}
+            writes.artifact(tenant_id, task_id, name, "input", 1, content, "engine", {})
         runs = {name for name in roots if prepared[name].runs}
         writes.flush()
         tx.defer_many("insert_step", [dict(
             id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
             step_type=dag.steps[name].step_type, depends_on=to_json(list(dag.steps[name].depends_on)),
             config=to_json(dag.steps[name].config), seq=dag.steps[name].seq,
-            input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now)
+            input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now,
+            priority=new.priority)
             for name in dag.order])
         self.events.at_commit(tx, "task.submitted", tenant_id, task_id, pipeline_id=pipeline_id, owner_id=owner_id)
         status, skipped = TaskStatus.PENDING, 0
@@ -100,8 +121,8 @@ class Tasks:
             tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status=status, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_waiting=0, n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None,
-                    finished_at=None)
+                    n_waiting=0, n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None, finished_at=None,
+                    priority=new.priority, schedule_id=new.schedule_id, scheduled_for=new.scheduled_for)
 
     async def definition(self, tx, pipeline_id) -> Dag:
         """The DAG of a pipeline as defined (cached for caches.DEFINITION_TTL_SECONDS: a read

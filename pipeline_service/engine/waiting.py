@@ -19,13 +19,14 @@ How a step waits (docs/ARCHITECTURE.md, flow 7):
 """
 from ..dag import Dag
 from ..exceptions import InvalidInputError
-from ..ids import new_id
 from ..json_objects import from_json, to_json
+from ..priority import DEFAULT_PRIORITY
 from ..status import ACTIVE_TASK_STATUSES, StepStatus, TERMINAL_TASK_STATUSES
 from ..waits import Wait
 from .caches import EngineCaches
 from .plans import Plans
 from .progress import Progress
+from .records import NewTask
 
 # tasks in one chain of delegations at most (the top task included): a child that would be
 # deeper is refused, as is a child of a pipeline already running above it (a cycle)
@@ -46,13 +47,13 @@ class Waiting:
         what it waits for, as stored.  A task wait's child is submitted here; a child that
         cannot be (no such pipeline, too deep, a cycle) raises a PipelineError before anything
         is written: the caller fails the step with it."""
-        child = await self._submit_child(tx, claim, wait, now) if wait.submits else None
+        child = await self._submit_child(tx, claim, wait) if wait.submits else None
         stored = wait.stored(child)
         tx.defer("wait_step", id=claim.id, ready_at=wait.until, waiting_for=to_json(stored),
                  attempt=claim.attempt, owner=claim.owner, now=now)
         return stored
 
-    async def _submit_child(self, tx, claim, wait, now):
+    async def _submit_child(self, tx, claim, wait):
         chain = []  # the delegating tasks, from this one up to the top
         task_id = claim.task_id
         while task_id is not None and len(chain) <= MAX_DELEGATION_DEPTH:
@@ -71,11 +72,12 @@ class Waiting:
             raise InvalidInputError(
                 f"delegation too deep: task {claim.task_id!r} is already {len(chain)} tasks deep "
                 f"({' -> '.join(above)}); at most {MAX_DELEGATION_DEPTH} tasks form one chain of delegations")
-        child_id = new_id()
         title = wait.title if wait.title is not None else f"{claim.step_name} of {claim.task_id}"
-        await self.tasks.write_task(tx, child_id, now, claim.tenant_id, wait.pipeline_id, chain[0]["owner_id"],
-                                    title, to_json(wait.params or {}), parent=(claim.task_id, claim.step_name))
-        return child_id
+        priority = chain[0]["priority"]  # its parent's place in the tenant's queue
+        row = await self.tasks.write_task(tx, NewTask(
+            claim.tenant_id, wait.pipeline_id, chain[0]["owner_id"], title, wait.params or {},
+            DEFAULT_PRIORITY if priority is None else int(priority), parent=(claim.task_id, claim.step_name)))
+        return row["id"]
 
     async def wake_due(self, now: int, limit: int = WAKE_BATCH) -> int:
         """Make the waiting steps whose time has come pending again (ready in a running task, held in

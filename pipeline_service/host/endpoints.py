@@ -38,11 +38,13 @@ ERROR_TITLES = {"not_found": "未找到", "invalid_input": "参数错误", "hand
                 "storage_error": "数据库暂不可用"}
 DEFAULT_ERROR_TITLE = "服务器内部错误"
 DONE_TITLES = {"submit": "已提交", "modify": "已修改", "pause": "已暂停", "resume": "已恢复", "cancel": "已取消",
+               "schedule_create": "已创建定时", "schedule_pause": "定时已暂停", "schedule_resume": "定时已恢复",
+               "schedule_delete": "定时已删除", "schedule_run_now": "已立即运行",
                "signal": "已送达"}
 MUTATIONS = frozenset(DONE_TITLES)
 POPUP = {"timeout": 5, "cwidth": 16, "cheight": 9}  # the size and life of xls2ui's message popups
 LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-NESTED_RECORDS = ("rows", "steps", "step", "versions")  # never input/output/params: those are user data
+NESTED_RECORDS = ("rows", "steps", "step", "versions", "runs")  # never input/output/params: those are user data
 
 
 def text(params, name, required=True):
@@ -75,7 +77,8 @@ def integer(params, name, default=None):
 
 async def _submit(tenant, user, p):
     return await api.pipeline_submit(tenant, text(p, "pipeline_id"), user, text(p, "title", False),
-                                     json_object(p, "params", {}))
+                                     json_object(p, "params", {}), idempotency_key=text(p, "idempotency_key", False),
+                                     priority=integer(p, "priority"))
 
 
 async def _list(tenant, user, p):
@@ -119,8 +122,39 @@ async def _signal(tenant, user, p):
     return await api.pipeline_signal(tenant, text(p, "task_id"), text(p, "step_name"), payload, actor=user)
 
 
+async def _schedule_create(tenant, user, p):
+    return await api.pipeline_schedule_create(
+        tenant, text(p, "pipeline_id"), user, cron=text(p, "cron", False), every=integer(p, "every"),
+        at=text(p, "at", False), params=json_object(p, "params", {}), title=text(p, "title", False),
+        timezone=text(p, "timezone", False), overlap=text(p, "overlap", False) or "skip",
+        catch_up=text(p, "catch_up", False) or "none", priority=integer(p, "priority"))
+
+
+async def _schedule_list(tenant, user, p):
+    return await api.pipeline_schedule_list(tenant, page=integer(p, "page", 1), rows=integer(p, "rows", 20))
+
+
+async def _schedule_pause(tenant, user, p):
+    return await api.pipeline_schedule_pause(tenant, text(p, "schedule_id"))
+
+
+async def _schedule_resume(tenant, user, p):
+    return await api.pipeline_schedule_resume(tenant, text(p, "schedule_id"))
+
+
+async def _schedule_delete(tenant, user, p):
+    return await api.pipeline_schedule_delete(tenant, text(p, "schedule_id"))
+
+
+async def _schedule_run_now(tenant, user, p):
+    return await api.pipeline_schedule_run_now(tenant, text(p, "schedule_id"))
+
+
 OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node, "modify": _modify,
-              "pause": _pause, "resume": _resume, "cancel": _cancel, "signal": _signal}
+              "pause": _pause, "resume": _resume, "cancel": _cancel, "signal": _signal,
+              "schedule_create": _schedule_create, "schedule_list": _schedule_list,
+              "schedule_pause": _schedule_pause, "schedule_resume": _schedule_resume,
+              "schedule_delete": _schedule_delete, "schedule_run_now": _schedule_run_now}
 
 
 def json_answer(body, status=200, headers=None):
@@ -177,7 +211,8 @@ async def pipeline_endpoint(operation, request, params_kw, get_user, get_userorg
     try:
         if operation in MUTATIONS and request.method != "POST":
             return error_answer(for_api, "method_not_allowed",
-                                f"{operation} changes a task: send it as a POST request, not {request.method}")
+                                f"{operation} changes {'a schedule' if operation.startswith('schedule_') else 'a task'}"
+                                f": send it as a POST request, not {request.method}")
         user, tenant = await get_user(), await get_userorgid()
         if not user or not tenant:
             return error_answer(for_api, "not_logged_in",

@@ -9,14 +9,17 @@ bug of the package: a ValueError at import, naming the line or statement.
 import re
 from pathlib import Path
 
-from ..status import STEP_STATUS_GROUPS, StepStatus, TaskStatus
+from ..status import STEP_STATUS_GROUPS, ScheduleStatus, StepStatus, TaskStatus
 
 SQL_FILE = Path(__file__).with_name("queries.sql")
 DIALECTS = ("mysql", "sqlite")
+# a variant a statement may have beside its dialect's, for a kind of server of that dialect
+# (a Galera cluster); where a statement has none, the dialect's own variant is used
+REFINEMENTS = {"galera": "mysql"}
 HEADER = re.compile(r"--\s*(name|fragment):\s*(\w+)(?:\s+:(\w+))?\s*$")
 INCLUDE = re.compile(r"\{\{(\w+)\}\}")
-STATUS = re.compile(r"\{(task|step|steps):(\w+)\}")
-ENUMS = {"task": TaskStatus, "step": StepStatus}
+STATUS = re.compile(r"\{(task|step|steps|schedule):(\w+)\}")
+ENUMS = {"task": TaskStatus, "step": StepStatus, "schedule": ScheduleStatus}
 
 
 def blocks(text):
@@ -68,7 +71,7 @@ def parse(text):
         if kind == "fragment":
             fragments[name] = body
             continue
-        if dialect is not None and dialect not in DIALECTS:
+        if dialect is not None and dialect not in DIALECTS and dialect not in REFINEMENTS:
             raise ValueError(f"{SQL_FILE.name}: statement {name!r} has an unknown dialect {dialect!r}")
         known = statements.get(name)
         if known is not None and (dialect is None or not isinstance(known, dict) or dialect in known):
@@ -79,7 +82,7 @@ def parse(text):
         else:
             statements.setdefault(name, {})[dialect] = sql
     for name, sql in statements.items():
-        if isinstance(sql, dict) and set(sql) != set(DIALECTS):
+        if isinstance(sql, dict) and set(sql) - set(REFINEMENTS) != set(DIALECTS):
             raise ValueError(f"{SQL_FILE.name}: statement {name!r} has variants for {sorted(sql)} only")
     return statements
 
@@ -92,4 +95,6 @@ def statement(name, dialect):
         sql = STATEMENTS[name]
     except KeyError:
         raise KeyError(f"no SQL statement named {name!r}") from None
-    return sql[dialect] if isinstance(sql, dict) else sql
+    if not isinstance(sql, dict):
+        return sql
+    return sql[dialect] if dialect in sql else sql[REFINEMENTS[dialect]]

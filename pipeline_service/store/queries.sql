@@ -3,12 +3,14 @@
 -- A block starts with a header line and runs to the next one:
 --   -- name: <statement>             the statement, the same for every dialect
 --   -- name: <statement> :<dialect>  its variant for one dialect (:mysql, :sqlite); a statement
---                                    with variants has one for each dialect
+--                                    with variants has one for each dialect, and may have one
+--                                    for a Galera cluster (:galera, else its :mysql one is used)
 --   -- fragment: <name>              text shared by statements, included as {{<name>}}
 -- Lines starting with -- are comments, never sent.  Inside a statement:
 --   ${name}$                sqlor's bound parameter (never $[name]$ text substitution)
 --   $<name>$ ... $</name>$  sqlor's optional block: kept only when parameter `name` is not None
---   {task:<status>}, {step:<status>}  a status, quoted: a member of status.TaskStatus / StepStatus
+--   {task:<status>}, {step:<status>}, {schedule:<status>}  a status, quoted: a member of
+--                           status.TaskStatus / StepStatus / ScheduleStatus
 --   {steps:<group>}         the quoted statuses of status.STEP_STATUS_GROUPS[<group>], comma-separated
 -- Statuses are never written as literals (tests/test_status.py holds the file to it): a new
 -- status is added in status.py alone.
@@ -34,7 +36,8 @@
 -- ==== shared fragments ====
 
 -- fragment: task_columns
-id, tenant_id, pipeline_id, owner_id, title, status, error, created_at, updated_at, started_at, finished_at
+id, tenant_id, pipeline_id, owner_id, title, status, error, created_at, updated_at, started_at, finished_at,
+priority, schedule_id, scheduled_for
 
 -- fragment: step_columns
 id, tenant_id, task_id, step_name, step_type, depends_on, config, seq, status,
@@ -93,10 +96,17 @@ VALUES (${id}$, ${pipeline_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, $
 -- ==== tasks ====
 
 -- name: insert_task
+-- the unique keys (tenant_id, idempotency_key) and (tenant_id, schedule_id, scheduled_for) refuse
+-- a second task for one key or one tick (NULL never clashes): Tasks.submit then reads the first
 INSERT INTO pipeline_tasks (id, tenant_id, pipeline_id, owner_id, title, params, status,
-    error, created_at, updated_at, started_at, finished_at)
+    error, created_at, updated_at, started_at, finished_at, priority, idempotency_key, schedule_id, scheduled_for)
 VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${status}$,
-    NULL, ${now}$, ${now}$, NULL, NULL)
+    NULL, ${now}$, ${now}$, NULL, NULL, ${priority}$, ${idempotency_key}$, ${schedule_id}$, ${scheduled_for}$)
+
+-- name: task_by_key
+SELECT {{task_columns}}, params, {{progress}}
+FROM pipeline_tasks t
+WHERE t.tenant_id = ${tenant_id}$ AND t.idempotency_key = ${idempotency_key}$
 
 -- name: set_task_parent
 -- a child task (of a delegate step, engine/waiting.py): the task and step that delegated it
@@ -122,7 +132,7 @@ WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
 
 -- name: task_lineage
 -- one task of a chain of delegations (a child's parent_task_id names its parent's task)
-SELECT id, pipeline_id, owner_id, status, error, parent_task_id, parent_step FROM pipeline_tasks
+SELECT id, pipeline_id, owner_id, priority, status, error, parent_task_id, parent_step FROM pipeline_tasks
 WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
 
 -- name: task_children
@@ -149,6 +159,13 @@ WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) AND started_at IS N
 -- task ids are unique: the two IN lists select exactly the tasks asked for
 SELECT id FROM pipeline_tasks FORCE INDEX (PRIMARY)
 WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) ORDER BY id FOR UPDATE
+
+-- name: lock_tasks :galera
+-- Galera certifies the rows a transaction writes, not those it locks (a FOR UPDATE lock holds on
+-- its own node only): on a cluster the lock is a write, so that two nodes changing one task
+-- conflict at COMMIT and one of them runs again (docs/OPERATIONS.md, "Galera")
+UPDATE pipeline_tasks FORCE INDEX (PRIMARY) SET revision = COALESCE(revision, 0) + 1
+WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$) ORDER BY id
 
 -- name: lock_tasks :sqlite
 SELECT id FROM pipeline_tasks WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$)
@@ -177,9 +194,10 @@ WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}
 -- ==== steps of a task ====
 
 -- name: insert_step
-INSERT INTO pipeline_task_steps ({{step_columns}})
+INSERT INTO pipeline_task_steps ({{step_columns}}, priority)
 VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, ${config}$, ${seq}$,
-    {step:pending}, 0, 0, 0, ${input_version}$, 0, NULL, NULL, ${ready_at}$, NULL, NULL, NULL, NULL, ${now}$)
+    {step:pending}, 0, 0, 0, ${input_version}$, 0, NULL, NULL, ${ready_at}$, NULL, NULL, NULL, NULL, ${now}$,
+    ${priority}$)
 
 -- name: get_steps
 SELECT {{step_columns}}, error_trace, waiting_for FROM pipeline_task_steps
@@ -213,7 +231,8 @@ WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = {step:fai
 
 -- name: probe :mysql
 -- one look per poll: is a step of the types this process can run ready now (`runnable`), or
--- when is the next one due (a retry delay); has a lease expired?  Only the step types of this
+-- when is the next one due (a retry delay); has a lease expired; when is the next tick of a
+-- schedule due (`next_tick`: the first entry of the schedules' `due` (status, next_fire_at))?  Only the step types of this
 -- process count: ready steps nobody here can run must not start a claim each poll (the pending
 -- entries of `ready` (status, tenant_id, ready_at), a row read only for a step due, EXISTS
 -- stops at the first match; `lease`.  MariaDB would rather scan the table when the pending
@@ -227,7 +246,8 @@ SELECT
   -- when the first waiting step (of any type: waking one only makes it pending) is due: now or
   -- earlier, wake the due ones; later, probe then (one look at the `waiting` entries of `ready`)
   (SELECT MIN(ready_at) FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
-    WHERE status = {step:waiting}) AS next_due
+    WHERE status = {step:waiting}) AS next_due,
+  (SELECT MIN(next_fire_at) FROM pipeline_schedules WHERE status = {schedule:active}) AS next_tick
 
 -- name: probe :sqlite
 SELECT
@@ -236,7 +256,8 @@ SELECT
   (SELECT MIN(ready_at) FROM pipeline_task_steps
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
   (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
-  (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = {step:waiting}) AS next_due
+  (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = {step:waiting}) AS next_due,
+  (SELECT MIN(next_fire_at) FROM pipeline_schedules WHERE status = {schedule:active}) AS next_tick
 
 -- name: tenants_with_ready_steps
 -- a page of the tenants with ready steps, in tenant id order from the one after ${after}$: a
@@ -248,20 +269,24 @@ GROUP BY tenant_id ORDER BY tenant_id LIMIT ${limit}$
 
 -- name: select_ready_steps :mysql
 -- the ready-step claim of one tenant: single-table (TiDB breaks SKIP LOCKED with joins),
--- served by its own index, `ready` (status, tenant_id, ready_at); a claim sends one per tenant
--- it asks, all in one statement (UNION ALL: Transaction.fetch_union)
-SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on, waiting_for, woken_by
-FROM pipeline_task_steps
+-- served by its own index, `queue` (tenant_id, status, priority DESC, ready_at), read in its
+-- order: the highest priority first, the oldest first within one; a claim sends one per tenant
+-- it asks, all in one statement (UNION ALL: Transaction.fetch_union).  Priorities order a
+-- tenant's own steps only: which tenants are asked, and for how many, is the claim's fairness
+SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on, waiting_for,
+    woken_by
+FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_queue)
 WHERE status = {step:pending} AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
 AND step_type IN (${step_types}$)
-ORDER BY ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
+ORDER BY priority DESC, ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
 
 -- name: select_ready_steps :sqlite
-SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on, waiting_for, woken_by
-FROM pipeline_task_steps
+SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on, waiting_for,
+    woken_by
+FROM pipeline_task_steps INDEXED BY pipeline_task_steps_queue
 WHERE status = {step:pending} AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
 AND step_type IN (${step_types}$)
-ORDER BY ready_at LIMIT ${limit}$
+ORDER BY priority DESC, ready_at LIMIT ${limit}$
 
 -- name: extend_leases
 -- leases: extended by the owner's heartbeat, taken back by anyone once expired; only the steps
@@ -322,9 +347,16 @@ UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = ${ready_at}$,
     updated_at = ${now}$
 WHERE id = ${id}$ AND status = {step:running} AND attempt = ${attempt}$ AND owner = ${owner}$
 
--- name: make_steps_ready
+-- name: make_steps_ready :mysql
 -- steps become ready together with the input they will run on, in their task's place in the
--- queue (its submit time): the oldest task's ready steps are claimed first
+-- queue (its submit time): the oldest task's ready steps are claimed first.  By primary key,
+-- named (see "human control" below: never a locking scan of a secondary index)
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET ready_at = (SELECT t.created_at FROM pipeline_tasks t
+    WHERE t.tenant_id = pipeline_task_steps.tenant_id AND t.id = pipeline_task_steps.task_id),
+    input_version = ${input_version}$, input_stale = 0, updated_at = ${now}$
+WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
+
+-- name: make_steps_ready :sqlite
 UPDATE pipeline_task_steps SET ready_at = (SELECT t.created_at FROM pipeline_tasks t
     WHERE t.tenant_id = pipeline_task_steps.tenant_id AND t.id = pipeline_task_steps.task_id),
     input_version = ${input_version}$, input_stale = 0, updated_at = ${now}$
@@ -387,19 +419,36 @@ WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND status = {step:pen
 -- Step rows are changed by primary key (ids read under the task lock), never through a locking
 -- scan of a secondary index: that would lock index entries a claim under way must update while
 -- waiting for the claim's rows (a deadlock).  A row a claim takes meanwhile is waited for, then
--- checked again by the WHERE.
+-- checked again by the WHERE.  On MariaDB the primary key is named: the claim locks its rows
+-- through the `queue` index, and MariaDB would otherwise pick `ready` for a WHERE on status,
+-- tenant_id and ready_at (hold_ready_steps: seen deadlocking with a claim's UPDATE).
 
--- name: hold_ready_steps
+-- name: hold_ready_steps :mysql
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET ready_at = NULL, updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status = {step:pending} AND ready_at IS NOT NULL
+
+-- name: hold_ready_steps :sqlite
 UPDATE pipeline_task_steps SET ready_at = NULL, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status = {step:pending} AND ready_at IS NOT NULL
 
--- name: cancel_unfinished_steps
+-- name: cancel_unfinished_steps :mysql
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET status = {step:cancelled}, ready_at = NULL, owner = NULL,
+    lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ({steps:cancellable})
+
+-- name: cancel_unfinished_steps :sqlite
 UPDATE pipeline_task_steps SET status = {step:cancelled}, ready_at = NULL, owner = NULL,
     lease_expires_at = NULL, finished_at = ${now}$, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ({steps:cancellable})
 
--- name: reset_steps
+-- name: reset_steps :mysql
 -- a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
+UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET status = {step:pending}, ready_at = NULL, error = NULL,
+    error_trace = NULL, owner = NULL, lease_expires_at = NULL, attempt_base = attempt,
+    input_stale = ${input_stale}$, finished_at = NULL, updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$
+
+-- name: reset_steps :sqlite
 UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = NULL, error = NULL, error_trace = NULL,
     owner = NULL, lease_expires_at = NULL, attempt_base = attempt, input_stale = ${input_stale}$,
     waiting_for = NULL, woken_by = NULL, finished_at = NULL, updated_at = ${now}$
@@ -450,3 +499,76 @@ INSERT INTO appcodes (id, name, hierarchy_flg) VALUES (${id}$, ${name}$, ${hiera
 
 -- name: insert_appcode_kv
 INSERT INTO appcodes_kv (id, parentid, k, v) VALUES (${id}$, ${parentid}$, ${k}$, ${v}$)
+
+
+-- ==== schedules (engine/schedules.py) ====
+-- A tick creates its task and advances its schedule in one transaction, the schedule's row
+-- locked first; the unique key (tenant_id, schedule_id, scheduled_for) of pipeline_tasks is
+-- the last guard against a second task for one tick.  Lock order: a schedule row, then the
+-- task rows of a cancel_previous (as every task state change: lock_tasks), never the reverse.
+
+-- fragment: schedule_columns
+id, tenant_id, pipeline_id, owner_id, title, params, cron, every_seconds, at_time, timezone, overlap,
+catch_up, priority, status, next_fire_at, last_task_id, last_fired_at, queued_tick, created_at, updated_at
+
+-- name: insert_schedule
+INSERT INTO pipeline_schedules ({{schedule_columns}})
+VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${cron}$, ${every_seconds}$,
+    ${at_time}$, ${timezone}$, ${overlap}$, ${catch_up}$, ${priority}$, ${status}$, ${next_fire_at}$, NULL, NULL,
+    NULL, ${now}$, ${now}$)
+
+-- name: lock_schedule :mysql
+SELECT {{schedule_columns}} FROM pipeline_schedules
+WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$ FOR UPDATE
+
+-- name: lock_schedule :sqlite
+SELECT {{schedule_columns}} FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$
+
+-- name: count_schedules
+SELECT count(*) AS n FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$
+
+-- name: list_schedules
+SELECT {{schedule_columns}} FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$
+ORDER BY created_at DESC, id DESC LIMIT ${limit}$ OFFSET ${offset}$
+
+-- name: schedule_runs
+-- the last runs of one schedule (a list asks for a page of schedules in one statement: fetch_union)
+SELECT schedule_id, id, status, scheduled_for, created_at, finished_at FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND schedule_id = ${schedule_id}$
+ORDER BY scheduled_for DESC LIMIT ${limit}$
+
+-- name: due_schedules :mysql
+-- the executor's tick (across tenants, like the claim): due schedules, oldest tick first, from
+-- the `due` (status, next_fire_at) index; rows another process is firing are skipped
+SELECT {{schedule_columns}} FROM pipeline_schedules FORCE INDEX (pipeline_schedules_due)
+WHERE status = {schedule:active} AND next_fire_at <= ${now}$
+ORDER BY next_fire_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
+
+-- name: due_schedules :sqlite
+SELECT {{schedule_columns}} FROM pipeline_schedules
+WHERE status = {schedule:active} AND next_fire_at <= ${now}$ ORDER BY next_fire_at LIMIT ${limit}$
+
+-- name: tasks_status
+-- the status of the last tasks of the schedules a tick looks at (overlap)
+SELECT id, status FROM pipeline_tasks WHERE id IN (${task_ids}$) AND tenant_id IN (${tenant_ids}$)
+
+-- name: advance_schedule
+-- a tick, by primary key on the locked row: the next fire time, and the last task if one was made
+UPDATE pipeline_schedules SET status = ${status}$, next_fire_at = ${next_fire_at}$,
+    last_task_id = ${last_task_id}$, last_fired_at = ${last_fired_at}$, queued_tick = ${queued_tick}$,
+    updated_at = ${now}$
+WHERE id = ${id}$ AND tenant_id = ${tenant_id}$
+
+-- name: task_for_tick
+-- after a unique key refused a tick's task (a run_now at that very millisecond): is it there?
+SELECT id FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND schedule_id = ${schedule_id}$ AND scheduled_for = ${scheduled_for}$
+
+-- name: set_schedule_status
+UPDATE pipeline_schedules SET status = ${status}$, next_fire_at = ${next_fire_at}$, queued_tick = NULL,
+    updated_at = ${now}$
+WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$
+
+-- name: delete_schedule
+-- its tasks stay (they keep its id: the task list still tells where they came from)
+DELETE FROM pipeline_schedules WHERE tenant_id = ${tenant_id}$ AND id = ${schedule_id}$

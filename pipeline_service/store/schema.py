@@ -21,7 +21,7 @@ from pathlib import Path
 from ..exceptions import StorageError
 from ..shipped import shipped
 
-OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts")
+OWNED_TABLES = ("pipeline_tasks", "pipeline_task_steps", "pipeline_artifacts", "pipeline_schedules")
 REFERENCE_TABLES = ("pipelines", "pipeline_steps")
 
 # model type -> column type; `bigint` is spelled out in the models because the

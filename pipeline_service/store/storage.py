@@ -6,6 +6,7 @@ from data.  ``transaction()`` commits when its block succeeds and, on any error
 """
 import asyncio
 import logging
+import random
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -15,7 +16,7 @@ from . import queries
 from . import schema
 from . import sqlor_adapter
 from .connectors import MySQLConnector, SQLiteConnector, connector_for
-from ..exceptions import StorageError
+from ..exceptions import DatabaseUnavailableError, StorageError
 
 log = logging.getLogger(__name__)
 # sqlor treats these parameter names as paging/sorting instructions
@@ -41,6 +42,7 @@ class Transaction:
         self._connector = connector
         self._deferred: list[Any] = []  # bound statements waiting for the next round trip
         self.committed_callbacks: list[Callable[[], object]] = []
+        self.committing = False  # the COMMIT was sent: if it fails, whether it took effect is unknown
 
     def on_commit(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` once this transaction has committed (never if it rolls back)."""
@@ -48,14 +50,14 @@ class Transaction:
 
     def defer(self, name: str, /, **params: Any) -> None:
         """Queue a data-changing statement, sent with the next statement or the commit."""
-        self._deferred.append(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params)))
+        self._deferred.append(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.statements, params)))
 
     def defer_many(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
         """Queue an ``INSERT ... VALUES (...)`` for every dict in ``rows``, as one multi-row statement."""
         if not rows:
             return
         for row in rows:  # every row is checked before anything is queued
-            sql, _ = prepare(name, self._connector.dialect, row)
+            sql, _ = prepare(name, self._connector.statements, row)
         self._deferred.append(sqlor_adapter.bound_many(self._sor, sql, rows))
 
     async def execute(self, name: str, /, **params: Any) -> int:
@@ -77,12 +79,12 @@ class Transaction:
         if not rows:
             return []
         for params in rows:  # every branch is checked before anything is sent
-            sql, _ = prepare(name, self._connector.dialect, params)
+            sql, _ = prepare(name, self._connector.statements, params)
         await self._send_bound(sqlor_adapter.bound_union(self._sor, sql, rows))
         return await sqlor_adapter.fetch_rows(self._sor)
 
     async def _send(self, name: str, params: dict[str, Any]) -> None:
-        await self._send_bound(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.dialect, params)))
+        await self._send_bound(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.statements, params)))
 
     async def _send_bound(self, statement: Any) -> None:
         batch, self._deferred = [*self._deferred, statement], []
@@ -92,6 +94,7 @@ class Transaction:
     async def commit(self) -> None:
         """Send what is deferred and commit (on MySQL, one round trip)."""
         batch, self._deferred = self._deferred, []
+        self.committing = True
         with driver_errors(self._connector):
             await sqlor_adapter.commit(self._sor, batch)
 
@@ -109,7 +112,8 @@ def driver_errors(connector: Connector) -> Iterator[None]:
 
 
 def prepare(name: str, dialect: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The named statement for ``dialect``; checks every parameter is given (sqlor
+    """The named statement for ``dialect`` (a variant of queries.sql: the connector's
+    ``statements``); checks every parameter is given (sqlor
     would otherwise bind a missing one silently).  A list value is expanded by the
     adapter: ``IN (${ids}$)`` becomes one bound parameter per item."""
     sql = queries.statement(name, dialect)
@@ -130,6 +134,17 @@ def statement_parameters(sql: str) -> tuple[str, ...]:
         if reserved:
             raise StorageError(f"parameter names {sorted(reserved)} are reserved by sqlor")
     return names
+
+
+ATTEMPTS = 8  # runs of one transaction body before a conflict is reported (atomic)
+FIRST_PAUSE, LONGEST_PAUSE = 0.005, 0.5  # seconds between runs: doubling from the first, at most the longest
+
+
+def retry_pause(attempt: int) -> float:
+    """The pause after the ``attempt``-th run lost a conflict: doubling, bounded, and jittered
+    (half to all of it) so that two transactions that collided do not collide again in step."""
+    pause = min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (attempt - 1))
+    return pause * (0.5 + random.random() / 2)
 
 
 class Storage:
@@ -178,25 +193,36 @@ class Storage:
         async with self.connector.read_session() as sor:
             return await Transaction(sor, self.connector).fetch_all(name, **params)
 
-    async def atomic(self, fn: Callable[[Transaction], Awaitable[T]], attempts: int = 5) -> T:
+    async def atomic(self, fn: Callable[[Transaction], Awaitable[T]], attempts: int = ATTEMPTS,
+                     fenced: bool = False) -> T:
         """Run ``await fn(tx)`` in a transaction, again if the database chose it as a deadlock
-        victim (or a lock wait timed out); a StorageError once ``attempts`` all were."""
+        victim, a lock wait timed out or (Galera) its COMMIT failed certification — after a
+        bounded, growing, jittered pause; a StorageError once ``attempts`` all were.  With
+        several servers, a transaction that lost its server before its COMMIT was sent (so
+        nothing of it was written) is run again on the next one; so is one whose COMMIT was
+        sent if it is ``fenced`` (running it again after a COMMIT that did land changes
+        nothing: an outcome checks its claim token on the locked rows)."""
         attempt = 0
         while True:  # every pass returns, raises, or runs the body again
             attempt += 1
+            tx: Transaction | None = None
             try:
                 async with self.transaction() as tx:
                     return await fn(tx)
             except Exception as exc:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
-                if not self.connector.retryable(cause):
+                moved = (isinstance(exc, DatabaseUnavailableError) and self.connector.several
+                         and (fenced or not (tx is not None and tx.committing)))
+                if not (moved or self.connector.retryable(cause)):
                     raise
                 if attempt >= attempts:  # never the driver's own exception (see exceptions.py)
+                    if moved:
+                        raise
                     raise StorageError(f"{self.describe()} gave up a transaction after {attempts} attempts, "
-                                       f"each ended by a lock conflict ({cause}); nothing of it was written, "
-                                       f"try again") from exc
+                                       f"each ended by a lock conflict or a node not ready ({cause}); nothing "
+                                       f"of it was written, try again") from exc
                 log.info("transaction conflict on %s, running it again (%s)", self.describe(), cause)
-                await asyncio.sleep(0.005 * attempt)
+                await asyncio.sleep(retry_pause(attempt))
 
     async def _rollback_quietly(self, sor: Any) -> None:
         # the original error is what the caller must see; a failed rollback only

@@ -1,45 +1,47 @@
-"""The input a step is made ready with: its params and upstream outputs, its `when` decided, its
-config rendered (docs/SEMANTICS.md, "Conditions and templates").
+"""A step being made ready: its `when` decided, its config rendered (docs/SEMANTICS.md,
+"Conditions and templates").
 
-The rendered config is kept in the input artifact (``"config"``, beside ``params`` and
-``upstream``) only when the step's config has templates: it is what the handler gets, and
-``pipeline_node`` shows it.  A template or condition that cannot be evaluated is kept there as
-``"template_error"``: the step is made ready all the same and its attempt fails with that
-message, like any attempt (so the error is where every step error is: the step's ``error``).
+What the engine adds to a step's input is a few extra fields beside ``params`` and
+``upstream``: the rendered config (``"config"``), only when the step's config has templates
+— it is what the handler gets, and ``pipeline_node`` shows it — or the reason it could not
+be rendered (``"template_error"``): the step is made ready all the same and its attempt
+fails with that message, like any attempt (so the error is where every step error is: the
+step's ``error``).  A dependency that was skipped has no entry in ``upstream`` (nor in the
+input's lineage): it made no output in this run.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..dag import StepDef
 from ..exceptions import InvalidInputError
 from ..templating import TemplateProblem, evaluate_condition, render_config
 
-CONFIG = "config"                  # the rendered config, in an input artifact
+CONFIG = "config"                  # the rendered config, in an input
 TEMPLATE_ERROR = "template_error"  # why it could not be rendered (the attempt fails with it)
 ENGINE_KEYS = (CONFIG, TEMPLATE_ERROR)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A step's input, and whether the step runs (False: its `when` is false: it is skipped)."""
+    """Whether a step runs (False: its `when` is false: it is skipped), and the fields the engine
+    adds to its input."""
 
-    content: dict[str, Any]
     runs: bool
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def prepare(step: StepDef, params: Any, upstream: dict[str, Any]) -> Prepared:
-    """The input of ``step`` built by the engine from ``params`` and its dependencies' outputs
-    (None for a skipped dependency)."""
-    content: dict[str, Any] = {"params": params, "upstream": upstream}
+    """Decide ``step``'s `when` and render its config over ``params`` and the outputs of its
+    dependencies that were not skipped (``upstream``)."""
     when = step.config.get("when")
     try:
         if when is not None and not evaluate_condition(when, params, upstream):
-            return Prepared(content, False)
+            return Prepared(False)
         if step.templated:
-            content[CONFIG] = render_config(step.config, params, upstream, step.step_type)
+            return Prepared(True, {CONFIG: render_config(step.config, params, upstream, step.step_type)})
     except TemplateProblem as exc:
-        content[TEMPLATE_ERROR] = f"step {step.name!r}: {exc}"
-    return Prepared(content, True)
+        return Prepared(True, {TEMPLATE_ERROR: f"step {step.name!r}: {exc}"})
+    return Prepared(True)
 
 
 def edited(step: StepDef, content: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def for_handler(step: StepDef, content: dict[str, Any]) -> tuple[dict[str, Any],
     config = content.get(CONFIG) if step.templated else None
     data = {k: v for k, v in content.items() if k not in ENGINE_KEYS}
     if error is None and config is None and step.templated:
-        # an input stored before its step's config had templates (or edited before this version)
+        # an input stored before its step's config was rendered (by an earlier version)
         try:
             config = render_config(step.config, data.get("params"), data.get("upstream"), step.step_type)
         except TemplateProblem as exc:
