@@ -445,7 +445,7 @@ WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ({steps:cancel
 -- a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
 UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET status = {step:pending}, ready_at = NULL, error = NULL,
     error_trace = NULL, owner = NULL, lease_expires_at = NULL, attempt_base = attempt,
-    input_stale = ${input_stale}$, finished_at = NULL, updated_at = ${now}$
+    input_stale = ${input_stale}$, waiting_for = NULL, woken_by = NULL, finished_at = NULL, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$
 
 -- name: reset_steps :sqlite
