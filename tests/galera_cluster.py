@@ -24,7 +24,9 @@ import pymysql
 
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 USER, PASSWORD, DATABASE = "pipeline", "pipeline", "pipeline_ha"
-CLIENT_PORT, GALERA_PORT = 4400, 4600  # node i: CLIENT_PORT + i; GALERA_PORT + 10 * i (+1 IST, +2 SST)
+# the command line's ports — node i: CLIENT_PORT + i; GALERA_PORT + 10 * i (+1 IST, +2 SST); tests
+# and benchmarks take free ports instead (free_ports), so that two runs never meet
+CLIENT_PORT, GALERA_PORT = 4400, 4600
 DEFAULT_DIR = Path("/tmp/pipeline_galera")
 
 
@@ -32,14 +34,10 @@ DEFAULT_DIR = Path("/tmp/pipeline_galera")
 class Node:
     index: int
     root: Path
-
-    @property
-    def port(self) -> int:
-        return CLIENT_PORT + self.index
-
-    @property
-    def galera_port(self) -> int:
-        return GALERA_PORT + 10 * self.index
+    port: int          # the client port
+    galera_port: int   # group communication
+    ist_port: int      # incremental state transfer
+    sst_port: int      # full state transfer (rsync)
 
     @property
     def datadir(self) -> Path:
@@ -69,9 +67,15 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, root: Path = DEFAULT_DIR, size: int = 3) -> None:
+    def __init__(self, root: Path = DEFAULT_DIR, size: int = 3, fixed_ports: bool = False) -> None:
         self.root = Path(root)
-        self.nodes = [Node(i, self.root) for i in range(size)]
+        if fixed_ports:
+            ports = [(CLIENT_PORT + i, GALERA_PORT + 10 * i, GALERA_PORT + 10 * i + 1, GALERA_PORT + 10 * i + 2)
+                     for i in range(size)]
+        else:
+            free = free_ports(4 * size)
+            ports = [tuple(free[4 * i:4 * i + 4]) for i in range(size)]
+        self.nodes = [Node(i, self.root, *ports[i]) for i in range(size)]
         self.processes: dict[int, subprocess.Popen] = {}
 
     def gcomm(self) -> str:
@@ -85,7 +89,7 @@ class Cluster:
     def start(self, timeout: float = 180.0) -> "Cluster":
         """Start the cluster (stopping whatever it left behind), or stop what started and raise."""
         self.stop()
-        taken = [port for n in self.nodes for port in (n.port, n.galera_port, n.galera_port + 1, n.galera_port + 2)
+        taken = [port for n in self.nodes for port in (n.port, n.galera_port, n.ist_port, n.sst_port)
                  if _in_use(port)]
         if taken:
             raise RuntimeError(f"ports {taken} are in use: is another cluster running? "
@@ -129,8 +133,8 @@ class Cluster:
                 "--wsrep-cluster-name=pipeline_ha", f"--wsrep-node-name=node{node.index}",
                 f"--wsrep-node-address=127.0.0.1:{node.galera_port}",
                 f"--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{node.galera_port};"
-                f"ist.recv_addr=127.0.0.1:{node.galera_port + 1};gcache.size=64M",
-                f"--wsrep-sst-receive-address=127.0.0.1:{node.galera_port + 2}",
+                f"ist.recv_addr=127.0.0.1:{node.ist_port};gcache.size=64M",
+                f"--wsrep-sst-receive-address=127.0.0.1:{node.sst_port}",
                 "--wsrep-sst-method=rsync", "--wsrep-slave-threads=2"]
         self.processes[node.index] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                                       start_new_session=True)
@@ -205,6 +209,18 @@ class Cluster:
             conn.close()
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` loopback ports free now (the kernel's choice, held together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
+
+
 def _in_use(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -238,7 +254,7 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args()
-    cluster = Cluster(args.dir, args.nodes)
+    cluster = Cluster(args.dir, args.nodes, fixed_ports=True)
     if args.command == "start":
         started = time.monotonic()
         cluster.start()
