@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 MOD = "pipeline_service"
-OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel",
+OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "signal",
               "schedule_create", "schedule_list", "schedule_pause", "schedule_resume", "schedule_delete",
               "schedule_run_now")
 PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI
