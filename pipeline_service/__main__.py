@@ -11,6 +11,7 @@
     purge                delete a tenant's old finished tasks / old artifact versions (retention)
     schedule-create / schedule-list  a tenant's schedules (cron, every, at)
     schedule-pause / schedule-resume / schedule-delete / schedule-run-now  operate on one
+    signal               deliver a decision to a step waiting for one (an approval)
 
 Every command takes ``--db`` (default: the embedded SQLite file pipeline_service.db).
 Operator commands change the database only: the host processes run the steps.
@@ -109,6 +110,11 @@ def parser():
     purge.add_argument("--keep-versions", type=int, metavar="K", help="keep the newest K versions of each step")
     purge.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     purge.add_argument("--batch", type=int, default=20, help="tasks per transaction (default: %(default)s)")
+    signal = command("signal", "deliver a decision to a step waiting for one (an approval)")
+    signal.add_argument("step_name")
+    signal.add_argument("--decision", help="the decision (one of the step's choices, e.g. approve)")
+    signal.add_argument("--payload", default="{}", help="more of the signal, as a JSON object")
+    signal.add_argument("--actor", default=os.environ.get("USER"), help="who decides (default: $USER)")
     return p
 
 
@@ -144,6 +150,11 @@ async def run(args):
                                        dry_run=args.dry_run, batch=args.batch)
         if args.command == "retry":
             return await service.modify(args.tenant, args.task_id, {}, rerun_from=args.step_name)
+        if args.command == "signal":
+            payload = dict(parse_json_object(args.payload, "--payload"))
+            if args.decision is not None:
+                payload["decision"] = args.decision
+            return await service.signal(args.tenant, args.task_id, args.step_name, payload, actor=args.actor)
         if args.command == "submit":
             return await service.submit(args.tenant, args.pipeline_id, args.owner, args.title,
                                         json_argument(args.params, "--params"),

@@ -151,6 +151,12 @@ async def pipeline_purge(tenant_id: str, older_than: float | None = None, keep_v
     return await get_service().purge(tenant_id, older_than=older_than, keep_versions=keep_versions, dry_run=dry_run)
 
 
+async def pipeline_signal(tenant_id: str, task_id: str, step_name: str, payload: dict[str, Any],
+                          actor: str | None = None) -> dict[str, Any]:
+    """Wake a step waiting for a signal (an approval: ``{"decision": ...}``); see PipelineService.signal."""
+    return await get_service().signal(tenant_id, task_id, step_name, payload, actor)
+
+
 def register_handler(step_type: str, fn: Callable) -> Callable:
     """Register ``fn`` for ``step_type`` with the default service, built already or not yet."""
     return _handlers.register(step_type, fn)

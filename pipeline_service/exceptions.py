@@ -43,6 +43,12 @@ class HandlerError(InvalidInputError):
     status = "handler_error"
 
 
+class StepFailed(PipelineError):
+    """Raised by a handler to fail its attempt with exactly this message (an approval rejected:
+    "rejected by alice"), not the exception's name and message as anything else it raises."""
+    status = "step_failed"
+
+
 class StorageError(PipelineError):
     """The database could not be used."""
 

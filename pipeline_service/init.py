@@ -34,6 +34,7 @@ FUNCTIONS = {
     "pipeline_resume": api.pipeline_resume,
     "pipeline_cancel": api.pipeline_cancel,
     "pipeline_purge": api.pipeline_purge,
+    "pipeline_signal": api.pipeline_signal,
     "pipeline_register_handler": api.pipeline_register_handler,
     "pipeline_on": api.pipeline_on,
     "pipeline_off": api.pipeline_off,

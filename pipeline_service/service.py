@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .json_objects import MAX_JSON_BYTES, check_json_object, check_max_bytes
 from .engine.executor import Executor
-from .exceptions import InvalidInputError, WaitTimeoutError
+from .exceptions import InvalidInputError, InvalidStateError, NotFoundError, WaitTimeoutError
 from .ids import MAX_TITLE, check_id, check_name, check_text
 from .engine.caches import ARTIFACT_CACHE_BYTES, EngineCaches
 from .engine.purge import DEFAULT_BATCH, MAX_BATCH, Purger, Retention, check_keep_versions, check_older_than, \
@@ -31,6 +31,7 @@ from .engine.progress import Progress
 from .engine.reads import Reads
 from .engine.recording import Recorder
 from .engine.tasks import Tasks
+from .engine.waiting import Waiting
 from .engine.records import NewTask
 from .engine.schedules import ScheduleSpec, Schedules
 from .ticks import CatchUp, Overlap, Timing, check_cron, check_every, host_zone_name, parse_at
@@ -118,9 +119,10 @@ class PipelineService:
         self.schedules = Schedules(self.storage, self.tasks, self.control)
         # schedules' default zone: the host's configured one, else the machine's
         self.timezone = host_zone_name() if timezone is None else str(check_zone(timezone).key)
-        self.recorder = Recorder(self.storage, plans, progress, self.caches, self.events)
+        self.waiting = Waiting(self.storage, plans, progress, self.caches, self.tasks)
+        self.recorder = Recorder(self.storage, plans, progress, self.caches, self.events, self.waiting)
         self.executor = Executor(self.storage, self.claimer, self.recorder, self.handlers, self.events,
-                                 concurrency=concurrency,
+                                 self.waiting, concurrency=concurrency,
                                  tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
                                  lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads,
                                  ticker=self.schedules, max_output_bytes=self.content.max_bytes)
@@ -232,22 +234,58 @@ class PipelineService:
         return await self.reads.node(tenant_id, task_id, step_name, version)
 
     async def pause(self, tenant_id: str, task_id: str) -> dict[str, Any]:
+        """Pause the task; its delegate steps' child tasks are paused too (docs/SEMANTICS.md)."""
         require_task(tenant_id, task_id)
         await self._ready()
-        return await self.control.pause(tenant_id, task_id)
+        result = await self.control.pause(tenant_id, task_id)
+        await self._reach_children(tenant_id, result.children, self.control.pause)
+        return result.summary
 
     async def resume(self, tenant_id: str, task_id: str) -> dict[str, Any]:
+        """Resume the task, and the child tasks of its delegate steps that are paused."""
         require_task(tenant_id, task_id)
         await self._ready()
-        summary = await self.control.resume(tenant_id, task_id)
+        result = await self.control.resume(tenant_id, task_id)
+        await self._reach_children(tenant_id, result.children, self.control.resume)
         self.executor.wake()
-        return summary
+        return result.summary
 
     async def cancel(self, tenant_id: str, task_id: str) -> dict[str, Any]:
+        """Cancel the task, and the child tasks of its delegate steps that have not ended."""
         require_task(tenant_id, task_id)
         await self._ready()
         result = await self.control.cancel(tenant_id, task_id)
         self.executor.interrupt(result.stop)
+        await self._reach_children(tenant_id, result.children, self.control.cancel)
+        return result.summary
+
+    async def _reach_children(self, tenant_id: str, children: Sequence[str], change: Callable) -> None:
+        """A parent's pause, resume or cancel, done to its child tasks (and theirs), each in a
+        transaction of its own after the parent's has committed (engine/waiting.py: no lock cycle).
+        A child that ended or changed meanwhile is left as it is."""
+        for child in children:
+            try:
+                result = await change(tenant_id, child)
+            except (InvalidStateError, NotFoundError) as exc:
+                log.info("pipeline task %s: not changed with its parent (%s)", child, exc)
+                continue
+            self.executor.interrupt(result.stop)
+            await self._reach_children(tenant_id, result.children, change)
+
+    async def signal(self, tenant_id: str, task_id: str, step_name: str, payload: dict[str, Any],
+                     actor: str | None = None) -> dict[str, Any]:
+        """Deliver ``payload`` to step ``step_name``, waiting for a signal (an approval: ``{"decision":
+        ...}``, one of its choices); ``actor``: who sends it (an endpoint: the logged-in user).  The
+        step wakes with it; a step not waiting for a signal, or a decision it does not take, is
+        refused and nothing changes; of two signals racing, exactly one wins.  Returns the task summary."""
+        require_task(tenant_id, task_id)
+        check_name(step_name, "step_name")
+        check_json_object(payload, "payload")
+        if actor is not None:
+            check_text(actor, "actor", MAX_TITLE)
+        await self._ready()
+        result = await self.control.signal(tenant_id, task_id, step_name, payload, actor)
+        self.executor.wake()
         return result.summary
 
     async def modify(self, tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],
@@ -257,6 +295,8 @@ class PipelineService:
         await self._ready()
         result = await self.control.modify(tenant_id, task_id, updates, rerun_from)
         self.executor.interrupt(result.stop)
+        # the child tasks of delegate steps re-run (or given their output) are not waited for any more
+        await self._reach_children(tenant_id, result.children, self.control.cancel)
         self.executor.wake()
         return result.summary
 

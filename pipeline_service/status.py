@@ -4,8 +4,8 @@ A status is a ``StrEnum`` member: it equals its string, so a status read from th
 database compares equal to the member and a member is stored as its string.  The SQL
 (``store/queries.sql``) names statuses only through placeholders filled from these
 enums and the groups below (``{step:running}``, ``{steps:cancellable}``), so a new
-status — the next wave's ``waiting`` step, say — is added in this module and nowhere
-else: its member, its rows in the transition tables (the groups follow from them).
+status — like ``waiting`` — is added in this module and nowhere else: its member, its
+rows in the transition tables (the groups follow from them).
 
 Task transitions are decided by ``task_transition(current, action)``: every human
 control, the first claim and the end of a task go through ``TASK_TRANSITIONS``.  Step
@@ -36,6 +36,9 @@ class StepStatus(enum.StrEnum):
     # did not run in this run of its task: its `when` was false, or every dependency was skipped
     # (a condition's skip: its task goes on), or an upstream step failed (set as the task fails)
     SKIPPED = "skipped"
+    # its handler asked to wait (engine/waiting.py): no slot, no lease, no owner; ready_at is
+    # when to look again (its deadline, or now once what it waits for arrived), NULL: not before then
+    WAITING = "waiting"
 
 
 class ScheduleStatus(enum.StrEnum):
@@ -99,7 +102,10 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     # fails); cancelled; succeeded by an edited output; pending again when a re-run resets it
     S.PENDING: frozenset({S.RUNNING, S.SKIPPED, S.CANCELLED, S.SUCCEEDED, S.PENDING}),
     # its outcome; pending: a retry, a lost worker, a hand-back or a re-run; cancelled
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.PENDING, S.CANCELLED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.PENDING, S.CANCELLED, S.WAITING}),
+    # woken (its time came, or what it waits for arrived: ready again to be looked at) or
+    # re-run; cancelled; succeeded by an edited output
+    S.WAITING: frozenset({S.PENDING, S.CANCELLED, S.SUCCEEDED}),
     S.SUCCEEDED: frozenset({S.PENDING, S.SUCCEEDED}),   # re-run; edited output
     S.FAILED: frozenset({S.PENDING, S.SUCCEEDED}),      # re-run; edited output
     # re-run (or its failed upstream runs again); edited output; cancelled (only the skip of a
@@ -119,8 +125,12 @@ DONE_STEPS = frozenset({S.SUCCEEDED, S.SKIPPED})
 # the steps a cancel marks cancelled (store/queries.sql: cancel_unfinished_steps)
 CANCELLABLE_STEPS = frozenset(s for s in StepStatus if S.CANCELLED in STEP_TRANSITIONS[s])
 # the sets of step statuses the SQL names, as {steps:<name>}
+# steps that keep their task going although no step is ready: one runs, or waits for its time,
+# a signal or a child task (a task with one is never settled)
+IN_FLIGHT_STEPS = frozenset({S.RUNNING, S.WAITING})
 STEP_STATUS_GROUPS: dict[str, frozenset[StepStatus]] = {
     "cancellable": CANCELLABLE_STEPS,
+    "in_flight": IN_FLIGHT_STEPS,
     # the steps that keep a task from succeeding: a task whose steps all succeeded or were skipped succeeds
     "incomplete": frozenset(s for s in StepStatus if s not in DONE_STEPS),
 }

@@ -11,8 +11,8 @@ def task_summary(row):
         "owner_id": row["owner_id"], "title": row["title"], "status": str(row["status"]),  # a plain str, not the enum
         "error": row["error"],
         "progress": {"total": int(row["n_total"]), "succeeded": int(row["n_succeeded"]),
-                     "running": int(row["n_running"]), "failed": int(row["n_failed"]),
-                     "skipped": int(row["n_skipped"])},
+                     "running": int(row["n_running"]), "waiting": int(row["n_waiting"]),
+                     "failed": int(row["n_failed"]), "skipped": int(row["n_skipped"])},
         "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
         "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
         # a task made before priorities has none stored: it is queued as the default
@@ -31,6 +31,8 @@ def step_view(row):
         "error": row["error"], "started_at": iso(row["started_at"]), "finished_at": iso(row["finished_at"]),
         # the last failed attempt's traceback (its innermost frames), until the step succeeds or is re-run
         "traceback": row["error_trace"],
+        # what the step waits for, or waited for last (waits.Wait.stored: a delegate step's child task)
+        "waiting_for": from_json(row["waiting_for"]) if row.get("waiting_for") else None,
     }
 
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 MOD = "pipeline_service"
-OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "dag",
+OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "dag", "signal",
               "schedule_create", "schedule_list", "schedule_pause", "schedule_resume", "schedule_delete",
               "schedule_run_now")
 PAGES = ("index", "menu", "task", "node", "submit")                  # the bricks pages (wwwroot/*.ui)

@@ -67,3 +67,36 @@ def test_operator_command_on_an_unknown_task_says_so_and_fails(tmp_path):
 def test_missing_schema_points_to_create_schema(tmp_path):
     done = cli("list", "--tenant", "acme", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
     assert done.returncode == 1 and "create-schema" in done.stdout
+
+
+def test_signal_gives_a_waiting_approval_its_decision(tmp_path):
+    db = f"sqlite:///{tmp_path / 'ask.db'}"
+    assert cli("create-schema", "--with-reference", "--db", db).returncode == 0
+
+    async def submit():
+        svc = PipelineService(db, autostart=False)
+        try:
+            await svc.define_pipeline("ask", [{"step_name": "ok", "step_type": "approval"}])
+            task = await svc.submit("acme", "ask", "owner")
+            await svc.executor.run_once()
+            return task["id"], (await svc.detail("acme", task["id"]))["steps"][0]["status"]
+        finally:
+            await svc.stop()
+    task_id, status = asyncio.run(submit())
+    assert status == "waiting"
+    wrong = cli("signal", "--tenant", "acme", task_id, "ok", "--decision", "maybe", "--db", db)
+    assert wrong.returncode == 1 and "one of approve, reject" in wrong.stdout, wrong.stdout
+    done = cli("signal", "--tenant", "acme", task_id, "ok", "--decision", "approve", "--actor", "ops",
+               "--payload", '{"ticket": 7}', "--db", db, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["id"] == task_id
+
+    async def finish():
+        svc = PipelineService(db, autostart=False)
+        try:
+            await svc.executor.run_once()
+            return (await svc.node("acme", task_id, "ok"))["output"]
+        finally:
+            await svc.stop()
+    output = asyncio.run(finish())
+    assert output["decision"] == "approve" and output["actor"] == "ops" and output["payload"]["ticket"] == 7

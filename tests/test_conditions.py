@@ -100,7 +100,7 @@ async def test_a_root_whose_when_is_false_is_skipped_at_submit(service, tenant, 
     ])
     task = await service.submit(tenant, pipeline_id, "o", "nothing to do", {"mode": "quick"})
     assert task["status"] == "succeeded"  # every step was skipped: the task has nothing to run
-    assert task["progress"] == {"total": 2, "succeeded": 0, "running": 0, "failed": 0, "skipped": 2}
+    assert task["progress"] == {"total": 2, "succeeded": 0, "running": 0, "waiting": 0, "failed": 0, "skipped": 2}
     detail = await service.wait(tenant, task["id"])
     assert detail["status"] == "succeeded" and statuses(detail) == {"a": "skipped", "b": "skipped"}
     assert calls == []

@@ -51,7 +51,7 @@ async def test_linear_pipeline_passes_outputs_downstream(stepper, tenant, pipeli
     assert await step_until_idle(stepper) == [["a"], ["b"], ["c"]]
     detail = await stepper.detail(tenant, task["id"])
     assert detail["status"] == "succeeded" and detail["error"] is None
-    assert detail["progress"] == {"total": 3, "succeeded": 3, "running": 0, "failed": 0, "skipped": 0}
+    assert detail["progress"] == {"total": 3, "succeeded": 3, "running": 0, "waiting": 0, "failed": 0, "skipped": 0}
     assert [c["step"] for c in calls] == ["a", "b", "c"]
     assert calls[0]["input"] == {"params": {"topic": "x"}, "upstream": {}}
     assert calls[0]["config"] == {"model": "m1"}
@@ -367,7 +367,7 @@ async def test_list_paging_and_filters(service, tenant, pipeline_id, step_type):
     assert set(row) == {"id", "tenant_id", "pipeline_id", "owner_id", "title", "status", "error", "progress",
                         "created_at", "updated_at", "started_at", "finished_at", "priority", "schedule_id",
                         "scheduled_for"}
-    assert row["progress"] == {"total": 1, "succeeded": 1, "running": 0, "failed": 0, "skipped": 0}
+    assert row["progress"] == {"total": 1, "succeeded": 1, "running": 0, "waiting": 0, "failed": 0, "skipped": 0}
     json.dumps(page1)
     for bad in (dict(page=0), dict(rows=0), dict(rows=10_000), dict(status="done"), dict(page="1")):
         with pytest.raises(InvalidInputError):

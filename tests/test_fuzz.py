@@ -231,6 +231,14 @@ def test_modify(world, tenant, task, changes, rerun_from):
 
 
 @BUDGET
+@given(tenant=tenants, task=tasks, step=step_names, payload=mostly(objects, garbage),
+       actor=st.one_of(st.none(), texts, garbage))
+def test_signal(world, tenant, task, step, payload, actor):
+    task = world.task if task == "task" else task
+    call_refuses_cleanly(world, lambda: world.service.signal(tenant, task, step, payload, actor))
+
+
+@BUDGET
 @given(pipeline=ids("fz-other", "FZ-PIPELINE"), definition=steps, name=texts, description=texts)
 def test_define_pipeline(world, pipeline, definition, name, description):
     call_refuses_cleanly(world, lambda: world.service.define_pipeline(pipeline, definition, name, description))

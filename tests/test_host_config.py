@@ -90,5 +90,5 @@ async def test_a_failing_session_never_leaks_a_connection(mysql_schema, monkeypa
     pool = storage.connector._pool
     assert pool.freesize == pool.size  # every connection is back
     assert (await asyncio.wait_for(storage.atomic(read), timeout=5))[0].keys() == {"runnable", "next_ready", "next_expiry",
-                                                                                  "next_tick"}
+                                                                                  "next_due", "next_tick"}
     await asyncio.wait_for(storage.close(), timeout=5)  # and closing is prompt

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta, timezone
 import aiohttp
 import pytest
 
-from conftest import scratch_mysql_database, scratch_name
+from conftest import mysql_parts, scratch_mysql_database, scratch_name
 from hosting import ROOT, Host, write_host
+from pipeline_service import PipelineService
 
 EXAMPLE = ROOT / "examples" / "host"
 HOST_DB = scratch_name("http")
@@ -86,6 +87,11 @@ def error_widget(body):
     """(title, message) of a bricks Error widget answer."""
     assert body["widgettype"] == "Error" and set(body["options"]) >= {"title", "message"}, body
     return body["options"]["title"], body["options"]["message"]
+
+
+def scratch_url(name):
+    parts = mysql_parts()
+    return f"mysql://{parts['user']}:{parts['password']}@{parts['host']}:{parts['port']}/{name}"
 
 
 def shanghai(iso_utc):
@@ -328,3 +334,60 @@ async def test_the_bricks_pages_render_to_widget_json_pointing_at_endpoints_that
     # another organisation's user gets no picture of it
     hal = await http().login("hal", "org-H")
     assert error_widget(await hal.ui("dag", task_id=task["id"]))[0] == "未找到"
+
+
+async def until_waiting(user, task_id, step_name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = await user.call("detail", task_id=task_id)
+        assert status == 200, body
+        step = next(s for s in body["data"]["steps"] if s["step_name"] == step_name)
+        if step["status"] == "waiting":
+            return step
+        assert time.monotonic() < deadline, f"step {step_name} did not wait over HTTP ({step['status']})"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_approval_is_given_over_http_by_the_logged_in_user(http):
+    """The built-in approval type runs in the host by default; its decision comes through the
+    signal endpoint, the actor being the session's user whatever the request says."""
+    definer = PipelineService(scratch_url(HOST_DB), autostart=False, require_handlers=False)
+    try:
+        await definer.define_pipeline("approve-over-http", [
+            {"step_name": "ask", "step_type": "approval", "config": {"prompt": "publish?"}}])
+    finally:
+        await definer.storage.close()
+    hana = await http().login("hana", "org-H")
+    ivan = await http().login("ivan", "org-I")
+    status, body = await hana.call("submit", "POST", pipeline_id="approve-over-http")
+    assert status == 200, body
+    task_id = body["data"]["id"]
+    step = await until_waiting(hana, task_id, "ask")
+    assert step["waiting_for"]["prompt"] == "publish?" and step["waiting_for"]["choices"] == ["approve", "reject"]
+    status, body = await ivan.call("signal", "POST", task_id=task_id, step_name="ask", decision="approve")
+    assert status == 404 and body["code"] == "not_found", body  # another organisation's task
+    status, headers, _ = await hana.raw("signal", "GET", True, {"task_id": task_id, "step_name": "ask",
+                                                                 "decision": "approve"})
+    assert status == 405 and headers["Allow"] == "POST"
+    status, body = await hana.call("signal", "POST", task_id=task_id, step_name="ask", decision="maybe")
+    assert status == 400 and "one of approve, reject" in body["message"], body
+    status, body = await hana.call("signal", "POST", task_id=task_id, step_name="ask")
+    assert status == 400 and "parameter 'decision' is required" in body["message"], body
+    await until_waiting(hana, task_id, "ask")  # nothing changed
+    status, body = await hana.call("signal", "POST", task_id=task_id, step_name="ask", decision="approve",
+                                   payload=json.dumps({"note": "fine"}), actor="mallory")
+    assert status == 200 and body["data"]["id"] == task_id, body
+    status, body = await hana.call("signal", "POST", task_id=task_id, step_name="ask", decision="reject")
+    assert status == 409 and body["code"] == "invalid_state", body  # decided already: the first one won
+    assert (await wait_done(hana, task_id))["status"] == "succeeded"
+    status, node = await hana.call("node", task_id=task_id, step_name="ask")
+    output = node["data"]["output"]
+    assert output["decision"] == "approve" and output["actor"] == "hana" and output["payload"]["note"] == "fine"
+    # the bricks form: a Message widget
+    status, body = await hana.call("submit", "POST", pipeline_id="approve-over-http")
+    task_id = body["data"]["id"]
+    await until_waiting(hana, task_id, "ask")
+    answer = await hana.ui("signal", "POST", task_id=task_id, step_name="ask", decision="reject")
+    assert answer["widgettype"] == "Message" and answer["options"]["title"] == "已送达", answer
+    detail = await wait_done(hana, task_id)
+    assert detail["status"] == "failed" and "rejected by hana" in detail["error"]

@@ -156,3 +156,35 @@ async def test_enabled_schedules_none_of_them_due_cost_nothing_while_idle(idle_s
     trips = RoundTrips(monkeypatch)
     assert_idle(*await trips.idle_window())
     assert (await idle_service.list(f"{tenant}-0"))["total"] == 0
+
+
+async def test_a_thousand_tasks_waiting_for_approvals_and_timers_cost_nothing_while_idle(
+        empty_database, monkeypatch, tenant, pipeline_id, step_type):
+    """500 tasks whose approval waits for a person, 500 whose wait step sleeps an hour: none holds a
+    slot, and the probe alone notices when one is due (issue #14)."""
+    from pipeline_service.steps import approval, wait
+    service = PipelineService(empty_database, poll_interval=POLL, autostart=False)
+    service.register_handler(step_type + "-approval", approval.run)
+    service.register_handler(step_type + "-wait", wait.run)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id + "-a", [
+        {"step_name": "ask", "step_type": step_type + "-approval", "config": {"timeout": 3600}}])
+    await service.define_pipeline(pipeline_id + "-w", [
+        {"step_name": "nap", "step_type": step_type + "-wait", "config": {"seconds": 3600}}])
+    for kind in ("a", "w"):
+        await asyncio.gather(*(service.submit(f"{tenant}-{kind}{i % 20}", f"{pipeline_id}-{kind}", "o")
+                               for i in range(500)))
+    await service.start()
+    try:
+        async def all_waiting():
+            counts = [(await service.list(f"{tenant}-{kind}{i}", rows=100))["rows"] for kind in "aw" for i in range(20)]
+            return sum(r["progress"]["waiting"] for rows in counts for r in rows) == 1000
+        deadline = time.monotonic() + 60
+        while not await all_waiting() or service.executor._running:
+            assert time.monotonic() < deadline, "1,000 steps did not all wait within 60s"
+            await asyncio.sleep(0.1)
+        assert not service.executor._slots
+        trips = RoundTrips(monkeypatch)
+        assert_idle(*await trips.idle_window())
+    finally:
+        await service.stop(timeout=5)

@@ -19,12 +19,12 @@ def clean_env():
     api._hosted = False
 
 
-def test_load_registers_the_eighteen_functions_and_twice_is_harmless(clean_env):
+def test_load_registers_the_nineteen_functions_and_twice_is_harmless(clean_env):
     load_pipeline_service()
     first = {name: clean_env[name] for name in FUNCTIONS}
     load_pipeline_service()
-    assert len(FUNCTIONS) == 18
-    assert clean_env.pipeline_purge is api.pipeline_purge
+    assert len(FUNCTIONS) == 19
+    assert clean_env.pipeline_purge is api.pipeline_purge and clean_env.pipeline_signal is api.pipeline_signal
     assert {name: clean_env[name] for name in FUNCTIONS} == first
     assert clean_env.pipeline_register_handler is api.pipeline_register_handler
     assert clean_env.pipeline_on is api.pipeline_on and clean_env.pipeline_off is api.pipeline_off

@@ -118,11 +118,12 @@ def test_id_columns_compare_exactly_in_the_models():
     from pipeline_service.ids import MAX_ID, MAX_NAME
     for table in schema.OWNED_TABLES + schema.REFERENCE_TABLES:
         for field in schema.load_model(table)["fields"]:
-            exact = field["name"] in ("id", "owner", "step_type", "step_name", "idempotency_key")
+            exact = field["name"] in ("id", "owner", "step_type", "step_name", "parent_step", "idempotency_key")
             is_id = exact or field["name"].endswith("_id")
             assert ("collation" in field) == is_id, (table, field["name"])
             if is_id and field["name"] not in ("owner", "idempotency_key"):  # a key: up to MAX_KEY
-                assert field["length"] == (MAX_NAME if field["name"].startswith("step_") else MAX_ID)
+                step = field["name"].startswith("step_") or field["name"] == "parent_step"
+                assert field["length"] == (MAX_NAME if step else MAX_ID)
     ddl = schema.create_table_statement("pipeline_tasks", "mysql")
     assert "tenant_id VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL" in ddl
     assert "title VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" in ddl

@@ -58,10 +58,10 @@ def test_the_sql_file_writes_no_status_literal_only_placeholders():
 
 def test_every_status_literal_of_the_parsed_sql_belongs_to_the_enums():
     assert literals_outside_the_enums(queries.STATEMENTS) == {}
-    # the check itself sees a status the enums do not know (a typo, or `waiting` not added to status.py)
-    assert literals_outside_the_enums({"x": "SELECT 1 WHERE status IN ('pending', 'waiting')"}) == {"x": {"waiting"}}
+    # the check itself sees a status the enums do not know (a typo, or a new status not added to status.py)
+    assert literals_outside_the_enums({"x": "SELECT 1 WHERE status IN ('pending', 'parked')"}) == {"x": {"parked"}}
     groups = re.search(r"status IN \(([^)]*)\)", queries.statement("cancel_unfinished_steps", "mysql")).group(1)
-    assert set(LITERAL.findall(groups)) == {str(s) for s in CANCELLABLE_STEPS} == {"pending", "running", "skipped"}
+    assert set(LITERAL.findall(groups)) == {str(s) for s in CANCELLABLE_STEPS} == {"pending", "running", "skipped", "waiting"}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -85,7 +85,7 @@ def test_parsing_expands_fragments_and_statuses_and_drops_comments():
                            "SELECT {{cols}} FROM t WHERE status IN ({steps:cancellable}) AND id = ${id}$\n"
                            "-- name: a :sqlite\nSELECT {{cols}} FROM t WHERE status = {task:paused}\n")
     assert parsed == {"a": {
-        "mysql": "SELECT id, status FROM t WHERE status IN ('pending', 'running', 'skipped') AND id = ${id}$",
+        "mysql": "SELECT id, status FROM t WHERE status IN ('pending', 'running', 'skipped', 'waiting') AND id = ${id}$",
         "sqlite": "SELECT id, status FROM t WHERE status = 'paused'"}}
     assert not [n for n, _, text in every_variant() if "{{" in text or re.search(r"\{(task|step|steps):", text)]
     with pytest.raises(KeyError, match="no SQL statement named 'nope'"):

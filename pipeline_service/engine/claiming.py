@@ -85,7 +85,8 @@ class Claimer:
         if roots:
             await self._mark_started(roots, now)
         return [Claim(r["id"], r["tenant_id"], r["task_id"], r["step_name"], r["attempt"],
-                      int(r["attempt_base"]), owner, r["input_version"]) for r in claimed]
+                      int(r["attempt_base"]), owner, r["input_version"], r["waiting_for"], r["woken_by"])
+                for r in claimed]
 
     async def _claim(self, tx, request: "ClaimRequest"):
         """One claim round's transaction: passes over the tenants until the slots are full or

@@ -1,21 +1,27 @@
-"""Human control of a task: pause, resume, cancel, and modify with a cascade re-run.
+"""Human control of a task: pause, resume, cancel, modify with a cascade re-run, and the signal
+that wakes a waiting step.
 
 Each operation locks the task's row, then its step rows (like every state change, see
 ``progress.Progress.lock_states``), has the transition decided by
 ``status.task_transition`` and writes in one transaction.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..dag import cascade_plan
-from ..exceptions import NotFoundError
+from ..exceptions import InvalidInputError, InvalidStateError, NotFoundError
 from ..ids import now_ms
-from ..status import ACTIVE_TASK_STATUSES, CANCELLABLE_STEPS, StepStatus, TaskAction, step_transition, task_transition
+from ..json_objects import from_json
+from ..status import (ACTIVE_TASK_STATUSES, CANCELLABLE_STEPS, TERMINAL_TASK_STATUSES, StepStatus, TaskAction,
+                      TaskStatus, step_transition, task_transition)
 from ..views import task_summary
 from .events import Events
 from .preparing import edited
 from .plans import Plans
 from .progress import Progress, blocked_skips
+from .waiting import wake
 from .writes import Writes
+
+WAITS_FOR = {"timer": "its time", "task": "its child task", "signal": "a signal"}
 
 
 def claim_to_stop(step):
@@ -56,11 +62,13 @@ class LockedTask:
 
 @dataclass(frozen=True)
 class ControlResult:
-    """What a cancel or a modify did: the task summary, and the claims (step id, attempt)
-    whose handlers must be stopped (see claim_to_stop)."""
+    """What a control change did: the task summary, the claims (step id, attempt) whose handlers
+    must be stopped (see claim_to_stop), and the child tasks (of delegate steps) the same change
+    is to reach next, each in a transaction of its own (engine/waiting.py: no lock cycle)."""
 
     summary: dict
-    stop: list
+    stop: list = field(default_factory=list)
+    children: list = field(default_factory=list)
 
 
 class Control:
@@ -85,47 +93,57 @@ class Control:
         writes.flush()
         return result, task_summary(await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id))
 
-    async def pause(self, tenant_id, task_id):
-        return (await self._control(tenant_id, task_id, self._pause))[1]
+    async def pause(self, tenant_id, task_id) -> ControlResult:
+        children, summary = await self._control(tenant_id, task_id, self._pause)
+        return ControlResult(summary, children=children)
 
     async def _pause(self, t: LockedTask):
         new = task_transition(t.status, TaskAction.PAUSE, t.task_id)
         if new == t.status:
-            return  # already holds: a no-op
+            return []  # already holds: a no-op
         t.tx.defer("set_task_status", tenant_id=t.tenant_id, task_id=t.task_id, status=new,
                    error=None, finished_at=None, now=t.now, from_status=t.status)
         t.tx.defer("hold_ready_steps", tenant_id=t.tenant_id, now=t.now, ids=[
             s["id"] for s in t.states.values() if s["status"] == StepStatus.PENDING and s["ready_at"] is not None])
         self.events.at_commit(t.tx, "task.paused", t.tenant_id, t.task_id)
+        return await self._children(t, lambda c: c["status"] in ACTIVE_TASK_STATUSES)
 
-    async def resume(self, tenant_id, task_id):
-        return (await self._control(tenant_id, task_id, self._resume))[1]
+    async def resume(self, tenant_id, task_id) -> ControlResult:
+        children, summary = await self._control(tenant_id, task_id, self._resume)
+        return ControlResult(summary, children=children)
 
     async def _resume(self, t: LockedTask):
         new = task_transition(t.status, TaskAction.RESUME, t.task_id)
         if new == t.status:
-            return  # already holds
+            return []  # already holds
         t.tx.defer("set_task_status", tenant_id=t.tenant_id, task_id=t.task_id, status=new,
                    error=None, finished_at=None, now=t.now, from_status=t.status)
         self.events.at_commit(t.tx, "task.resumed", t.tenant_id, t.task_id)  # before the task's end, if it ends now
         await self.progress.go_on(t.writes, t.tenant_id, t.task_id, t.states, new)
+        return await self._children(t, lambda c: c["status"] == TaskStatus.PAUSED)
+
+    async def _children(self, t: LockedTask, wanted, steps=None):
+        """The ids of this task's child tasks (of its delegate steps, or of ``steps`` only) that
+        ``wanted(row)`` picks; read under the task's lock, so no child is submitted meanwhile."""
+        rows = await t.tx.fetch_all("task_children", tenant_id=t.tenant_id, task_id=t.task_id)
+        return [r["id"] for r in rows if wanted(r) and (steps is None or r["parent_step"] in steps)]
 
     async def cancel(self, tenant_id, task_id) -> ControlResult:
         """Cancel the task: every unfinished step is cancelled, the task ends cancelled."""
-        stop, summary = await self._control(tenant_id, task_id, self._cancel)
-        return ControlResult(summary, stop)
+        (stop, children), summary = await self._control(tenant_id, task_id, self._cancel)
+        return ControlResult(summary, stop, children)
 
     async def cancel_within(self, tx, tenant_id, task_id) -> ControlResult:
         """Cancel the task in the caller's transaction: a schedule's tick with overlap
         cancel_previous cancels the last task and creates its own in one commit (the
         schedule's row is locked before the task's, never after)."""
-        stop, summary = await self._locked_change(tx, tenant_id, task_id, self._cancel)
-        return ControlResult(summary, stop)
+        (stop, children), summary = await self._locked_change(tx, tenant_id, task_id, self._cancel)
+        return ControlResult(summary, stop, children)
 
     async def _cancel(self, t: LockedTask):
         new = task_transition(t.status, TaskAction.CANCEL, t.task_id)
         if new == t.status:
-            return []
+            return [], []
         stop = claims_to_stop(t.states.values())
         plan = await self.plans.get(t.tx, t.tenant_id, t.task_id)
         blocked = blocked_skips(plan.dag, t.states)  # a condition's skip has finished: it stays skipped
@@ -136,15 +154,16 @@ class Control:
                    error=None, finished_at=t.now, now=t.now, from_status=t.status)
         self.plans.forget_at_commit(t.tx, t.tenant_id, t.task_id)
         self.events.at_commit(t.tx, "task.cancelled", t.tenant_id, t.task_id)
-        return stop
+        await self.progress.wake_parent(t.tx, (t.tenant_id, t.task_id), "cancelled", t.now)
+        return stop, await self._children(t, lambda c: c["status"] not in TERMINAL_TASK_STATUSES)
 
     async def modify(self, tenant_id, task_id, updates, rerun_from) -> ControlResult:
         """Apply human edits as new artifact versions and re-run the affected steps; the
         summary carries ``rerun``, the steps re-run."""
-        (rerun, stop), summary = await self._control(
+        (rerun, stop, children), summary = await self._control(
             tenant_id, task_id, lambda t: self._modify(t, updates, rerun_from))
         summary["rerun"] = list(rerun)
-        return ControlResult(summary, stop)
+        return ControlResult(summary, stop, children)
 
     async def _modify(self, t: LockedTask, updates, rerun_from):
         tx, now, states, tenant_id, task_id = t.tx, t.now, t.states, t.tenant_id, t.task_id
@@ -153,6 +172,9 @@ class Control:
         plan = await self.plans.get(tx, tenant_id, task_id)
         cascade = cascade_plan(plan.dag, updates, rerun_from)
         stop = claims_to_stop(states[n] for n in cascade.interrupted)
+        # a delegate step re-run or given its output no longer waits for its child: the child is cancelled
+        children = await self._children(t, lambda c: c["status"] not in TERMINAL_TASK_STATUSES,
+                                        set(cascade.rerun) | set(cascade.edited_outputs))
         # the task runs again: the steps skipped as it failed wait for their upstream again (unless re-run)
         blocked = blocked_skips(plan.dag, states)
         unblocked = [n for n in plan.dag.order if n in blocked and n not in cascade.rerun
@@ -190,4 +212,29 @@ class Control:
         self.events.at_commit(tx, "task.modified", tenant_id, task_id, rerun=list(cascade.rerun))
         if status in ACTIVE_TASK_STATUSES:  # pending: its reset roots are made ready again
             await self.progress.go_on(t.writes, tenant_id, task_id, states, status)
-        return cascade.rerun, stop
+        return cascade.rerun, stop, children
+
+    async def signal(self, tenant_id, task_id, step_name, payload, actor) -> ControlResult:
+        """Deliver a signal to a step waiting for one (an approval's decision): it wakes with
+        ``{"payload", "actor", "at"}``.  Two signals racing: the first to lock the task wins,
+        the other finds the step no longer waiting (an InvalidStateError, nothing changed)."""
+        _, summary = await self._control(tenant_id, task_id, lambda t: self._signal(t, step_name, payload, actor))
+        return ControlResult(summary)
+
+    async def _signal(self, t: LockedTask, step_name, payload, actor):
+        row = t.states.get(step_name)
+        if row is None:
+            raise NotFoundError(f"task {t.task_id!r} has no step {step_name!r}")
+        waiting_for = from_json(row["waiting_for"]) if row["waiting_for"] else {}
+        if row["status"] != StepStatus.WAITING or waiting_for.get("kind") != "signal":
+            now = (f"waits for {WAITS_FOR.get(str(waiting_for.get('kind')), 'something else')}"
+                   if row["status"] == StepStatus.WAITING else f"is {row['status']}")
+            raise InvalidStateError(f"step {step_name!r} of task {t.task_id!r} {now}: only a step waiting for a "
+                                    "signal takes one (nothing was changed)")
+        choices = waiting_for.get("choices")
+        if choices is not None and payload.get("decision") not in choices:
+            shown = repr(payload.get("decision"))[:80]
+            raise InvalidInputError(f"step {step_name!r} takes a decision, one of {', '.join(choices)} "
+                                    f"(as payload {{\"decision\": ...}}), got {shown}")
+        step_transition(row["status"], StepStatus.PENDING)
+        wake(t.writes, t.tenant_id, [row], t.status, {"payload": payload, "actor": actor, "at": t.now})

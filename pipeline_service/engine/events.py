@@ -37,6 +37,7 @@ EVENTS = {
     "step.succeeded": ("step_name", "attempt", "output_version"),
     "step.retrying": ("step_name", "attempt", "error", "traceback", "retry_delay"),
     "step.failed": ("step_name", "attempt", "error", "traceback"),
+    "step.waiting": ("step_name", "attempt", "waiting_for"),
     "step.skipped": ("step_name", "reason"),
 }
 ALL = "*"  # subscribes to every event

@@ -20,6 +20,9 @@ It only orchestrates; every state change is an operation of the claimer or the r
   ``concurrency`` outcomes wait to be recorded (then claiming pauses). If the
   database refuses a batch (not for want of a connection), its outcomes are
   recorded one by one, so one tenant's unstorable outcome never fails another's.
+* A handler may return a ``waits.Wait``: its step then waits without a slot (engine/waiting.py);
+  the probe also says when a waiting step is due, and only then is it woken (no query more
+  when idle).
 * A graceful ``stop()`` hands back the claims it cannot finish: their steps are ready
   for any process at once, the attempt counted neither as a failure nor as a crash.
 """
@@ -33,13 +36,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..json_objects import MAX_JSON_BYTES, from_json, stored_json, to_json
-from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StorageError
+from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StepFailed, StorageError
 from .handlers import SyncThreads, call_handler
 from .preparing import for_handler
 from ..ids import new_id, now_ms
 from .records import Claim, Outcome
 from .writes import WRITE_OVERHEAD
 from ..dag import check_seconds, check_whole
+from ..waits import Wait
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
 # characters of outputs per batch at most: a batch goes to MySQL in one round trip, which
@@ -92,15 +96,16 @@ class OutcomeNotStored(Exception):
 
 
 class Executor:
-    def __init__(self, storage, claimer, recorder, handlers, events, concurrency=64, tenant_concurrency=None,
-                 poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32, ticker=None,
-                 max_output_bytes=MAX_JSON_BYTES):
+    def __init__(self, storage, claimer, recorder, handlers, events, waiting, concurrency=64,
+                 tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32,
+                 ticker=None, max_output_bytes=MAX_JSON_BYTES):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.storage = storage
         self.claimer = claimer      # claims ready steps (fairness over tenants)
         self.recorder = recorder    # records outcomes, leases, hand-backs, recovery
         self.handlers = handlers    # the registry: which step types this process runs, and how
         self.events = events        # tells hosts when a handler starts (step.started)
+        self.waiting = waiting      # wakes waiting steps once they are due
         self.ticker = ticker        # fires due schedule ticks (engine/schedules.py), if any
         self.concurrency = concurrency
         self.tenant_concurrency = tenant_concurrency
@@ -112,6 +117,7 @@ class Executor:
         self.sync = SyncThreads(sync_threads)  # where plain handlers run
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
+        self._poll_now = False      # a waiting step is due before the next poll: probe at the next wake-up
         self._tick_due = False      # a schedule's tick falls before the next poll: poll at its time
         self._running = {}          # Claim -> asyncio.Task running it (until its outcome is recorded)
         self._slots = set()         # Claims holding a slot (until their handler ends)
@@ -208,8 +214,8 @@ class Executor:
                 woken = await self._sleep()
                 waiting = False
                 # also when busy: leases expire anyway
-                if self._tick_due or loop.time() - last_poll >= self.poll_interval:
-                    self._tick_due = False
+                if self._tick_due or self._poll_now or loop.time() - last_poll >= self.poll_interval:
+                    self._tick_due = self._poll_now = False
                     last_poll = loop.time()
                     waiting = await self._poll()
                 if woken or waiting:
@@ -255,7 +261,17 @@ class Executor:
         next_ready = probe["next_ready"]  # a step of ours due later (a retry delay)
         if next_ready is not None and (next_ready - now) / 1000 < self.poll_interval:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
-        return bool(probe["runnable"]) or ticked
+        woken, next_due = 0, probe["next_due"]  # the first waiting step's due time
+        if next_due is not None and next_due <= now:  # its time came (or its child task ended): wake
+            woken = await self.waiting.wake_due(now)
+        elif next_due is not None and (next_due - now) / 1000 < self.poll_interval:  # due before the next poll
+            asyncio.get_running_loop().call_later((next_due - now) / 1000, self._probe_soon)
+        return bool(probe["runnable"]) or ticked or woken > 0
+
+    def _probe_soon(self):
+        """A waiting step is due before the next poll: the loop polls (and wakes it) at its time."""
+        self._poll_now = True
+        self.wake()
 
     def _poll_at_tick(self):
         """A tick is due now: the loop polls (and fires it) without waiting for its interval."""
@@ -397,6 +413,8 @@ class Executor:
             self._in_handler.discard(claim)
         if deadline.expired():  # it returned although its time was up
             return _timed_out(claim, step)
+        if isinstance(result, Wait):
+            return _checked_wait(result, step.step_type)
         return _stored_form(result, step.step_type, self.max_output_bytes)
 
     async def _record_outcome(self, claim, step, result):
@@ -487,6 +505,14 @@ def _stored_form(result, step_type, max_bytes):
         return Failed(f"{what} cannot be read: {_raised(exc)}", exc)
 
 
+def _checked_wait(wait, step_type):
+    """A handler's Wait as the recorder stores it, or a Failed saying why it cannot be."""
+    try:
+        return wait.checked()
+    except InvalidInputError as exc:
+        return Failed(f"the wait handler {step_type!r} returned cannot be: {exc}")
+
+
 def _timed_out(claim, step):
     return Failed(f"timed out after {step.timeout}s (attempt {claim.run_attempt})")
 
@@ -497,6 +523,8 @@ def _raised(exc):
         text = str(exc)
     except Exception:
         text = "(its message cannot be shown)"
+    if isinstance(exc, StepFailed) and text:
+        return text
     said = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, Exception):
         return said
@@ -520,6 +548,9 @@ def _outcome(claim, step, result):
     if isinstance(result, str):
         _log_step(logging.DEBUG, claim, "succeeded")
         return Outcome(claim, output_text=result)
+    if isinstance(result, Wait):
+        _log_step(logging.DEBUG, claim, f"waits for {result.kind}")
+        return Outcome(claim, wait=result)
     error = _storable(result.message)
     trace = _trace(result.exc)
     if claim.run_attempt < step.max_attempts:

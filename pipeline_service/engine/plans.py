@@ -16,8 +16,9 @@ class Plans:
         if plan is None:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             task = await tx.fetch_one("task_state", tenant_id=tenant_id, task_id=task_id)
+            parent = (task["parent_task_id"], task["parent_step"]) if task["parent_task_id"] else None
             plan = TaskPlan(Dag.from_rows(rows, f"task {task_id!r}"), {r["step_name"]: r["id"] for r in rows},
-                            task["params"])
+                            task["params"], parent)
             # immutable and read from committed rows: safe to keep at once
             self.caches.remember_plan((tenant_id, task_id), plan)
         return plan

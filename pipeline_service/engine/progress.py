@@ -13,9 +13,8 @@ the task fails (``skip_waiting_steps``); ``blocked_skips`` tells them apart.
 """
 from collections import deque
 
-from ..json_objects import from_json
-
-from ..status import DONE_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, TaskStatus, task_transition
+from ..json_objects import from_json, to_json
+from ..status import DONE_STEPS, IN_FLIGHT_STEPS, STEP_STATUS_GROUPS, StepStatus, TaskAction, TaskStatus, task_transition
 from .caches import EngineCaches
 from .events import Events
 from .inputs import read_outputs
@@ -36,7 +35,7 @@ WAIT, RUN, SKIP = "wait", "run", "skip"  # what the state of its dependencies sa
 
 def progress_of(states):
     """What task_progress computes in SQL, from the states of all of a task's steps."""
-    return dict(has_running=any(s["status"] == StepStatus.RUNNING for s in states.values()),
+    return dict(has_running=any(s["status"] in IN_FLIGHT_STEPS for s in states.values()),
                 has_ready=any(s["status"] == StepStatus.PENDING and s["ready_at"] is not None
                               for s in states.values()),
                 has_failed=any(s["status"] == StepStatus.FAILED for s in states.values()),
@@ -240,6 +239,7 @@ class Progress:
                 tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.SUCCEED, key[1]),
                          error=None, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.succeeded", *key)
+                await self.wake_parent(tx, key, "succeeded", now)
             elif r["has_failed"]:
                 position = (await self.plans.get(tx, *key)).dag.position
                 failed = ([s for s in whole[key].values() if s["status"] == StepStatus.FAILED] if key in whole
@@ -250,6 +250,20 @@ class Progress:
                 tx.defer("set_task_status", status=task_transition(statuses[key], TaskAction.FAIL, key[1]),
                          error=error, finished_at=now, now=now, from_status=statuses[key], **ids)
                 self.events.at_commit(tx, "task.failed", *key, error=error)
+                await self.wake_parent(tx, key, "failed", now)
             else:
                 continue
             self.plans.forget_at_commit(tx, *key)
+
+    async def wake_parent(self, tx, key, status, now):
+        """The task ``key`` has ended (``status``): if a delegate step of another task waits for it,
+        that step is due (engine/waiting.py: written under this task's lock, not the parent's)."""
+        plan = self.plans.cached(*key)
+        if plan is not None:
+            parent = plan.parent
+        else:  # one look-up by primary key, not the whole plan
+            row = await tx.fetch_one("task_lineage", tenant_id=key[0], task_id=key[1])
+            parent = (row["parent_task_id"], row["parent_step"]) if row and row["parent_task_id"] else None
+        if parent is not None:
+            tx.defer("wake_parent_step", tenant_id=key[0], task_id=parent[0], step_name=parent[1], now=now,
+                     woken_by=to_json({"child_task_id": key[1], "status": status}))

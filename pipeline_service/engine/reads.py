@@ -22,17 +22,23 @@ class Reads:
         return {"total": int(total), "rows": [task_summary(r) for r in found]}
 
     async def task_detail(self, tenant_id, task_id):
-        task, steps = await self.storage.atomic(lambda tx: self._read_task(tx, tenant_id, task_id))
+        task, steps, children = await self.storage.atomic(lambda tx: self._read_task(tx, tenant_id, task_id))
         dag = Dag.from_rows(steps, f"task {task_id!r}")
         by_name = {s["step_name"]: s for s in steps}
         detail = task_summary(task)
         detail["params"] = from_json(task["params"])
         detail["steps"] = [step_view(by_name[name]) for name in dag.order]
+        # the delegations it is part of (engine/waiting.py): who delegated it, whom its steps delegated
+        detail["parent"] = ({"task_id": task["parent_task_id"], "step_name": task["parent_step"]}
+                            if task["parent_task_id"] else None)
+        detail["children"] = [{"task_id": c["id"], "step_name": c["parent_step"], "status": str(c["status"])}
+                              for c in children]
         return detail
 
     async def _read_task(self, tx, tenant_id, task_id):
         task = await self._task(tx, tenant_id, task_id)
-        return task, await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
+        return (task, await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id),
+                await tx.fetch_all("task_children", tenant_id=tenant_id, task_id=task_id))
 
     async def node(self, tenant_id, task_id, step_name, version):
         step, chosen, output, input_, versions = await self.storage.atomic(

@@ -5,6 +5,7 @@ Every write of an outcome is fenced by its claim (still running, same attempt an
 owner, checked on the locked rows): a late result of a run whose claim was taken
 away changes nothing, and each output version is stored exactly once.
 """
+from ..exceptions import InvalidInputError, NotFoundError
 from ..ids import now_ms
 from .inputs import materialise, read_outputs, recipe_of
 from ..status import ACTIVE_TASK_STATUSES as ACTIVE, StepStatus, TaskStatus
@@ -12,7 +13,8 @@ from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
 from .progress import Progress
-from .records import StartedStep
+from .records import Outcome, StartedStep
+from .waiting import Waiting
 
 LOST_WORKER = "lost its worker (the process died or stalled mid-step); run again"  # a recovery's step.retrying
 
@@ -23,8 +25,10 @@ def run_attempt(step) -> int:
 
 
 class Recorder:
-    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches, events: Events) -> None:
+    def __init__(self, storage, plans: Plans, progress: Progress, caches: EngineCaches, events: Events,
+                 waiting: Waiting) -> None:
         self.storage = storage
+        self.waiting = waiting  # records waits; what a woken step is told
         self.plans = plans
         self.progress = progress
         self.caches = caches
@@ -32,15 +36,21 @@ class Recorder:
 
     async def start_step(self, claim) -> StartedStep:
         """The claimed step's definition and its full input, made from what was stored when it
-        became ready (engine/inputs.py): the task's params and the upstream outputs it names."""
+        became ready (engine/inputs.py): the task's params and the upstream outputs it names; a
+        step woken from a wait also gets ``input["waited"]`` (waits.py)."""
         key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
         recipe = self.caches.inputs.pop(key, None)
         plan = self.plans.cached(claim.tenant_id, claim.task_id)
+        started = None
         if plan is not None and recipe is not None:
             outputs = self._cached_outputs(claim, recipe)
             if outputs is not None:  # the common case: nothing to read
-                return StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
-        return await self.storage.atomic(lambda tx: self._read_start(tx, claim, recipe))
+                started = StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
+        if started is None:
+            started = await self.storage.atomic(lambda tx: self._read_start(tx, claim, recipe))
+        if claim.waiting_for is not None:
+            started = StartedStep(started.step, {**started.input, "waited": await self.waiting.waited(claim)})
+        return started
 
     def _cached_outputs(self, claim, recipe):
         """The upstream outputs ``recipe`` names, if all are cached here; else None."""
@@ -87,6 +97,16 @@ class Recorder:
                 recorded.append(False)  # the claim was taken away: the result is discarded
                 continue
             recorded.append(True)
+            if o.wait is not None:
+                try:
+                    waiting_for = await self.waiting.record(tx, c, o.wait, now)
+                except (InvalidInputError, NotFoundError) as exc:  # its child task cannot be submitted: the step
+                    o = Outcome(c, error=str(exc))  # fails with why (below)
+                else:
+                    row.update(status=StepStatus.WAITING)
+                    self.events.at_commit(tx, "step.waiting", *key, step_name=c.step_name, attempt=c.run_attempt,
+                                          waiting_for=waiting_for)
+                    continue
             if o.succeeded:
                 version = (row["output_version"] or 0) + 1
                 writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, None, "engine",

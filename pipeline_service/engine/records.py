@@ -4,6 +4,7 @@ from typing import Any
 
 from ..dag import Dag, StepDef
 from ..json_objects import from_json
+from ..waits import Wait
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class TaskPlan:
     dag: Dag
     ids: dict[str, str]  # step name -> step row id
     params_text: str     # params as stored: each input made from the plan decodes its own copy
+    # (parent task id, step name): the delegate step whose child this task is (engine/waiting.py)
+    parent: tuple[str, str] | None = None
 
     @property
     def size(self) -> int:
@@ -45,6 +48,9 @@ class Claim:
     attempt_base: int  # attempts made before the step's last re-run
     owner: str
     input_version: int
+    # a step woken from a wait: what it waited for and what woke it (JSON text as stored), see waits.py
+    waiting_for: str | None = None
+    woken_by: str | None = None
 
     @property
     def run_attempt(self) -> int:
@@ -56,14 +62,16 @@ class Claim:
 class Outcome:
     """How an attempt ended: ``output_text`` (succeeded: the output's JSON text as checked,
     serialised once and stored as it is), or ``error`` with a ``retry_delay`` (another attempt
-    follows) or without one (the step failed); ``trace``: the traceback of what the handler
-    raised, if it raised (bounded: see executor.MAX_TRACE_CHARS)."""
+    follows) or without one (the step failed), or ``wait`` (the step waits: a ``waits.Wait``);
+    ``trace``: the traceback of what the handler raised, if it raised (bounded: see
+    executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
     output_text: str | None = None
     error: str | None = None
     retry_delay: float | None = None
     trace: str | None = None
+    wait: Wait | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -107,3 +115,4 @@ class NewTask:
     idempotency_key: str | None = None  # the submitter's: one task per tenant and key
     schedule_id: str | None = None      # the schedule whose tick this is ...
     scheduled_for: int | None = None    # ... and the tick (epoch ms): one task per schedule and tick
+    parent: tuple[str, str] | None = None  # (task id, step name): the delegate step it is the child of

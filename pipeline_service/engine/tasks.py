@@ -65,7 +65,9 @@ class Tasks:
 
     async def write_task(self, tx, new: NewTask, require_handlers=True):
         """Write a new task in ``tx`` (a submit's, or a schedule's tick's, which advances the
-        schedule in the same transaction); its row as ``task_summary`` reads it."""
+        schedule in the same transaction, or a delegate step's child, written with its parent's wait:
+        ``new.parent``, engine/waiting.py); its row as ``task_summary`` reads it.  Everything is
+        checked before anything is written: a refusal leaves ``tx`` as it was."""
         task_id, now = new_id(), now_ms()
         tenant_id, pipeline_id, owner_id, title = new.tenant_id, new.pipeline_id, new.owner_id, new.title
         params_text = to_json(new.params)  # the task's own copy (its text): a caller reusing its dict changes nothing
@@ -84,8 +86,12 @@ class Tasks:
                  priority=new.priority, idempotency_key=new.idempotency_key, schedule_id=new.schedule_id,
                  scheduled_for=new.scheduled_for)
         roots = dag.roots()  # ready at once, with their inputs by reference (unless their `when` is false)
+        parent = new.parent
+        if parent is not None:
+            tx.defer("set_task_parent", tenant_id=tenant_id, task_id=task_id, parent_task_id=parent[0],
+                     parent_step=parent[1])
         ids = {name: new_id() for name in dag.order}
-        plan = TaskPlan(dag, ids, params_text)
+        plan = TaskPlan(dag, ids, params_text, parent)
         writes = self.progress.writes(tx, now)
         prepared = {name: prepare(dag.steps[name], new.params, {}) for name in roots}
         for name in roots:
@@ -115,7 +121,7 @@ class Tasks:
             tx.on_commit(lambda: self.caches.ready_tenants.add(tenant_id))
         return dict(id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id, owner_id=owner_id, title=title,
                     status=status, error=None, n_total=len(dag.order), n_succeeded=0, n_running=0,
-                    n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None, finished_at=None,
+                    n_waiting=0, n_failed=0, n_skipped=skipped, created_at=now, updated_at=now, started_at=None, finished_at=None,
                     priority=new.priority, schedule_id=new.schedule_id, scheduled_for=new.scheduled_for)
 
     async def definition(self, tx, pipeline_id) -> Dag:

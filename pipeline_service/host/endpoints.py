@@ -41,7 +41,8 @@ ERROR_TITLES = {"not_found": "未找到", "invalid_input": "参数错误", "hand
 DEFAULT_ERROR_TITLE = "服务器内部错误"
 DONE_TITLES = {"submit": "已提交", "modify": "已修改", "pause": "已暂停", "resume": "已恢复", "cancel": "已取消",
                "schedule_create": "已创建定时", "schedule_pause": "定时已暂停", "schedule_resume": "定时已恢复",
-               "schedule_delete": "定时已删除", "schedule_run_now": "已立即运行"}
+               "schedule_delete": "定时已删除", "schedule_run_now": "已立即运行",
+               "signal": "已送达"}
 MUTATIONS = frozenset(DONE_TITLES)
 POPUP = {"timeout": 5, "cwidth": 16, "cheight": 9}  # the size and life of xls2ui's message popups
 LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -122,6 +123,16 @@ async def _cancel(tenant, user, p):
     return await api.pipeline_cancel(tenant, text(p, "task_id"))
 
 
+async def _signal(tenant, user, p):
+    """A person's signal to a waiting step (an approval's decision): ``decision`` (a form field) and/or
+    ``payload`` (a JSON object); the actor is the logged-in user, never a request parameter."""
+    payload = json_object(p, "payload", {})
+    decision = text(p, "decision", required="decision" not in payload)
+    if decision is not None:
+        payload["decision"] = decision
+    return await api.pipeline_signal(tenant, text(p, "task_id"), text(p, "step_name"), payload, actor=user)
+
+
 async def _schedule_create(tenant, user, p):
     return await api.pipeline_schedule_create(
         tenant, text(p, "pipeline_id"), user, cron=text(p, "cron", False), every=integer(p, "every"),
@@ -151,7 +162,7 @@ async def _schedule_run_now(tenant, user, p):
 
 
 OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node, "modify": _modify,
-              "pause": _pause, "resume": _resume, "cancel": _cancel, "dag": _dag,
+              "pause": _pause, "resume": _resume, "cancel": _cancel, "dag": _dag, "signal": _signal,
               "schedule_create": _schedule_create, "schedule_list": _schedule_list,
               "schedule_pause": _schedule_pause, "schedule_resume": _schedule_resume,
               "schedule_delete": _schedule_delete, "schedule_run_now": _schedule_run_now}

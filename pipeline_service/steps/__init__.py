@@ -8,6 +8,9 @@ is refused with that reason.
 
 A new built-in is one entry of ``BUILTINS``: its name and a function of the options giving its
 handler, or the message saying why it is off.
+
+The waiting ones — ``approval``, ``wait``, ``delegate`` — return a ``waits.Wait`` and are called
+again when it ends (docs/SEMANTICS.md, "Waiting steps"); they need no host option.
 """
 import os
 from collections.abc import Callable, Mapping
@@ -16,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from ..exceptions import InvalidInputError
-from . import http, shell
+from . import approval, delegate, http, shell, wait
 
 MAX_PATTERNS = 1000
 
@@ -66,6 +69,9 @@ def _http(options: StepOptions) -> Callable | str:
 BUILTINS: dict[str, Callable[[StepOptions], Callable | str]] = {
     "shell": _shell,
     "http": _http,
+    "approval": lambda options: approval.run,
+    "wait": lambda options: wait.run,
+    "delegate": lambda options: delegate.run,
 }
 
 

@@ -53,6 +53,8 @@ lease_expires_at, started_at, finished_at, updated_at
 (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
    AND s.status = {step:running}) AS n_running,
 (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
+   AND s.status = {step:waiting}) AS n_waiting,
+(SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
    AND s.status = {step:failed}) AS n_failed,
 (SELECT count(*) FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
    AND s.status = {step:skipped}) AS n_skipped
@@ -65,7 +67,7 @@ $<status>$ AND t.status = ${status}$ $</status>$
 -- fragment: step_states
 -- the states a state change needs, read under its task locks (see the file's head)
 SELECT s.id, s.tenant_id, s.task_id, s.step_name, s.status, s.ready_at, s.attempt, s.attempt_base, s.owner,
-    s.crash_count, s.input_version, s.input_stale, s.output_version, s.error,
+    s.crash_count, s.input_version, s.input_stale, s.output_version, s.error, s.waiting_for,
     (SELECT t.status FROM pipeline_tasks t WHERE t.tenant_id = s.tenant_id AND t.id = s.task_id) AS task_status
 FROM pipeline_task_steps s
 
@@ -107,8 +109,13 @@ SELECT {{task_columns}}, params, {{progress}}
 FROM pipeline_tasks t
 WHERE t.tenant_id = ${tenant_id}$ AND t.idempotency_key = ${idempotency_key}$
 
+-- name: set_task_parent
+-- a child task (of a delegate step, engine/waiting.py): the task and step that delegated it
+UPDATE pipeline_tasks SET parent_task_id = ${parent_task_id}$, parent_step = ${parent_step}$
+WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
+
 -- name: get_task
-SELECT {{task_columns}}, params, {{progress}}
+SELECT {{task_columns}}, params, parent_task_id, parent_step, {{progress}}
 FROM pipeline_tasks t
 WHERE t.tenant_id = ${tenant_id}$ AND t.id = ${task_id}$
 
@@ -121,7 +128,18 @@ FROM pipeline_tasks t {{list_filter}}
 ORDER BY t.created_at DESC, t.id DESC LIMIT ${limit}$ OFFSET ${offset}$
 
 -- name: task_state
-SELECT id, status, params FROM pipeline_tasks WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
+SELECT id, status, params, parent_task_id, parent_step FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
+
+-- name: task_lineage
+-- one task of a chain of delegations (a child's parent_task_id names its parent's task)
+SELECT id, pipeline_id, owner_id, priority, status, error, parent_task_id, parent_step FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
+
+-- name: task_children
+-- the tasks delegated by a task's steps (a delegate step's child tasks)
+SELECT id, parent_step, status FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND parent_task_id = ${task_id}$ ORDER BY created_at, id
 
 -- name: mark_tasks_started :mysql
 -- the first claim of a root step marks its task started: status.TaskAction.START, whose only
@@ -155,10 +173,11 @@ SELECT id FROM pipeline_tasks WHERE id IN (${task_ids}$) AND tenant_id IN (${ten
 
 -- name: task_progress
 -- whether each task can still make progress, and how it ended if not: each EXISTS is one
--- lookup in the `task_status` index (tenant_id, task_id, status, ready_at)
+-- lookup in the `task_status` index (tenant_id, task_id, status, ready_at); a waiting step keeps
+-- its task going like a running one
 SELECT t.tenant_id, t.id AS task_id,
   EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
-    AND s.status = {step:running}) AS has_running,
+    AND s.status IN ({steps:in_flight})) AS has_running,
   EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
     AND s.status = {step:pending} AND s.ready_at IS NOT NULL) AS has_ready,
   EXISTS (SELECT 1 FROM pipeline_task_steps s WHERE s.tenant_id = t.tenant_id AND s.task_id = t.id
@@ -182,11 +201,11 @@ VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${step_type}$, ${depe
     ${priority}$)
 
 -- name: get_steps
-SELECT {{step_columns}}, error_trace FROM pipeline_task_steps
+SELECT {{step_columns}}, error_trace, waiting_for FROM pipeline_task_steps
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$
 
 -- name: get_step
-SELECT {{step_columns}}, error_trace FROM pipeline_task_steps
+SELECT {{step_columns}}, error_trace, waiting_for FROM pipeline_task_steps
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
 
 -- name: step_states
@@ -225,6 +244,10 @@ SELECT
   (SELECT MIN(ready_at) FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
   (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
+  -- when the first waiting step (of any type: waking one only makes it pending) is due: now or
+  -- earlier, wake the due ones; later, probe then (one look at the `waiting` entries of `ready`)
+  (SELECT MIN(ready_at) FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_ready)
+    WHERE status = {step:waiting}) AS next_due,
   (SELECT MIN(next_fire_at) FROM pipeline_schedules WHERE status = {schedule:active}) AS next_tick
 
 -- name: probe :sqlite
@@ -234,6 +257,7 @@ SELECT
   (SELECT MIN(ready_at) FROM pipeline_task_steps
     WHERE status = {step:pending} AND ready_at > ${now}$ AND step_type IN (${step_types}$)) AS next_ready,
   (SELECT MIN(lease_expires_at) FROM pipeline_task_steps WHERE status = {step:running}) AS next_expiry,
+  (SELECT MIN(ready_at) FROM pipeline_task_steps WHERE status = {step:waiting}) AS next_due,
   (SELECT MIN(next_fire_at) FROM pipeline_schedules WHERE status = {schedule:active}) AS next_tick
 
 -- name: tenants_with_ready_steps
@@ -250,14 +274,16 @@ GROUP BY tenant_id ORDER BY tenant_id LIMIT ${limit}$
 -- order: the highest priority first, the oldest first within one; a claim sends one per tenant
 -- it asks, all in one statement (UNION ALL: Transaction.fetch_union).  Priorities order a
 -- tenant's own steps only: which tenants are asked, and for how many, is the claim's fairness
-SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
+SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on, waiting_for,
+    woken_by
 FROM pipeline_task_steps FORCE INDEX (pipeline_task_steps_queue)
 WHERE status = {step:pending} AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
 AND step_type IN (${step_types}$)
 ORDER BY priority DESC, ready_at LIMIT ${limit}$ FOR UPDATE SKIP LOCKED
 
 -- name: select_ready_steps :sqlite
-SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on
+SELECT id, tenant_id, task_id, step_name, attempt, attempt_base, input_version, depends_on, waiting_for,
+    woken_by
 FROM pipeline_task_steps INDEXED BY pipeline_task_steps_queue
 WHERE status = {step:pending} AND tenant_id = ${tenant_id}$ AND ready_at <= ${now}$
 AND step_type IN (${step_types}$)
@@ -316,8 +342,10 @@ UPDATE pipeline_task_steps SET status = {step:failed}, error = ${error}$, error_
 WHERE id = ${id}$ AND status = {step:running} AND attempt = ${attempt}$ AND owner = ${owner}$
 
 -- name: requeue_step
+-- a retry starts afresh: what an earlier attempt waited for is forgotten (an approval asks again)
 UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = ${ready_at}$, error = ${error}$,
-    error_trace = ${error_trace}$, owner = NULL, lease_expires_at = NULL, updated_at = ${now}$
+    error_trace = ${error_trace}$, owner = NULL, lease_expires_at = NULL, waiting_for = NULL, woken_by = NULL,
+    updated_at = ${now}$
 WHERE id = ${id}$ AND status = {step:running} AND attempt = ${attempt}$ AND owner = ${owner}$
 
 -- name: make_steps_ready :mysql
@@ -346,6 +374,42 @@ WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
 UPDATE pipeline_task_steps SET status = {step:skipped}, input_version = ${input_version}$, input_stale = 0,
     finished_at = ${now}$, updated_at = ${now}$
 WHERE id IN (${ids}$) AND status = {step:pending} AND ready_at IS NULL
+
+-- ==== waiting steps (engine/waiting.py) ====
+-- A waiting step holds no slot, lease or owner.  Its ready_at is when to look at it again (its
+-- deadline; NULL: only what it waits for wakes it); waiting_for is what it waits for (JSON, as
+-- the handler asked), woken_by what woke it (a signal's payload, a child task's end).
+
+-- name: wait_step
+-- fenced by the claim like every outcome; the attempt is not used up (attempt_base moves along:
+-- the look after the wake is the same attempt).  A child task that ended while this step ran
+-- left woken_by set: then it is due at once (ready_at is assigned before woken_by is cleared:
+-- MySQL assigns left to right, SQLite from the old row)
+UPDATE pipeline_task_steps SET status = {step:waiting},
+    ready_at = CASE WHEN woken_by IS NOT NULL THEN ${now}$ ELSE ${ready_at}$ END, woken_by = NULL,
+    waiting_for = ${waiting_for}$, owner = NULL, lease_expires_at = NULL, attempt_base = attempt_base + 1,
+    error = NULL, error_trace = NULL, updated_at = ${now}$
+WHERE id = ${id}$ AND status = {step:running} AND attempt = ${attempt}$ AND owner = ${owner}$
+
+-- name: due_waiting_steps
+SELECT id, tenant_id, task_id, step_name FROM pipeline_task_steps
+WHERE status = {step:waiting} AND ready_at <= ${now}$ ORDER BY ready_at LIMIT ${limit}$
+
+-- name: wake_steps
+-- due (or signalled): pending, to be looked at again; made ready next (make_steps_ready) in a
+-- running task, held in a paused one (resume makes it ready)
+UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = NULL,
+    woken_by = COALESCE(${woken_by}$, woken_by), updated_at = ${now}$
+WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status = {step:waiting}
+
+-- name: wake_parent_step
+-- a child task ended: the step of its parent that waits for it is due at once.  Written under the
+-- child's task lock, never its parent's (see engine/waiting.py: no lock cycle); a step that runs
+-- now (a look that may have just seen the child unfinished) keeps the mark for its next wait
+UPDATE pipeline_task_steps SET woken_by = ${woken_by}$,
+    ready_at = CASE WHEN status = {step:waiting} THEN ${now}$ ELSE ready_at END, updated_at = ${now}$
+WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
+AND status IN ({steps:in_flight})
 
 -- name: skip_waiting_steps
 UPDATE pipeline_task_steps SET status = {step:skipped}, updated_at = ${now}$
@@ -382,13 +446,13 @@ WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$ AND status IN ({steps:cancel
 -- a re-run: the retry budget starts again (attempt itself never decreases: it is the claim token)
 UPDATE pipeline_task_steps FORCE INDEX (PRIMARY) SET status = {step:pending}, ready_at = NULL, error = NULL,
     error_trace = NULL, owner = NULL, lease_expires_at = NULL, attempt_base = attempt,
-    input_stale = ${input_stale}$, finished_at = NULL, updated_at = ${now}$
+    input_stale = ${input_stale}$, waiting_for = NULL, woken_by = NULL, finished_at = NULL, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$
 
 -- name: reset_steps :sqlite
 UPDATE pipeline_task_steps SET status = {step:pending}, ready_at = NULL, error = NULL, error_trace = NULL,
     owner = NULL, lease_expires_at = NULL, attempt_base = attempt, input_stale = ${input_stale}$,
-    finished_at = NULL, updated_at = ${now}$
+    waiting_for = NULL, woken_by = NULL, finished_at = NULL, updated_at = ${now}$
 WHERE id IN (${ids}$) AND tenant_id = ${tenant_id}$
 
 -- name: set_manual_output

@@ -1,0 +1,450 @@
+"""Steps that wait without a slot (status ``waiting``): approval, wait, delegate — on MariaDB and
+SQLite, through PipelineService as a host uses it.
+
+The built-ins are registered here under step types of the test's own (``step_type`` prefix): the
+MariaDB database is shared by the session, and a step left waiting by one test must never be
+one another test's service runs.
+"""
+import asyncio
+
+import pytest
+
+from conftest import until
+from pipeline_service.engine.waiting import MAX_DELEGATION_DEPTH
+from pipeline_service.exceptions import InvalidInputError, InvalidStateError, NotFoundError
+from pipeline_service.ids import now_ms
+from pipeline_service.steps import approval, delegate, wait
+from pipeline_service.waits import Wait
+
+
+@pytest.fixture
+def kinds(step_type):
+    return {k: f"{step_type}-{k}" for k in ("approval", "wait", "delegate", "work", "boom")}
+
+
+async def work(tenant_id, task_id, step_name, input_data, config):
+    return {"step": step_name, "upstream": input_data["upstream"], "params": input_data["params"]}
+
+
+async def boom(tenant_id, task_id, step_name, input_data, config):
+    raise RuntimeError("the child broke")
+
+
+def register(service, kinds):
+    service.register_handler(kinds["approval"], approval.run)
+    service.register_handler(kinds["wait"], wait.run)
+    service.register_handler(kinds["delegate"], delegate.run)
+    service.register_handler(kinds["work"], work)
+    service.register_handler(kinds["boom"], boom)
+    return service
+
+
+async def step_of(service, tenant, task_id, name):
+    return next(s for s in (await service.detail(tenant, task_id))["steps"] if s["step_name"] == name)
+
+
+async def until_step(service, tenant, task_id, name, status, timeout=15.0):
+    async def reached():
+        return (await step_of(service, tenant, task_id, name))["status"] == status
+    await until(reached, timeout, f"step {name} {status}")
+
+
+async def until_task(service, tenant, task_id, status, timeout=15.0):
+    async def reached():
+        return (await service.detail(tenant, task_id))["status"] == status
+    await until(reached, timeout, f"task {task_id} {status}")
+    return await service.detail(tenant, task_id)
+
+
+async def approval_line(service, kinds, pipeline_id, **config):
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "ask", "step_type": kinds["approval"], "config": {"prompt": "ship it?", **config}},
+        {"step_name": "after", "step_type": kinds["work"], "depends_on": ["ask"]}])
+
+
+# ---- approval ------------------------------------------------------------------------------
+
+async def test_an_approval_waits_without_a_slot_until_a_person_decides(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    told = []
+    service.on("step.waiting", told.append)
+    await approval_line(service, kinds, pipeline_id)
+    task = await service.submit(tenant, pipeline_id, "owner-1", "needs a yes")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    await until(lambda: told, what="step.waiting told")
+    assert told[0]["task_id"] == task["id"] and told[0]["step_name"] == "ask"
+    assert told[0]["waiting_for"]["prompt"] == "ship it?"
+    detail = await service.detail(tenant, task["id"])
+    assert detail["status"] == "running" and detail["progress"]["waiting"] == 1
+    assert detail["progress"]["running"] == 0 and not service.executor._slots  # no slot held
+    listed = (await service.list(tenant))["rows"][0]
+    assert listed["progress"]["waiting"] == 1
+    ask = await step_of(service, tenant, task["id"], "ask")
+    assert ask["waiting_for"] == {"kind": "signal", "until": None, "choices": ["approve", "reject"],
+                                  "prompt": "ship it?"}
+    await service.signal(tenant, task["id"], "ask", {"decision": "approve", "note": "looks good"}, actor="alice")
+    done = await until_task(service, tenant, task["id"], "succeeded")
+    assert done["progress"]["waiting"] == 0
+    output = (await service.node(tenant, task["id"], "ask"))["output"]
+    assert output["decision"] == "approve" and output["actor"] == "alice"
+    assert output["payload"] == {"decision": "approve", "note": "looks good"} and output["decided_at"].endswith("Z")
+    assert (await service.node(tenant, task["id"], "after"))["output"]["upstream"]["ask"] == output
+
+
+async def test_a_rejection_fails_the_step_unless_the_config_says_continue(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id)
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    await service.signal(tenant, task["id"], "ask", {"decision": "reject"}, actor="bob")
+    failed = await until_task(service, tenant, task["id"], "failed")
+    assert (await step_of(service, tenant, task["id"], "ask"))["error"] == "rejected by bob"
+    assert "rejected by bob" in failed["error"]
+    assert (await step_of(service, tenant, task["id"], "after"))["status"] == "skipped"
+
+    other = pipeline_id + "-c"
+    await approval_line(service, kinds, other, on_reject="continue")
+    task = await service.submit(tenant, other, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    await service.signal(tenant, task["id"], "ask", {"decision": "reject"}, actor="bob")
+    await until_task(service, tenant, task["id"], "succeeded")
+    assert (await service.node(tenant, task["id"], "ask"))["output"]["decision"] == "reject"
+
+
+async def test_an_approval_times_out_as_on_timeout_says(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id, timeout=0.3)
+    task = await service.submit(tenant, pipeline_id, "o")
+    failed = await until_task(service, tenant, task["id"], "failed")
+    assert "no decision within 0.3s" in failed["error"]
+
+    other = pipeline_id + "-t"
+    await approval_line(service, kinds, other, timeout=0.3, on_timeout="approve")
+    task = await service.submit(tenant, other, "o")
+    await until_task(service, tenant, task["id"], "succeeded")
+    output = (await service.node(tenant, task["id"], "ask"))["output"]
+    assert output["decision"] == "approve" and output["timed_out"] is True and output["actor"] is None
+
+
+async def test_a_bad_approval_config_fails_the_step_with_a_clear_message(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id, on_timeout="maybe")
+    task = await service.submit(tenant, pipeline_id, "o")
+    failed = await until_task(service, tenant, task["id"], "failed")
+    assert "on_timeout must be 'fail' or one of the choices (approve, reject), got 'maybe'" in failed["error"]
+
+
+async def test_a_wrong_signal_is_refused_and_changes_nothing(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id, choices=["yes", "no"])
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    before = await service.detail(tenant, task["id"])
+    with pytest.raises(InvalidInputError, match="one of yes, no .* got 'approve'"):
+        await service.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="a")
+    with pytest.raises(InvalidInputError, match="got None"):
+        await service.signal(tenant, task["id"], "ask", {"note": "no decision"}, actor="a")
+    with pytest.raises(InvalidStateError, match="step 'after' .* is pending: only a step waiting for a signal"):
+        await service.signal(tenant, task["id"], "after", {"decision": "yes"}, actor="a")
+    with pytest.raises(NotFoundError, match="has no step 'nope'"):
+        await service.signal(tenant, task["id"], "nope", {"decision": "yes"}, actor="a")
+    with pytest.raises(NotFoundError, match="does not exist"):  # another tenant's task: as if none
+        await service.signal(tenant + "-other", task["id"], "ask", {"decision": "yes"}, actor="a")
+    for bad in ([], "yes", {"decision": float("nan")}):
+        with pytest.raises(InvalidInputError):
+            await service.signal(tenant, task["id"], "ask", bad, actor="a")
+    with pytest.raises(InvalidInputError):
+        await service.signal(tenant, task["id"], "ask", {"decision": "yes"}, actor=7)
+    after = await service.detail(tenant, task["id"])
+    assert after["steps"] == before["steps"] and after["status"] == "running"
+    await service.signal(tenant, task["id"], "ask", {"decision": "yes"}, actor="a")  # still takes a right one
+    await until_task(service, tenant, task["id"], "succeeded")
+    with pytest.raises(InvalidStateError, match="is succeeded"):
+        await service.signal(tenant, task["id"], "ask", {"decision": "no"}, actor="a")
+    assert (await service.node(tenant, task["id"], "ask"))["output"]["decision"] == "yes"
+
+
+async def test_of_racing_signals_exactly_one_wins(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id, choices=[f"c{i}" for i in range(8)])
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    results = await asyncio.gather(*(service.signal(tenant, task["id"], "ask", {"decision": f"c{i}"}, actor=f"p{i}")
+                                     for i in range(8)), return_exceptions=True)
+    won = [i for i, r in enumerate(results) if isinstance(r, dict)]
+    assert len(won) == 1, results
+    assert all(isinstance(r, InvalidStateError) for i, r in enumerate(results) if i not in won), results
+    await until_task(service, tenant, task["id"], "succeeded")
+    output = (await service.node(tenant, task["id"], "ask"))["output"]
+    assert output["decision"] == f"c{won[0]}" and output["actor"] == f"p{won[0]}"
+
+
+async def test_pause_cancel_and_rerun_of_a_waiting_approval(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id)
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    # paused: a decision is taken and held; resume lets the step go on with it
+    assert (await service.pause(tenant, task["id"]))["status"] == "paused"
+    await service.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="carol")
+    assert (await step_of(service, tenant, task["id"], "ask"))["status"] == "pending"
+    await service.resume(tenant, task["id"])
+    await until_task(service, tenant, task["id"], "succeeded")
+    # a re-run asks again
+    await service.modify(tenant, task["id"], {}, rerun_from="ask")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    with pytest.raises(InvalidStateError):
+        await service.signal(tenant, task["id"], "after", {"decision": "approve"}, actor="x")
+    await service.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="dave")
+    await until_task(service, tenant, task["id"], "succeeded")
+    assert (await service.node(tenant, task["id"], "ask"))["output"]["actor"] == "dave"
+    # cancelled while it waits
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    assert (await service.cancel(tenant, task["id"]))["status"] == "cancelled"
+    assert (await step_of(service, tenant, task["id"], "ask"))["status"] == "cancelled"
+    with pytest.raises(InvalidStateError, match="is cancelled"):
+        await service.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="x")
+
+
+async def test_a_waiting_approval_survives_restarts(database, make_service, kinds, tenant, pipeline_id):
+    first = register(make_service(database, poll_interval=0.1), kinds)
+    await first.storage.create_missing_tables(include_reference=True)
+    await approval_line(first, kinds, pipeline_id, timeout=3600)
+    task = await first.submit(tenant, pipeline_id, "o")
+    await until_step(first, tenant, task["id"], "ask", "waiting")
+    await first.stop(timeout=5)
+    for _ in range(2):  # any number of restarts
+        again = register(make_service(database, poll_interval=0.1), kinds)
+        await again.start()
+        assert (await step_of(again, tenant, task["id"], "ask"))["status"] == "waiting"
+        await again.stop(timeout=5)
+    last = register(make_service(database, poll_interval=0.1), kinds)
+    await last.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="erin")
+    await until_task(last, tenant, task["id"], "succeeded")
+
+
+# ---- wait ----------------------------------------------------------------------------------
+
+async def test_a_wait_step_is_a_durable_timer_that_holds_no_slot(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "nap", "step_type": kinds["wait"], "config": {"seconds": 0.5}},
+        {"step_name": "after", "step_type": kinds["work"], "depends_on": ["nap"]}])
+    started = now_ms()
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "nap", "waiting")
+    assert not service.executor._slots
+    await until_task(service, tenant, task["id"], "succeeded")
+    output = (await service.node(tenant, task["id"], "nap"))["output"]
+    assert output["waited_until"].endswith("Z")
+    finished = (await step_of(service, tenant, task["id"], "nap"))["finished_at"]
+    assert finished is not None and now_ms() - started >= 500
+
+
+async def test_a_wait_until_a_past_time_ends_at_once_and_a_bad_config_fails(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "nap", "step_type": kinds["wait"], "config": {"until": "2020-01-01T00:00:00Z"}}])
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_task(service, tenant, task["id"], "succeeded")
+    assert (await service.node(tenant, task["id"], "nap"))["output"] == {"waited_until": "2020-01-01T00:00:00.000Z"}
+    for config, message in (({"until": "tomorrow"}, "must be an ISO-8601 time"),
+                            ({}, "exactly one of 'seconds'"), ({"seconds": -1}, "seconds must be")):
+        bad = f"{pipeline_id}-{len(message)}"
+        await service.define_pipeline(bad, [{"step_name": "nap", "step_type": kinds["wait"], "config": config}])
+        failed = await until_task(service, tenant, (await service.submit(tenant, bad, "o"))["id"], "failed")
+        assert message in failed["error"]
+
+
+async def test_a_timer_survives_a_restart(database, make_service, kinds, tenant, pipeline_id):
+    first = register(make_service(database, poll_interval=0.1), kinds)
+    await first.storage.create_missing_tables(include_reference=True)
+    await first.define_pipeline(pipeline_id, [
+        {"step_name": "nap", "step_type": kinds["wait"], "config": {"seconds": 1.5}}])
+    task = await first.submit(tenant, pipeline_id, "o")
+    await until_step(first, tenant, task["id"], "nap", "waiting")
+    await first.stop(timeout=5)
+    second = register(make_service(database, poll_interval=0.1), kinds)
+    await second.start()
+    await until_task(second, tenant, task["id"], "succeeded")
+
+
+# ---- delegate ------------------------------------------------------------------------------
+
+async def child_line(service, kinds, pipeline_id, tail="work"):
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "first", "step_type": kinds["work"]},
+        {"step_name": "second", "step_type": kinds[tail], "depends_on": ["first"]},
+        {"step_name": "side", "step_type": kinds["work"]}])
+
+
+async def parent_line(service, kinds, pipeline_id, child_id, **config):
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "sub", "step_type": kinds["delegate"],
+         "config": {"pipeline_id": child_id, "params": {"topic": "fish"}, "title": "a sub-line", **config}},
+        {"step_name": "after", "step_type": kinds["work"], "depends_on": ["sub"]}])
+
+
+async def test_a_delegate_step_runs_a_child_task_and_takes_its_sink_outputs(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    child_pipeline = pipeline_id + "-child"
+    await child_line(service, kinds, child_pipeline)
+    await parent_line(service, kinds, pipeline_id, child_pipeline)
+    task = await service.submit(tenant, pipeline_id, "owner-7", "parent")
+    done = await until_task(service, tenant, task["id"], "succeeded")
+    output = (await service.node(tenant, task["id"], "sub"))["output"]
+    child_id = output["child_task_id"]
+    assert output["status"] == "succeeded" and set(output["outputs"]) == {"second", "side"}
+    assert output["outputs"]["second"]["params"] == {"topic": "fish"}
+    assert done["children"] == [{"task_id": child_id, "step_name": "sub", "status": "succeeded"}]
+    assert (await step_of(service, tenant, task["id"], "sub"))["waiting_for"]["child_task_id"] == child_id
+    child = await service.detail(tenant, child_id)
+    assert child["parent"] == {"task_id": task["id"], "step_name": "sub"}
+    assert child["owner_id"] == "owner-7" and child["title"] == "a sub-line" and child["params"] == {"topic": "fish"}
+    assert done["parent"] is None
+
+
+async def test_a_failed_or_cancelled_child_fails_the_delegate_step(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    child_pipeline = pipeline_id + "-child"
+    await child_line(service, kinds, child_pipeline, tail="boom")
+    await parent_line(service, kinds, pipeline_id, child_pipeline)
+    task = await service.submit(tenant, pipeline_id, "o")
+    failed = await until_task(service, tenant, task["id"], "failed")
+    assert "failed: step 'second' failed: RuntimeError: the child broke" in failed["error"]
+
+    waiting_child = pipeline_id + "-waits"
+    await approval_line(service, kinds, waiting_child)
+    parent = pipeline_id + "-p2"
+    await parent_line(service, kinds, parent, waiting_child)
+    task = await service.submit(tenant, parent, "o")
+    child_id = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
+    await until_step(service, tenant, child_id[0], "ask", "waiting")
+    await service.cancel(tenant, child_id[0])  # the child, cancelled by a person
+    failed = await until_task(service, tenant, task["id"], "failed")
+    assert f"child task {child_id[0]} cancelled" in failed["error"]
+
+
+async def children_of(service, tenant, task_id):
+    return [c["task_id"] for c in (await service.detail(tenant, task_id))["children"]]
+
+
+async def test_cancelling_or_pausing_the_parent_does_the_same_to_the_child(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    waiting_child = pipeline_id + "-waits"
+    await approval_line(service, kinds, waiting_child)
+    await parent_line(service, kinds, pipeline_id, waiting_child)
+    task = await service.submit(tenant, pipeline_id, "o")
+    [child] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
+    await until_step(service, tenant, child, "ask", "waiting")
+    assert (await step_of(service, tenant, task["id"], "sub"))["status"] == "waiting"
+
+    await service.pause(tenant, task["id"])
+    assert (await service.detail(tenant, child))["status"] == "paused"
+    await service.signal(tenant, child, "ask", {"decision": "approve"}, actor="x")  # held while paused
+    await service.resume(tenant, task["id"])
+    assert (await service.detail(tenant, child))["status"] != "paused"
+    await until_task(service, tenant, task["id"], "succeeded")
+
+    task = await service.submit(tenant, pipeline_id, "o")
+    [child] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
+    await until_step(service, tenant, child, "ask", "waiting")
+    await service.cancel(tenant, task["id"])
+    assert (await service.detail(tenant, child))["status"] == "cancelled"
+    assert (await step_of(service, tenant, task["id"], "sub"))["status"] == "cancelled"
+
+
+async def test_a_rerun_of_a_delegate_step_cancels_its_old_child(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    waiting_child = pipeline_id + "-waits"
+    await approval_line(service, kinds, waiting_child)
+    await parent_line(service, kinds, pipeline_id, waiting_child)
+    task = await service.submit(tenant, pipeline_id, "o")
+    [old] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
+    await until_step(service, tenant, old, "ask", "waiting")
+    await service.modify(tenant, task["id"], {}, rerun_from="sub")
+    assert (await service.detail(tenant, old))["status"] == "cancelled"
+    new = await until(lambda: _second_child(service, tenant, task["id"]), what="a new child")
+    assert new != old and (await children_of(service, tenant, task["id"]))[0] == old
+    await until_step(service, tenant, new, "ask", "waiting")
+    await service.signal(tenant, new, "ask", {"decision": "approve"}, actor="x")
+    await until_task(service, tenant, task["id"], "succeeded")
+
+
+async def _second_child(service, tenant, task_id):
+    children = await children_of(service, tenant, task_id)
+    return children[1] if len(children) == 2 else None
+
+
+async def test_delegation_depth_and_cycles_fail_with_clear_errors(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "again", "step_type": kinds["delegate"], "config": {"pipeline_id": pipeline_id}}])
+    failed = await until_task(service, tenant, (await service.submit(tenant, pipeline_id, "o"))["id"], "failed")
+    assert f"delegation cycle: pipeline {pipeline_id!r} already runs above step 'again'" in failed["error"]
+    assert not failed["children"]  # nothing was submitted
+
+    chain = [f"{pipeline_id}-d{i}" for i in range(MAX_DELEGATION_DEPTH + 1)]
+    await service.define_pipeline(chain[-1], [{"step_name": "leaf", "step_type": kinds["work"]}])
+    for here, below in zip(chain, chain[1:]):
+        await service.define_pipeline(here, [
+            {"step_name": "down", "step_type": kinds["delegate"], "config": {"pipeline_id": below}}])
+    top = await service.submit(tenant, chain[0], "o")
+    failed = await until_task(service, tenant, top["id"], "failed", timeout=30)
+    assert "delegation too deep" in failed["error"]
+    assert f"at most {MAX_DELEGATION_DEPTH} tasks form one chain" in failed["error"]
+
+    await service.define_pipeline(pipeline_id + "-x", [
+        {"step_name": "nowhere", "step_type": kinds["delegate"], "config": {"pipeline_id": "no-such-pipeline"}}])
+    failed = await until_task(service, tenant, (await service.submit(tenant, pipeline_id + "-x", "o"))["id"], "failed")
+    assert "pipeline 'no-such-pipeline' does not exist" in failed["error"]
+
+
+async def test_a_delegate_waiting_for_its_child_survives_a_restart(database, make_service, kinds, tenant,
+                                                                    pipeline_id):
+    first = register(make_service(database, poll_interval=0.1), kinds)
+    await first.storage.create_missing_tables(include_reference=True)
+    waiting_child = pipeline_id + "-waits"
+    await approval_line(first, kinds, waiting_child)
+    await parent_line(first, kinds, pipeline_id, waiting_child)
+    task = await first.submit(tenant, pipeline_id, "o")
+    [child] = await until(lambda: children_of(first, tenant, task["id"]), what="a child task")
+    await until_step(first, tenant, child, "ask", "waiting")
+    await first.stop(timeout=5)
+    second = register(make_service(database, poll_interval=0.1), kinds)
+    await second.signal(tenant, child, "ask", {"decision": "approve"}, actor="x")
+    await until_task(second, tenant, task["id"], "succeeded")
+
+
+# ---- the Wait record ---------------------------------------------------------------------
+
+def test_a_wait_is_checked_where_it_is_made():
+    assert Wait.signal(["a", "b"], 5, "ok?").stored() == {"kind": "signal", "until": 5, "choices": ["a", "b"],
+                                                          "prompt": "ok?"}
+    assert Wait.task("p", {"x": 1}).stored("c1") == {"kind": "task", "until": None, "child_task_id": "c1"}
+    for bad in (lambda: Wait.timer(-1), lambda: Wait.timer(True), lambda: Wait.signal([]),
+                lambda: Wait.signal(["a", "a"]), lambda: Wait.signal("ab"), lambda: Wait.task(""),
+                lambda: Wait.task("p", {"x": float("nan")}), lambda: Wait("nap").checked()):
+        with pytest.raises(InvalidInputError):
+            bad()
+
+
+async def test_the_configs_of_waiting_steps_are_templated_like_any_steps(service, kinds, tenant, pipeline_id):
+    register(service, kinds)
+    child_pipeline = pipeline_id + "-child"
+    await child_line(service, kinds, child_pipeline)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": "ask", "step_type": kinds["approval"],
+         "config": {"prompt": "publish {{ params.topic }}?", "choices": ["yes", "no"]}},
+        {"step_name": "sub", "step_type": kinds["delegate"], "depends_on": ["ask"],
+         "config": {"pipeline_id": child_pipeline, "title": "for {{ upstream.ask.actor }}",
+                    "params": {"topic": "{{ params.topic }}", "decided": "{{ upstream.ask.decision }}"}}}])
+    task = await service.submit(tenant, pipeline_id, "o", params={"topic": "tea; rm -rf ~"})
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    assert (await step_of(service, tenant, task["id"], "ask"))["waiting_for"]["prompt"] == "publish tea; rm -rf ~?"
+    await service.signal(tenant, task["id"], "ask", {"decision": "yes"}, actor="fay")
+    await until_task(service, tenant, task["id"], "succeeded")
+    child = (await service.node(tenant, task["id"], "sub"))["output"]["child_task_id"]
+    detail = await service.detail(tenant, child)
+    assert detail["params"] == {"topic": "tea; rm -rf ~", "decided": "yes"} and detail["title"] == "for fay"
