@@ -106,11 +106,17 @@ async def test_two_processes_writing_to_two_nodes_run_each_claim_once(cluster, s
     name, _, submitter, hosts = setup
     for node in cluster.nodes[1:]:  # one process on each of two nodes, each naming only its own
         hosts.db = f"mysql://{USER}:{PASSWORD}@127.0.0.1:{node.port}/{name}"
-        hosts.start(1, lease=5.0, poll=0.05)
+        hosts.start(1, lease=15.0, poll=0.05)
     try:
         tenant = "ha-" + new_id()[:8]
         await submit_all(submitter, tenant)
-        await wait_succeeded(submitter, tenant, TASKS, timeout=240)
+        try:
+            await wait_succeeded(submitter, tenant, TASKS, timeout=240)
+        except TimeoutError as exc:
+            errors = node_query(cluster, 0, name, "SELECT DISTINCT error FROM pipeline_task_steps WHERE tenant_id = %s "
+                                "AND status = 'failed'", tenant)
+            raise AssertionError(f"{exc}; the failed steps' errors: {errors}; host logs: "
+                                 f"{[hosts.stderr(i)[-3000:] for i in range(2)]}") from None
         pids = {e[1] for e in hosts.events() if e[0] == "end"}
         assert len(pids) == 2, "both nodes' processes ran steps"
         # every claim committed ran its handler once, a claim that lost certification ran none, and
@@ -125,7 +131,7 @@ async def test_two_processes_writing_to_two_nodes_run_each_claim_once(cluster, s
 
 async def test_a_node_that_rejoins_mid_run_catches_up(cluster, setup):
     name, _, submitter, hosts = setup
-    hosts.start(2, lease=5.0, poll=0.05)
+    hosts.start(2, lease=15.0, poll=0.05)
     tenant = "ha-" + new_id()[:8]
     await submit_all(submitter, tenant)
     await hosts.wait_for(lambda e: e[0] == "end", 60, "no step ran")
@@ -144,7 +150,7 @@ def report(request, line):
 
 async def test_the_writer_killed_mid_run_loses_no_task_and_stores_each_output_once(cluster, setup, request):
     name, _, submitter, hosts = setup
-    hosts.start(2, lease=5.0, poll=0.05)
+    hosts.start(2, lease=15.0, poll=0.05)
     tenant = "ha-" + new_id()[:8]
     await submit_all(submitter, tenant)
     await until_ended(hosts, TASKS)  # a fifth of the steps done: the rest runs across the failover
