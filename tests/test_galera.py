@@ -115,14 +115,16 @@ async def test_two_processes_writing_to_two_nodes_run_each_claim_once(cluster, s
         except TimeoutError as exc:
             errors = node_query(cluster, 0, name, "SELECT DISTINCT error FROM pipeline_task_steps WHERE tenant_id = %s "
                                 "AND status = 'failed'", tenant)
-            raise AssertionError(f"{exc}; the failed steps' errors: {errors}; host logs: "
-                                 f"{[hosts.stderr(i)[-3000:] for i in range(2)]}") from None
+            raise AssertionError(f"{exc}; the failed steps' errors: {errors}; the hosts' trouble: "
+                                 f"{troubles(hosts)}") from None
         pids = {e[1] for e in hosts.events() if e[0] == "end"}
         assert len(pids) == 2, "both nodes' processes ran steps"
         # every claim committed ran its handler once, a claim that lost certification ran none, and
         # a step ran again only after a lease ran out (a loaded machine) and recovery took it back
         calls, attempts, recovered = calls_and_attempts(cluster, name, tenant, hosts)
-        assert calls == attempts, f"{calls.total()} calls for {attempts.total()} claims"
+        odd = {step: (calls[step], attempts[step], recovered[step]) for step in attempts if calls[step] != attempts[step]}
+        assert not odd, (f"{calls.total()} calls for {attempts.total()} claims; (calls, claims, recoveries) of "
+                         f"the steps that differ: {odd}; the hosts' trouble: {troubles(hosts)}")
         assert all(attempts[step] == 1 + recovered[step] for step in attempts), "a re-run no lease explains"
         assert each_output_once(cluster, name, tenant)
     finally:
@@ -141,6 +143,18 @@ async def test_a_node_that_rejoins_mid_run_catches_up(cluster, setup):
     await asyncio.get_running_loop().run_in_executor(None, cluster.wait_synced, leaving)
     await wait_succeeded(submitter, tenant, TASKS, timeout=240)
     assert each_output_once(cluster, name, tenant, node=0) and each_output_once(cluster, name, tenant, node=2)
+
+
+def troubles(hosts):
+    """The warnings and errors the host processes logged (with their tracebacks)."""
+    lines = []
+    for i in range(len(hosts.procs)):
+        keep = False
+        for line in hosts.stderr(i).splitlines():
+            keep = " WARNING " in line or " ERROR " in line or (keep and not line[:4].isdigit())
+            if keep:
+                lines.append(f"host{i}: {line}")
+    return "\n".join(lines[-200:])
 
 
 def report(request, line):

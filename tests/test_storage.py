@@ -275,3 +275,19 @@ def test_conflict_pauses_grow_and_stay_bounded():
     assert all(FIRST_PAUSE / 2 <= p <= LONGEST_PAUSE for run in pauses for p in run)
     assert max(run[0] for run in pauses) < min(run[-1] for run in pauses)  # later runs wait longer
     assert len({run[2] for run in pauses}) > 1  # jittered: two colliding transactions drift apart
+
+
+async def test_a_union_of_more_branches_than_sqlite_allows_in_one_statement_reads_them_all(storage, tenant):
+    """A join step reading the outputs of 600 upstream steps (a wide DAG, none of them cached):
+    SQLite takes at most 500 terms in one compound SELECT, so fetch_union sends it in parts."""
+    task_id, now = new_id(), now_ms()
+    names = [f"s{i:04d}" for i in range(600)]
+    async with storage.transaction() as tx:
+        for name in names:
+            tx.defer("insert_artifact", id=new_id(), tenant_id=tenant, task_id=task_id, step_name=name,
+                     kind="output", version=1, content=json.dumps({"n": name}), packed=None, source="engine",
+                     lineage=None, now=now)
+    async with storage.transaction() as tx:
+        rows = await tx.fetch_union("get_artifact", [dict(tenant_id=tenant, task_id=task_id, step_name=name,
+                                                          kind="output", version=1) for name in names])
+    assert sorted(json.loads(r["content"])["n"] for r in rows) == names

@@ -25,6 +25,8 @@ RESERVED_PARAMS = {"page", "rows", "sort"}
 Connector = MySQLConnector | SQLiteConnector
 Row = dict[str, Any]  # one result row, column name -> value
 T = TypeVar("T")
+# branches of one UNION ALL statement (fetch_union): below SQLite's 500 terms of a compound SELECT
+UNION_BRANCHES = 200
 
 
 class Transaction:
@@ -79,14 +81,16 @@ class Transaction:
         return found[0] if found else None
 
     async def fetch_union(self, name: str, /, rows: Sequence[dict[str, Any]]) -> list[Row]:
-        """The rows of the named SELECT run with every dict in ``rows``, as one statement
-        (UNION ALL of one branch per dict): one round trip, however many branches."""
-        if not rows:
-            return []
+        """The rows of the named SELECT run with every dict in ``rows``, as UNION ALL of one
+        branch per dict: one round trip per UNION_BRANCHES branches (a step reading the outputs
+        of 10,000 upstream steps must not meet SQLite's limit of 500 terms in a compound SELECT)."""
         for params in rows:  # every branch is checked before anything is sent
             sql, _ = prepare(name, self._connector.statements, params)
-        await self._send_bound(sqlor_adapter.bound_union(self._sor, sql, rows))
-        return await sqlor_adapter.fetch_rows(self._sor)
+        found: list[Row] = []
+        for start in range(0, len(rows), UNION_BRANCHES):
+            await self._send_bound(sqlor_adapter.bound_union(self._sor, sql, rows[start:start + UNION_BRANCHES]))
+            found += await sqlor_adapter.fetch_rows(self._sor)
+        return found
 
     async def _send(self, name: str, params: dict[str, Any]) -> None:
         await self._send_bound(sqlor_adapter.bound(self._sor, *prepare(name, self._connector.statements, params)))
