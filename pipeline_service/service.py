@@ -9,13 +9,12 @@ write on bad input), scope everything by tenant, and start the executor by
 themselves the first time they are called inside a running event loop.
 """
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .json_objects import MAX_JSON_BYTES, check_json_object, check_max_bytes
 from .engine.executor import Executor
-from .exceptions import InvalidInputError, InvalidStateError, NotFoundError, WaitTimeoutError
+from .exceptions import InvalidInputError, WaitTimeoutError
 from .ids import MAX_TITLE, check_id, check_name, check_text
 from .engine.caches import ARTIFACT_CACHE_BYTES, EngineCaches
 from .engine.purge import DEFAULT_BATCH, MAX_BATCH, Purger, Retention, check_keep_versions, check_older_than, \
@@ -42,7 +41,6 @@ from .steps import StepOptions, builtins
 from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
 from .store.storage import Storage
 
-log = logging.getLogger(__name__)
 MAX_ROWS = 500
 MAX_PAGE = 1_000_000  # far past any real listing; keeps the OFFSET well inside the integer types
 MAX_DESCRIPTION = 65_535  # characters of a pipeline's description
@@ -234,19 +232,17 @@ class PipelineService:
         return await self.reads.node(tenant_id, task_id, step_name, version)
 
     async def pause(self, tenant_id: str, task_id: str) -> dict[str, Any]:
-        """Pause the task; its delegate steps' child tasks are paused too (docs/SEMANTICS.md)."""
+        """Pause the task; its delegate steps' child tasks are paused too, in the same transaction
+        (docs/SEMANTICS.md, "Waiting steps")."""
         require_task(tenant_id, task_id)
         await self._ready()
-        result = await self.control.pause(tenant_id, task_id)
-        await self._reach_children(tenant_id, result.children, self.control.pause)
-        return result.summary
+        return (await self.control.pause(tenant_id, task_id)).summary
 
     async def resume(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         """Resume the task, and the child tasks of its delegate steps that are paused."""
         require_task(tenant_id, task_id)
         await self._ready()
         result = await self.control.resume(tenant_id, task_id)
-        await self._reach_children(tenant_id, result.children, self.control.resume)
         self.executor.wake()
         return result.summary
 
@@ -256,21 +252,7 @@ class PipelineService:
         await self._ready()
         result = await self.control.cancel(tenant_id, task_id)
         self.executor.interrupt(result.stop)
-        await self._reach_children(tenant_id, result.children, self.control.cancel)
         return result.summary
-
-    async def _reach_children(self, tenant_id: str, children: Sequence[str], change: Callable) -> None:
-        """A parent's pause, resume or cancel, done to its child tasks (and theirs), each in a
-        transaction of its own after the parent's has committed (engine/waiting.py: no lock cycle).
-        A child that ended or changed meanwhile is left as it is."""
-        for child in children:
-            try:
-                result = await change(tenant_id, child)
-            except (InvalidStateError, NotFoundError) as exc:
-                log.info("pipeline task %s: not changed with its parent (%s)", child, exc)
-                continue
-            self.executor.interrupt(result.stop)
-            await self._reach_children(tenant_id, result.children, change)
 
     async def signal(self, tenant_id: str, task_id: str, step_name: str, payload: dict[str, Any],
                      actor: str | None = None) -> dict[str, Any]:
@@ -294,9 +276,7 @@ class PipelineService:
         check_updates(updates, rerun_from, self.content.max_bytes)
         await self._ready()
         result = await self.control.modify(tenant_id, task_id, updates, rerun_from)
-        self.executor.interrupt(result.stop)
-        # the child tasks of delegate steps re-run (or given their output) are not waited for any more
-        await self._reach_children(tenant_id, result.children, self.control.cancel)
+        self.executor.interrupt(result.stop)  # the cancelled children's handlers too
         self.executor.wake()
         return result.summary
 

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError, PipelineService
 from pipeline_service.ids import now_ms
+from pipeline_service.steps import approval, delegate
 from pipeline_service.ticks import ON_TIME_MS
 from conftest import scratch_mysql_database, scratch_name, until
 
@@ -157,6 +158,28 @@ async def test_overlap_cancel_previous_cancels_the_last_task_in_the_ticks_commit
     old, new = await schedule_tasks(line, tenant, schedule_id)
     assert old["status"] == "cancelled" and new["status"] == "pending"
     assert ms_of(new["scheduled_for"]) == first + MINUTE
+
+
+async def test_cancel_previous_cancels_the_last_tasks_delegated_children_too(stepper, tenant, pipeline_id, step_type):
+    """The last task waits for a child task (a delegate step) that waits for a person: the tick
+    that cancels it cancels the child in the same commit."""
+    stepper.register_handler(step_type + "-delegate", delegate.run)
+    stepper.register_handler(step_type + "-approval", approval.run)
+    await stepper.define_pipeline(pipeline_id + "-child", [{"step_name": "ask", "step_type": step_type + "-approval"}])
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "sub", "step_type": step_type + "-delegate",
+                                                 "config": {"pipeline_id": pipeline_id + "-child"}}])
+    created = await stepper.schedule_create(tenant, pipeline_id, "owner", every=60, overlap="cancel_previous")
+    first = ms_of(created["next_fire_at"])
+    assert (await stepper.schedules.fire_due(first)).created == 1
+    await stepper.executor.run_once()  # the delegate step waits; its child is submitted
+    await stepper.executor.run_once()  # the child's approval waits
+    [old] = await schedule_tasks(stepper, tenant, created["id"])
+    [child] = [c["task_id"] for c in (await stepper.detail(tenant, old["id"]))["children"]]
+    assert (await stepper.detail(tenant, child))["steps"][0]["status"] == "waiting"
+    assert (await stepper.schedules.fire_due(first + MINUTE)).created == 1
+    old_task, child_task = await stepper.detail(tenant, old["id"]), await stepper.detail(tenant, child)
+    assert old_task["status"] == "cancelled" and child_task["status"] == "cancelled"
+    assert child_task["steps"][0]["status"] == "cancelled"
 
 
 async def test_cron_across_daylight_saving_time_in_berlin(line, tenant, pipeline_id):

@@ -6,12 +6,14 @@ MariaDB database is shared by the session, and a step left waiting by one test m
 one another test's service runs.
 """
 import asyncio
+import sqlite3
 
+import pymysql
 import pytest
 
-from conftest import until
+from conftest import mysql_parts, until
 from pipeline_service.engine.waiting import MAX_DELEGATION_DEPTH
-from pipeline_service.exceptions import InvalidInputError, InvalidStateError, NotFoundError
+from pipeline_service.exceptions import InvalidInputError, InvalidStateError, NotFoundError, StorageError
 from pipeline_service.ids import now_ms
 from pipeline_service.steps import approval, delegate, wait
 from pipeline_service.waits import Wait
@@ -353,6 +355,75 @@ async def test_cancelling_or_pausing_the_parent_does_the_same_to_the_child(servi
     await service.cancel(tenant, task["id"])
     assert (await service.detail(tenant, child))["status"] == "cancelled"
     assert (await step_of(service, tenant, task["id"], "sub"))["status"] == "cancelled"
+
+
+class RefusedWrites:
+    """A trigger of the database's own that refuses every change of one task's status: the write of
+    that task fails as a real database failure does (what a crash between two commits would cut)."""
+
+    def __init__(self, backend, database, task_id):
+        self.backend, self.database, self.task_id = backend, database, task_id
+        self.name = "refuse_" + "".join(c if c.isalnum() else "_" for c in task_id)
+
+    def _run(self, statement):
+        if self.backend == "mysql":
+            parts = mysql_parts(self.database)
+            conn = pymysql.connect(autocommit=True, database=parts.pop("db"), **parts)
+        else:
+            conn = sqlite3.connect(self.database.removeprefix("sqlite:///"), timeout=10, isolation_level=None)
+        try:
+            conn.cursor().execute(statement)
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        if self.backend == "mysql":
+            self._run(f"CREATE TRIGGER {self.name} BEFORE UPDATE ON pipeline_tasks FOR EACH ROW BEGIN "
+                      f"IF NEW.id = '{self.task_id}' AND NEW.status <> OLD.status THEN "
+                      "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected: this task cannot be written'; "
+                      "END IF; END")
+        else:
+            self._run(f"CREATE TRIGGER {self.name} BEFORE UPDATE OF status ON pipeline_tasks "
+                      f"WHEN NEW.id = '{self.task_id}' AND NEW.status <> OLD.status "
+                      "BEGIN SELECT RAISE(ABORT, 'injected: this task cannot be written'); END")
+        return self
+
+    def __exit__(self, *exc):
+        self._run(f"DROP TRIGGER IF EXISTS {self.name}")
+
+
+async def statuses(service, tenant, *task_ids):
+    return [(await service.detail(tenant, t))["status"] for t in task_ids]
+
+
+async def test_a_parents_pause_resume_and_cancel_commit_with_its_childrens(service, backend, database, kinds, tenant,
+                                                                          pipeline_id):
+    """The child's write fails: the parent's change is not committed either (no parent paused or
+    cancelled over a child still running); once the child can be written, both change together."""
+    register(service, kinds)
+    waiting_child = pipeline_id + "-waits"
+    await approval_line(service, kinds, waiting_child)
+    await parent_line(service, kinds, pipeline_id, waiting_child)
+    task = await service.submit(tenant, pipeline_id, "o")
+    [child] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
+    await until_step(service, tenant, child, "ask", "waiting")
+    both = (task["id"], child)
+    with RefusedWrites(backend, database, child):
+        for change in (service.pause, service.cancel):
+            with pytest.raises(StorageError, match="injected"):
+                await change(tenant, task["id"])
+            assert await statuses(service, tenant, *both) == ["running", "running"]
+    await service.pause(tenant, task["id"])
+    assert await statuses(service, tenant, *both) == ["paused", "paused"]
+    with RefusedWrites(backend, database, child):
+        with pytest.raises(StorageError, match="injected"):
+            await service.resume(tenant, task["id"])
+        assert await statuses(service, tenant, *both) == ["paused", "paused"]
+    await service.resume(tenant, task["id"])  # resume reaches the paused child
+    assert await statuses(service, tenant, *both) == ["running", "running"]
+    await service.cancel(tenant, task["id"])
+    assert await statuses(service, tenant, *both) == ["cancelled", "cancelled"]
+    assert (await step_of(service, tenant, child, "ask"))["status"] == "cancelled"
 
 
 async def test_a_rerun_of_a_delegate_step_cancels_its_old_child(service, kinds, tenant, pipeline_id):

@@ -35,7 +35,8 @@ MYSQL_NOT_READY = 1047  # a Galera node outside the primary component: worth ano
 # a write the server refuses for its size or text (the package's input checks keep these out;
 # a host's smaller max_allowed_packet can still meet one)
 MYSQL_REFUSED_WRITE = {1153: "larger than the server's max_allowed_packet", 1406: "too long for its column",
-                       1366: "text the column cannot store"}
+                       1366: "text the column cannot store",
+                       1644: "as a trigger of the database's own said (SIGNAL)"}
 
 
 def mysql_addresses(host: object, port: object) -> list[tuple[str, int]]:
@@ -369,6 +370,8 @@ class SQLiteConnector:
     def translate_error(self, exc):
         if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE constraint failed" in str(exc):
             return DuplicateKeyError(f"{self.describe()}: {exc}")
+        if isinstance(exc, sqlite3.IntegrityError):  # a constraint, or a trigger's RAISE(ABORT)
+            return StorageError(f"{self.describe()} refused a write: {exc}")
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
             return SchemaMissingError(f"{exc} in {self.describe()}: {SCHEMA_HINT}")
         if isinstance(exc, sqlite3.OperationalError):  # disk full, I/O error, read-only file, still locked

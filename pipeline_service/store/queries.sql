@@ -141,6 +141,12 @@ WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$
 SELECT id, parent_step, status FROM pipeline_tasks
 WHERE tenant_id = ${tenant_id}$ AND parent_task_id = ${task_id}$ ORDER BY created_at, id
 
+-- name: unfinished_children
+-- one level of a delegation tree: the unfinished child tasks of some tasks (a control change
+-- locks a task together with these, engine/control.py); the `tenant_parent` index
+SELECT id FROM pipeline_tasks
+WHERE tenant_id = ${tenant_id}$ AND parent_task_id IN (${task_ids}$) AND status NOT IN ({tasks:finished})
+
 -- name: mark_tasks_started :mysql
 -- the first claim of a root step marks its task started: status.TaskAction.START, whose only
 -- change is pending -> running (a task paused before it started is paused, or running again
