@@ -6,16 +6,18 @@ MariaDB database is shared by the session, and a step left waiting by one test m
 one another test's service runs.
 """
 import asyncio
+import re
 import sqlite3
 
 import pymysql
 import pytest
 
-from conftest import mysql_parts, until
+from conftest import mysql_parts, scratch_mysql_database, scratch_name, until
 from pipeline_service.engine.waiting import MAX_DELEGATION_DEPTH
 from pipeline_service.exceptions import InvalidInputError, InvalidStateError, NotFoundError, StorageError
 from pipeline_service.ids import now_ms
 from pipeline_service.steps import approval, delegate, wait
+from pipeline_service.store.queries import statement
 from pipeline_service.waits import Wait
 
 
@@ -486,6 +488,58 @@ async def test_a_delegate_waiting_for_its_child_survives_a_restart(database, mak
     second = register(make_service(database, poll_interval=0.1), kinds)
     await second.signal(tenant, child, "ask", {"decision": "approve"}, actor="x")
     await until_task(second, tenant, task["id"], "succeeded")
+
+
+# ---- finding the due ones ------------------------------------------------------------------
+
+def bound(sql, **values):
+    """A named statement with its parameters written in (for EXPLAIN: numbers and quoted names only)."""
+    for name, value in values.items():
+        sql = sql.replace("${" + name + "}$", str(value))
+    return sql
+
+
+async def test_the_due_waiting_steps_are_found_in_the_due_index_not_by_a_scan(backend, tmp_path, make_service,
+                                                                              step_type, tenant, pipeline_id):
+    """300 steps wait with a deadline: the probe's next_due is the first entry of the `due`
+    (status, ready_at) index (MariaDB: a MIN "optimized away", no entry read one by one), and
+    wake_due's look-up a range of it in its order (no sort); SQLite's plans search the same index."""
+    database = (scratch_mysql_database(scratch_name("due")) if backend == "mysql"
+                else f"sqlite:///{tmp_path / 'due.db'}")
+    service = make_service(database, autostart=False, concurrency=1000)
+    await service.storage.create_missing_tables(include_reference=True)
+    service.register_handler(step_type, approval.run)
+    await service.define_pipeline(pipeline_id, [
+        {"step_name": f"ask{i}", "step_type": step_type, "config": {"timeout": 3600}} for i in range(50)])
+    for _ in range(6):
+        await service.submit(tenant, pipeline_id, "o")
+    assert len((await service.executor.run_once()).claims) == 300
+    now = now_ms()
+    probe = bound(statement("probe", backend), now=now, step_types=f"'{step_type}'")
+    due = bound(statement("due_waiting_steps", backend), now=now, limit=100)
+    next_due = re.search(r"\(SELECT MIN\(ready_at\)[^()]*(\([^()]*\))?[^()]*WHERE status = '[a-z]+'\) AS next_due",
+                         probe).group(0).removesuffix(" AS next_due")
+    if backend == "mysql":
+        parts = mysql_parts(database)
+        conn = pymysql.connect(autocommit=True, database=parts.pop("db"), **parts)
+        with conn.cursor(pymysql.cursors.DictCursor) as cur:
+            cur.execute("EXPLAIN SELECT " + next_due)
+            assert any(r["Extra"] == "Select tables optimized away" for r in cur.fetchall())
+            cur.execute("EXPLAIN " + due)
+            [plan] = cur.fetchall()
+            assert plan["key"] == "pipeline_task_steps_due" and "filesort" not in (plan["Extra"] or "")
+            cur.execute("FLUSH STATUS")
+            cur.execute(probe)
+            cur.execute("SHOW SESSION STATUS LIKE 'Handler_read_next'")
+            assert int(cur.fetchone()["Value"]) < 50  # not the 300 waiting entries
+        conn.close()
+    else:
+        conn = sqlite3.connect(database.removeprefix("sqlite:///"))
+        for sql in ("SELECT " + next_due, due):
+            plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "INDEX pipeline_task_steps_due (status=?" in plan, plan
+        conn.close()
+    assert await service.waiting.wake_due(now + 3_600_000) == 100  # a batch, in ready_at order
 
 
 # ---- the Wait record ---------------------------------------------------------------------
