@@ -9,7 +9,7 @@ import heapq
 import json
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,9 @@ ENGINE_OPTIONS = ("timeout", "retries", "retry_delay")  # and `when` (templating
 # bounds of the engine options: beyond them a value is a mistake (and 1e300 s or inf
 # overflow the millisecond columns); a step needing longer runs without a timeout
 MAX_SECONDS = 86_400.0   # timeout, retry_delay (and the delay after any retry): one day
+# the timeout of a step whose handler waits without a slot (an approval's deadline: it holds no
+# worker meanwhile, so a day is no bound for it), and a wait step's seconds: a year
+MAX_WAIT_SECONDS = 366 * 86_400.0
 MAX_RETRIES = 100
 MIN_INT, MAX_INT = -2**31, 2**31 - 1  # an INT column (seq, versions)
 STEP_KEYS = ("step_name", "step_type", "depends_on", "config", "seq")
@@ -41,9 +44,15 @@ def check_seconds(value: Any, what: str, minimum: float = 0.0, maximum: float = 
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and (
         value >= minimum if allow_minimum else value > minimum) and value <= maximum
     if not ok:
-        low = f">= {minimum:g}" if allow_minimum else f"> {minimum:g}"
-        raise InvalidInputError(f"{what} must be a number of seconds {low} and <= {maximum:g}, got {_number(value)}")
+        low = f">= {_seconds(minimum)}" if allow_minimum else f"> {_seconds(minimum)}"
+        raise InvalidInputError(f"{what} must be a number of seconds {low} and <= {_seconds(maximum)}, got "
+                                f"{_number(value)}")
     return value
+
+
+def _seconds(value: float) -> str:
+    """A bound as a person reads it: 31622400, not 3.16224e+07."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _bounds(minimum: int | None, maximum: int | None) -> str:
@@ -114,13 +123,27 @@ def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
         return {}
     value = parse_json_object(value, f"step {step_name!r}: config", MAX_CONFIG_BYTES, "a step config's limit")
     timeout, retries, delay = (value.get(k) for k in ENGINE_OPTIONS)
-    if timeout is not None:
-        check_seconds(timeout, f"step {step_name!r}: config.timeout", allow_minimum=False)
+    if timeout is not None:  # a handler's own bound is its type's: check_timeouts
+        check_seconds(timeout, f"step {step_name!r}: config.timeout", maximum=MAX_WAIT_SECONDS,
+                      allow_minimum=False)
     if retries is not None:
         check_whole(retries, f"step {step_name!r}: config.retries", 0, MAX_RETRIES)
     if delay is not None:
         check_seconds(delay, f"step {step_name!r}: config.retry_delay")
     return value
+
+
+def check_timeouts(steps: Iterable[StepDef], waits: Callable[[str], bool | None]) -> None:
+    """Each step's ``timeout`` within the bound of its type (docs/STEP_TYPES.md): MAX_SECONDS for a
+    handler that runs for it, MAX_WAIT_SECONDS for one that waits without a slot (``waits(step_type)``
+    True; None: no handler here, so no bound known: the submit that needs one checks it)."""
+    for step in steps:
+        if step.timeout is not None and step.timeout > MAX_SECONDS and waits(step.step_type) is False:
+            raise InvalidInputError(
+                f"step {step.name!r}: config.timeout must be <= {_seconds(MAX_SECONDS)} seconds (a day) for step "
+                f"type {step.step_type!r}, whose handler runs that long, got {_number(step.timeout)}; only step "
+                f"types that wait without a slot (approval, wait, delegate) take up to "
+                f"{_seconds(MAX_WAIT_SECONDS)} seconds (366 days)")
 
 
 def step_from_row(row: Mapping[str, Any]) -> StepDef:

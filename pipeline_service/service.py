@@ -36,7 +36,7 @@ from .engine.schedules import ScheduleSpec, Schedules
 from .ticks import CatchUp, Overlap, Timing, check_cron, check_every, host_zone_name, parse_at
 from .ticks import zone as check_zone
 from .priority import check_priority
-from .dag import MAX_INT, check_updates, check_whole, definition_rows
+from .dag import MAX_INT, check_timeouts, check_updates, check_whole, definition_rows, step_from_row
 from .steps import StepOptions, builtins
 from .status import TASK_STATUSES, TERMINAL_TASK_STATUSES, TaskStatus
 from .store.storage import Storage
@@ -177,6 +177,7 @@ class PipelineService:
     async def define_pipeline(self, pipeline_id: str, steps: Sequence[dict[str, Any]], name: str | None = None,
                               description: str | None = None) -> dict[str, Any]:
         rows = definition_rows(check_id(pipeline_id, "pipeline_id"), steps)
+        check_timeouts(map(step_from_row, rows), self.handlers.waits)  # the types this service knows
         if name is not None:
             check_text(name, "name", MAX_TITLE)
         if description is not None:

@@ -21,6 +21,8 @@ outputs of its sink steps)}``.  It decides: its output, a failure, or another ``
 A handler is so a plain function of its input and config; the engine knows only these
 three kinds of wait.
 """
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,19 @@ KINDS = ("timer", "signal", "task")
 MAX_CHOICES = 100
 MAX_PROMPT = 4000  # characters
 MAX_UNTIL_MS = 253_402_300_799_000  # 9999-12-31: far past any real deadline, inside every column
+
+
+def waiting_handler(fn: Callable) -> Callable:
+    """Mark ``fn`` as a handler that waits without a slot (it returns a ``Wait``): the ``timeout``
+    of its steps may then reach ``dag.MAX_WAIT_SECONDS`` instead of a handler's day."""
+    fn.pipeline_waits = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_waiting_handler(fn: Callable) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "pipeline_waits", False) is True
 
 
 def _until(value: object, required: bool) -> int | None:

@@ -21,6 +21,9 @@ from pipeline_service.store.queries import statement
 from pipeline_service.waits import Wait
 
 
+DAY = 86_400
+
+
 @pytest.fixture
 def kinds(step_type):
     return {k: f"{step_type}-{k}" for k in ("approval", "wait", "delegate", "work", "boom")}
@@ -128,6 +131,33 @@ async def test_an_approval_times_out_as_on_timeout_says(service, kinds, tenant, 
     await until_task(service, tenant, task["id"], "succeeded")
     output = (await service.node(tenant, task["id"], "ask"))["output"]
     assert output["decision"] == "approve" and output["timed_out"] is True and output["actor"] is None
+
+
+async def test_a_waiting_steps_timeout_has_its_own_bound_of_a_year(service, kinds, tenant, pipeline_id):
+    """An approval holds no slot: it may wait 30 days (a handler's timeout stays at most a day,
+    and the errors name each limit)."""
+    register(service, kinds)
+    await approval_line(service, kinds, pipeline_id, timeout=30 * DAY)
+    task = await service.submit(tenant, pipeline_id, "o")
+    await until_step(service, tenant, task["id"], "ask", "waiting")
+    until_ms = (await step_of(service, tenant, task["id"], "ask"))["waiting_for"]["until"]
+    assert abs(until_ms - (now_ms() + 30 * DAY * 1000)) < 60_000
+    await service.cancel(tenant, task["id"])
+
+    with pytest.raises(InvalidInputError, match=f"<= 86400 seconds .* for step type '{kinds['work']}'.* up to "
+                                                "31622400 seconds"):
+        await service.define_pipeline(pipeline_id + "-w", [
+            {"step_name": "long", "step_type": kinds["work"], "config": {"timeout": 2 * DAY}}])
+    with pytest.raises(InvalidInputError, match=r"config.timeout must be a number of seconds > 0 and <= 31622400"):
+        await approval_line(service, kinds, pipeline_id + "-y", timeout=400 * DAY)
+    # a type this service has no handler for yet: its bound is known, and checked, at submit
+    later = pipeline_id + "-later"
+    await service.define_pipeline(later, [{"step_name": "long", "step_type": kinds["work"] + "-later",
+                                           "config": {"timeout": 2 * DAY}}])
+    service.register_handler(kinds["work"] + "-later", work)
+    with pytest.raises(InvalidInputError, match="<= 86400 seconds"):
+        await service.submit(tenant, later, "o")
+    assert (await service.list(tenant, pipeline_id=later))["total"] == 0  # nothing written
 
 
 async def test_a_bad_approval_config_fails_the_step_with_a_clear_message(service, kinds, tenant, pipeline_id):

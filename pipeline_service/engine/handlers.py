@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 from ..exceptions import InvalidInputError
+from ..waits import is_waiting_handler
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ class HandlerRegistry:
 
     def get(self, step_type: str) -> Callable | None:
         return self._handlers.get(step_type) or self._builtins.get(step_type)
+
+    def waits(self, step_type: str) -> bool | None:
+        """Whether the handler of ``step_type`` waits without a slot (waits.waiting_handler); None:
+        there is none here."""
+        fn = self.get(step_type)
+        return None if fn is None else is_waiting_handler(fn)
 
     def off(self, step_type: str) -> str | None:
         """Why ``step_type``, a built-in, has no handler here (None: it has one, or is no built-in)."""

@@ -1,5 +1,5 @@
 """Pipelines and tasks coming into being: defining a pipeline, submitting a task."""
-from ..dag import Dag
+from ..dag import Dag, check_timeouts
 from ..exceptions import DuplicateKeyError, HandlerError, InvalidInputError, InvalidStateError, NotFoundError
 from ..ids import new_id, now_ms
 from ..json_objects import to_json
@@ -80,6 +80,8 @@ class Tasks:
             raise HandlerError("; ".join(off + ([
                 "no handler is registered for " + ", ".join(f"step_type {t!r} (step {n!r})" for n, t in unknown)
                 + "; register one with this service's register_handler()"] if unknown else [])))
+        if require_handlers:  # each timeout within its type's bound (a tick's were checked at define)
+            check_timeouts(dag.steps.values(), self.handlers.waits)
         check_writable(Stored(params_text, None), tx.max_write_bytes, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,

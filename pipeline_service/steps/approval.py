@@ -13,10 +13,10 @@ The step waits without a slot for ``pipeline_signal(tenant_id, task_id, step_nam
 from dataclasses import dataclass
 from typing import Any
 
-from ..dag import check_seconds
+from ..dag import MAX_WAIT_SECONDS, check_seconds
 from ..exceptions import InvalidInputError, StepFailed
 from ..ids import iso, now_ms
-from ..waits import Wait
+from ..waits import Wait, waiting_handler
 
 DEFAULT_CHOICES = ("approve", "reject")
 REJECT = "reject"
@@ -36,7 +36,7 @@ class ApprovalConfig:
         checked = Wait.signal(choices, prompt=config.get("prompt"))  # the same checks as the wait's
         timeout = config.get("timeout")
         if timeout is not None:
-            check_seconds(timeout, "approval config.timeout", allow_minimum=False)
+            check_seconds(timeout, "approval config.timeout", maximum=MAX_WAIT_SECONDS, allow_minimum=False)
         on_timeout = config.get("on_timeout", "fail")
         if on_timeout != "fail" and on_timeout not in (checked.choices or ()):
             raise InvalidInputError(f"approval config.on_timeout must be 'fail' or one of the choices "
@@ -50,6 +50,7 @@ class ApprovalConfig:
         return Wait.signal(self.choices, until, self.prompt)
 
 
+@waiting_handler
 async def run(tenant_id: str, task_id: str, step_name: str, input_data: dict[str, Any],
               config: dict[str, Any]) -> dict[str, Any] | Wait:
     cfg = ApprovalConfig.parse(config)

@@ -12,9 +12,10 @@ pipeline never delegates to one already running above it (a cycle): both fail th
 from typing import Any
 
 from ..exceptions import InvalidInputError, StepFailed
-from ..waits import Wait
+from ..waits import Wait, waiting_handler
 
 
+@waiting_handler
 async def run(tenant_id: str, task_id: str, step_name: str, input_data: dict[str, Any],
               config: dict[str, Any]) -> dict[str, Any] | Wait:
     waited = input_data.get("waited")

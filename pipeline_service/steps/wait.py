@@ -7,12 +7,10 @@ found by the executor's probe, so it survives restarts — and outputs ``{"waite
 from datetime import datetime, timezone
 from typing import Any
 
-from ..dag import check_seconds
+from ..dag import MAX_WAIT_SECONDS, check_seconds
 from ..exceptions import InvalidInputError
 from ..ids import iso, now_ms
-from ..waits import Wait
-
-MAX_WAIT_SECONDS = 366 * 86_400.0
+from ..waits import Wait, waiting_handler
 
 
 def _until(config: dict[str, Any]) -> int:
@@ -34,6 +32,7 @@ def _until(config: dict[str, Any]) -> int:
     return int(moment.timestamp() * 1000)
 
 
+@waiting_handler
 async def run(tenant_id: str, task_id: str, step_name: str, input_data: dict[str, Any],
               config: dict[str, Any]) -> dict[str, Any] | Wait:
     waited = input_data.get("waited")
