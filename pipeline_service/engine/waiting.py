@@ -13,9 +13,10 @@ How a step waits (docs/ARCHITECTURE.md, flow 7):
   running task, held in a paused one) and the ordinary claim runs their handlers again;
 * a signal wakes its step at once, under the task's lock; a child task's end marks its
   parent's step due (``wake_parent_step``), written under the child's lock only: the parent's
-  task row is never locked by a child's change, and a change of the parent (pause, cancel)
-  reaches its children in transactions of their own after it commits — so no two
-  transactions ever wait for each other's tasks in a cycle.
+  task row is never locked by a child's change.  A change of the parent (pause, resume,
+  cancel) reaches its children in its own transaction, which locks the parent and its
+  unfinished descendants together, in id order, before it writes (engine/control.py) — so
+  no two transactions wait for each other's tasks in a cycle.
 """
 from ..dag import Dag
 from ..exceptions import InvalidInputError

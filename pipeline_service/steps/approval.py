@@ -1,7 +1,7 @@
 """The ``approval`` step type (Conductor HUMAN, DBOS ``recv``): a person decides.
 
 Config: ``prompt`` (what the person is asked), ``choices`` (default ``["approve", "reject"]``),
-``timeout`` (seconds to wait for a decision; none: wait for ever), ``on_timeout`` (``"fail"``,
+``timeout`` (seconds to wait for a decision, at most a year; none: wait for ever), ``on_timeout`` (``"fail"``,
 the default, or one of the choices: the decision taken when no one decided in time),
 ``on_reject`` (``"fail"``, the default: a ``reject`` fails the step with "rejected by <actor>";
 ``"continue"``: it is the step's output like any other decision).
