@@ -364,7 +364,8 @@ async def children_of(service, tenant, task_id):
     return [c["task_id"] for c in (await service.detail(tenant, task_id))["children"]]
 
 
-async def test_cancelling_or_pausing_the_parent_does_the_same_to_the_child(service, kinds, tenant, pipeline_id):
+async def parent_of_a_waiting_child(service, kinds, tenant, pipeline_id):
+    """A task whose delegate step waits for its child task, whose approval waits: (task, child id)."""
     register(service, kinds)
     waiting_child = pipeline_id + "-waits"
     await approval_line(service, kinds, waiting_child)
@@ -372,6 +373,11 @@ async def test_cancelling_or_pausing_the_parent_does_the_same_to_the_child(servi
     task = await service.submit(tenant, pipeline_id, "o")
     [child] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
     await until_step(service, tenant, child, "ask", "waiting")
+    return task, child
+
+
+async def test_cancelling_or_pausing_the_parent_does_the_same_to_the_child(service, kinds, tenant, pipeline_id):
+    task, child = await parent_of_a_waiting_child(service, kinds, tenant, pipeline_id)
     assert (await step_of(service, tenant, task["id"], "sub"))["status"] == "waiting"
 
     await service.pause(tenant, task["id"])
@@ -432,13 +438,7 @@ async def test_a_parents_pause_resume_and_cancel_commit_with_its_childrens(servi
                                                                           pipeline_id):
     """The child's write fails: the parent's change is not committed either (no parent paused or
     cancelled over a child still running); once the child can be written, both change together."""
-    register(service, kinds)
-    waiting_child = pipeline_id + "-waits"
-    await approval_line(service, kinds, waiting_child)
-    await parent_line(service, kinds, pipeline_id, waiting_child)
-    task = await service.submit(tenant, pipeline_id, "o")
-    [child] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
-    await until_step(service, tenant, child, "ask", "waiting")
+    task, child = await parent_of_a_waiting_child(service, kinds, tenant, pipeline_id)
     both = (task["id"], child)
     with RefusedWrites(backend, database, child):
         for change in (service.pause, service.cancel):
@@ -459,13 +459,7 @@ async def test_a_parents_pause_resume_and_cancel_commit_with_its_childrens(servi
 
 
 async def test_a_rerun_of_a_delegate_step_cancels_its_old_child(service, kinds, tenant, pipeline_id):
-    register(service, kinds)
-    waiting_child = pipeline_id + "-waits"
-    await approval_line(service, kinds, waiting_child)
-    await parent_line(service, kinds, pipeline_id, waiting_child)
-    task = await service.submit(tenant, pipeline_id, "o")
-    [old] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
-    await until_step(service, tenant, old, "ask", "waiting")
+    task, old = await parent_of_a_waiting_child(service, kinds, tenant, pipeline_id)
     await service.modify(tenant, task["id"], {}, rerun_from="sub")
     assert (await service.detail(tenant, old))["status"] == "cancelled"
     new = await until(lambda: _second_child(service, tenant, task["id"]), what="a new child")
