@@ -133,12 +133,12 @@ def parse_config(value: object, step_name: str = "?") -> dict[str, Any]:
     return value
 
 
-def check_timeouts(steps: Iterable[StepDef], waits: Callable[[str], bool | None]) -> None:
-    """Each step's ``timeout`` within the bound of its type (docs/STEP_TYPES.md): MAX_SECONDS for a
-    handler that runs for it, MAX_WAIT_SECONDS for one that waits without a slot (``waits(step_type)``
-    True; None: no handler here, so no bound known: the submit that needs one checks it)."""
+def check_timeouts(steps: Iterable[StepDef], waits: Callable[[str], bool]) -> None:
+    """Each step's ``timeout`` within the bound of its type (docs/STEP_TYPES.md): MAX_WAIT_SECONDS for
+    a type whose handler here waits without a slot (``waits(step_type)``), MAX_SECONDS for any other
+    (a handler that runs as long, or none registered yet: the stricter bound until one says it waits)."""
     for step in steps:
-        if step.timeout is not None and step.timeout > MAX_SECONDS and waits(step.step_type) is False:
+        if step.timeout is not None and step.timeout > MAX_SECONDS and not waits(step.step_type):
             raise InvalidInputError(
                 f"step {step.name!r}: config.timeout must be <= {_seconds(MAX_SECONDS)} seconds (a day) for step "
                 f"type {step.step_type!r}, whose handler runs that long, got {_number(step.timeout)}; only step "

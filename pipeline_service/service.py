@@ -177,7 +177,7 @@ class PipelineService:
     async def define_pipeline(self, pipeline_id: str, steps: Sequence[dict[str, Any]], name: str | None = None,
                               description: str | None = None) -> dict[str, Any]:
         rows = definition_rows(check_id(pipeline_id, "pipeline_id"), steps)
-        check_timeouts(map(step_from_row, rows), self.handlers.waits)  # the types this service knows
+        check_timeouts(map(step_from_row, rows), self.handlers.waits)  # a year only for a type that waits here
         if name is not None:
             check_text(name, "name", MAX_TITLE)
         if description is not None:

@@ -150,10 +150,13 @@ async def test_a_waiting_steps_timeout_has_its_own_bound_of_a_year(service, kind
             {"step_name": "long", "step_type": kinds["work"], "config": {"timeout": 2 * DAY}}])
     with pytest.raises(InvalidInputError, match=r"config.timeout must be a number of seconds > 0 and <= 31622400"):
         await approval_line(service, kinds, pipeline_id + "-y", timeout=400 * DAY)
-    # a type this service has no handler for yet: its bound is known, and checked, at submit
+    with pytest.raises(InvalidInputError, match="<= 86400 seconds"):  # no handler yet: a handler's bound
+        await service.define_pipeline(pipeline_id + "-z", [
+            {"step_name": "long", "step_type": kinds["work"] + "-z", "config": {"timeout": 2 * DAY}}])
+    # the type's handler replaced by one that runs for its timeout: the submit checks it again
     later = pipeline_id + "-later"
-    await service.define_pipeline(later, [{"step_name": "long", "step_type": kinds["work"] + "-later",
-                                           "config": {"timeout": 2 * DAY}}])
+    service.register_handler(kinds["work"] + "-later", approval.run)
+    await approval_line(service, {**kinds, "approval": kinds["work"] + "-later"}, later, timeout=2 * DAY)
     service.register_handler(kinds["work"] + "-later", work)
     with pytest.raises(InvalidInputError, match="<= 86400 seconds"):
         await service.submit(tenant, later, "o")

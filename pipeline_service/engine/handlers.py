@@ -59,11 +59,10 @@ class HandlerRegistry:
     def get(self, step_type: str) -> Callable | None:
         return self._handlers.get(step_type) or self._builtins.get(step_type)
 
-    def waits(self, step_type: str) -> bool | None:
-        """Whether the handler of ``step_type`` waits without a slot (waits.waiting_handler); None:
-        there is none here."""
+    def waits(self, step_type: str) -> bool:
+        """Whether ``step_type`` has a handler here that waits without a slot (waits.waiting_handler)."""
         fn = self.get(step_type)
-        return None if fn is None else is_waiting_handler(fn)
+        return fn is not None and is_waiting_handler(fn)
 
     def off(self, step_type: str) -> str | None:
         """Why ``step_type``, a built-in, has no handler here (None: it has one, or is no built-in)."""

@@ -80,7 +80,7 @@ class Tasks:
             raise HandlerError("; ".join(off + ([
                 "no handler is registered for " + ", ".join(f"step_type {t!r} (step {n!r})" for n, t in unknown)
                 + "; register one with this service's register_handler()"] if unknown else [])))
-        if require_handlers:  # each timeout within its type's bound (a tick's were checked at define)
+        if require_handlers:  # each timeout within its type's bound now (a handler may have changed since define)
             check_timeouts(dag.steps.values(), self.handlers.waits)
         check_writable(Stored(params_text, None), tx.max_write_bytes, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
