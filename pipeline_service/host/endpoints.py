@@ -94,7 +94,8 @@ async def _detail(tenant, user, p):
 
 
 async def _node(tenant, user, p):
-    return await api.pipeline_node(tenant, text(p, "task_id"), text(p, "step_name"), integer(p, "version"))
+    return await api.pipeline_node(tenant, text(p, "task_id"), text(p, "step_name"), integer(p, "version"),
+                                   integer(p, "input_version"))
 
 
 async def _modify(tenant, user, p):
