@@ -1,8 +1,9 @@
 """The dashboard (pipeline_service/web/) in a real browser: Debian's chromium, headless, driven
 by playwright (no browser download). The server runs in-process over the default service on
 SQLite with tasks of two tenants in several states; every assertion reads the rendered page
-(the DOM), and the service only confirms what the page did. The screenshots in docs/img/ are
-written here."""
+(the DOM), and the service only confirms what the page did. Every run takes the screenshots;
+they are written to docs/img/ only with PIPELINE_SCREENSHOTS=1 (README, "The dashboard"), so a
+test run leaves a checkout clean."""
 import asyncio
 import json
 import os
@@ -20,6 +21,7 @@ from pipeline_service.web.viewers import Viewer, Viewers
 
 CHROMIUM = os.environ.get("PIPELINE_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+WRITE_SCREENSHOTS = os.environ.get("PIPELINE_SCREENSHOTS") == "1"
 EDGES = {("outline", "draft_a"), ("outline", "draft_b"), ("draft_a", "merge"), ("draft_b", "merge")}
 pytestmark = pytest.mark.browser
 
@@ -112,6 +114,15 @@ async def open_as(app, tenant, hash_="#/"):
     return page
 
 
+async def screenshot(page, name, full_page=False):
+    """The page as a PNG: always taken (it must work), kept in docs/img/ only when asked."""
+    picture = await page.screenshot(full_page=full_page)
+    assert picture.startswith(b"\x89PNG") and len(picture) > 1000
+    if WRITE_SCREENSHOTS:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / name).write_bytes(picture)
+
+
 async def confirm(page):
     await expect(page.locator("#confirm")).to_be_visible()
     await page.click("#confirm-ok")
@@ -130,8 +141,7 @@ async def test_a_tenant_sees_its_own_tasks_only(dashboard):
     await expect(row.locator(".progress")).to_have_text("4/4")
     await expect(row.locator(".status")).to_have_text("已成功 Succeeded")  # Chinese first, from init/data.json
     await expect(row).to_contain_text("一篇关于茶的文章")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / "dashboard-tasks.png"))
+    await screenshot(page, "dashboard-tasks.png")
 
     await page.select_option("#status-filter", "failed")  # the filter asks the server for that status only
     await expect(rows).to_have_count(1)
@@ -178,7 +188,7 @@ async def test_the_dag_has_a_node_per_step_coloured_by_status_and_the_edges_of_d
     await page.locator("g.node[data-step='draft_a']").click()  # the node view: its error and traceback
     await expect(page.locator("#node-title")).to_have_attribute("data-step", "draft_a")
     await expect(page.locator("#step-error")).to_contain_text("ValueError")
-    await page.screenshot(path=str(SCREENSHOTS / "dashboard-dag.png"), full_page=True)
+    await screenshot(page, "dashboard-dag.png", full_page=True)
 
 
 async def test_pausing_from_the_page_pauses_the_task_and_the_page_follows_it(dashboard):

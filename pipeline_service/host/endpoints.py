@@ -205,6 +205,29 @@ def with_labels(record, code_set):
     return shown
 
 
+def with_decision(step):
+    """A step row as the task page's grid reads it: for a step waiting for a person's decision, its
+    ``prompt`` and its ``choices`` (JSON text: the approve page, approve.ui, draws a button per choice)."""
+    wait = step.get("waiting_for") or {}
+    if step["status"] != "waiting" or wait.get("kind") != "signal":
+        return step
+    return {**step, "prompt": wait.get("prompt") or "", "choices": json.dumps(wait.get("choices") or [],
+                                                                            ensure_ascii=False)}
+
+
+def decision_choices(value):
+    """The choices approve.ui is given (the JSON text of a step row's ``choices``) as a list of
+    strings; anything else is no choice at all (a signal with a decision it does not take is
+    refused by pipeline_signal anyway: this only draws the buttons)."""
+    try:
+        choices = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return []
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        return []
+    return choices
+
+
 def bricks_answer(operation, data):
     data = with_local_times(data)
     if operation in MUTATIONS:
@@ -215,7 +238,7 @@ def bricks_answer(operation, data):
     if operation == "detail":  # the task's fields, and its steps as the rows a DataGrid reads
         steps = data.pop("steps")
         return {**with_labels(data, "pipeline_task_status"), "total": len(steps),
-                "rows": [with_labels(step, "pipeline_step_status") for step in steps]}
+                "rows": [with_decision(with_labels(step, "pipeline_step_status")) for step in steps]}
     if operation == "node":  # the step's fields, and its versions as the rows a grid reads
         return {**data, "total": len(data["versions"]), "rows": data["versions"]}
     if operation == "dag":  # the picture, as a widget of its own (its text is escaped: dag_picture)
