@@ -511,7 +511,8 @@ function renderNode(task, node) {
     el("h4", { id: "input-heading" }, `${t("输入")} v${node.input_version ?? "-"}`),
     el("p", { class: "meta", id: "node-input-lineage" }, input ? `${t("来自")} ${lineageText(input)}` : ""),
     el("pre", { id: "node-input" }, JSON.stringify(node.input, null, 2)),
-    config ? [el("h4", {}, t("渲染后的配置")), el("pre", { id: "node-config" }, JSON.stringify(node.input.config, null, 2))] : "");
+    ...(config ? [el("h4", {}, t("渲染后的配置")),
+                  el("pre", { id: "node-config" }, JSON.stringify(node.input.config, null, 2))] : []));
 }
 
 async function saveVersion(taskId, stepName, kind, editor) {
