@@ -205,6 +205,17 @@ def with_labels(record, code_set):
     return shown
 
 
+def lineage_text(version):
+    """A version's lineage as a grid shows it: an output's input version (``输入 v2``), an input's
+    upstream output versions (``outline v2, draft v1``; ``无上游`` when it has none)."""
+    lineage = version.get("lineage")
+    if lineage is None:
+        return ""
+    if version["kind"] == "output":
+        return f"输入 v{lineage.get('input_version', '-')}"
+    return ", ".join(f"{dep} v{n}" for dep, n in lineage.items()) or "无上游"
+
+
 def with_decision(step):
     """A step row as the task page's grid reads it: for a step waiting for a person's decision, its
     ``prompt`` and its ``choices`` (JSON text: the approve page, approve.ui, draws a button per choice)."""
@@ -240,7 +251,8 @@ def bricks_answer(operation, data):
         return {**with_labels(data, "pipeline_task_status"), "total": len(steps),
                 "rows": [with_decision(with_labels(step, "pipeline_step_status")) for step in steps]}
     if operation == "node":  # the step's fields, and its versions as the rows a grid reads
-        return {**data, "total": len(data["versions"]), "rows": data["versions"]}
+        return {**data, "total": len(data["versions"]),
+                "rows": [{**v, "lineage_text": lineage_text(v)} for v in data["versions"]]}
     if operation == "dag":  # the picture, as a widget of its own (its text is escaped: dag_picture)
         return {"widgettype": "Text", "options": {"text": data["svg"], "width": "100%"}}
     return data
