@@ -1,7 +1,9 @@
 """Helpers shared by the benchmarks: database URLs, timing rounds, medians."""
+import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 MYSQL_URL = os.environ.get("PIPELINE_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/pipeline_bench")
 
@@ -53,3 +55,23 @@ def diamond(step_type):
         {"step_name": "d", "step_type": step_type, "depends_on": ["b", "c"]},
         {"step_name": "e", "step_type": step_type, "depends_on": ["d"]},
     ]
+
+
+def round_arguments(description, rounds, tasks, quick_help):
+    """A parser with the options every interleaved benchmark takes: --rounds, --tasks, --quick."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds (medians are reported)")
+    parser.add_argument("--tasks", type=int, default=tasks)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return parser
+
+
+def replace_section(readme: Path, start, end, section, heading):
+    """Put ``section`` (it begins with ``start`` and ends with ``end``) in ``readme`` in place of
+    the text between those markers; appended under ``heading`` the first time."""
+    text = readme.read_text()
+    if start in text and end in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text += f"\n## {heading}\n\n{section}\n"
+    readme.write_text(text)

@@ -22,7 +22,6 @@ size; ≥ 10x DBOS; peak RSS flat in the number of tasks.
 Run: python bench/payload_bench.py [--rounds 3] [--tasks 100] [--quick] [--json FILE] [--readme]
 (bench/run.py runs it too; --readme rewrites bench/README.md's payload section.)
 """
-import argparse
 import asyncio
 import importlib.util
 import json
@@ -36,7 +35,7 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
+from bench.common import MYSQL_URL, ensure_mysql_database, median, replace_section, round_arguments  # noqa: E402
 from bench.payload_text import draft  # noqa: E402
 
 PAYLOAD_URL = MYSQL_URL.rsplit("/", 1)[0] + "/pipeline_payload_bench"
@@ -255,22 +254,14 @@ def write_readme(results, date):
     section = (f"{START}\nMeasured by `python bench/payload_bench.py` (also run by `bench/run.py`) on {date}, on a "
                "2-core machine shared with other work at the time (noisy: compare the ratios, measured in the same "
                "run, more than the absolute figures).\n\n" + "\n".join(table(results)) + f"\n{END}")
-    text = README.read_text()
-    if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text += f"\n## Payload sweep (artifacts at real sizes)\n\n{section}\n"
-    README.write_text(text)
+    replace_section(README, START, END, section, "Payload sweep (artifacts at real sizes)")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--one":
         return one(argv[1:])
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--tasks", type=int, default=100)
-    ap.add_argument("--quick", action="store_true", help="one round of 30 tasks (a smoke run)")
+    ap = round_arguments(__doc__.splitlines()[0], 3, 100, "one round of 30 tasks (a smoke run)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--readme", action="store_true", help="rewrite bench/README.md's payload section")
     args = ap.parse_args(argv)

@@ -11,7 +11,6 @@ bench/results.png (steps/s and per-step overhead by system) and the results sect
 of bench/README.md. --profile also writes a pyinstrument profile of our hot path
 (bench/profile.txt).
 """
-import argparse
 import asyncio
 import json
 import os
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import (cascade_bench, dag_size_bench, engine_bench, payload_bench, scale_bench,  # noqa: E402
                    storage_bench, tenant_bench)
-from bench.common import MYSQL_URL, ensure_mysql_database, median  # noqa: E402
+from bench.common import MYSQL_URL, ensure_mysql_database, median, replace_section, round_arguments  # noqa: E402
 
 README = ROOT / "bench" / "README.md"  # its results section, between the markers
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -186,12 +185,7 @@ def write_readme(r, has_chart):
                "Reproduce: `pip install -r bench/requirements.txt && python bench/run.py`.\n\n"
                f"{table(r)}\n\n" + ("![steps/s and time per step by system](results.png)\n" if has_chart else "")
                + f"{END}")
-    text = README.read_text()
-    if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text += f"\n## Results\n\n{section}\n"
-    README.write_text(text)
+    replace_section(README, START, END, section, "Results")
 
 
 def profile(tasks):
@@ -206,10 +200,7 @@ def profile(tasks):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tasks", type=int, default=300)
-    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    parser = round_arguments(__doc__.splitlines()[0], 5, 300, "fewer samples (a smoke run)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md's results section")
     args = parser.parse_args(argv)

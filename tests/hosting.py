@@ -1,6 +1,7 @@
 """Real ahserver hosts for the tests, configured as production hosts are: config.json
 with ``password_key``, the database password AES-encoded with it, a non-root MariaDB
 user, driver ``aiomysql``, and a ``logger`` writing to a file."""
+import asyncio
 import json
 import os
 import signal
@@ -100,3 +101,50 @@ class Host:
             self.proc.kill()
             self.proc.wait()
         self.output.close()
+
+
+class SessionUser:
+    """A person of a host, logged in through its login page: calls the module's endpoints with
+    the session cookie (the tenant is the session's org)."""
+    def __init__(self, base, session):
+        self.base, self.session, self.cookie = base, session, None
+
+    async def login(self, userid, orgid):
+        async with self.session.get(f"{self.base}/login.dspy", params={"userid": userid, "orgid": orgid}) as r:
+            assert r.status == 200
+            self.cookie = r.cookies["AIOHTTP_SESSION"].value
+        return self
+
+    async def raw(self, op, method, api, params):
+        headers = {"Cookie": f"AIOHTTP_SESSION={self.cookie}"} if self.cookie else {}
+        url = f"{self.base}/pipeline_service/{'api/' if api else ''}{op}.dspy"
+        kwargs = {"params": params} if method == "GET" else {"data": params}
+        async with self.session.request(method, url, headers=headers, **kwargs) as r:
+            return r.status, r.headers, await r.text()
+
+    async def call(self, op, method="GET", **params):
+        """The JSON API: (HTTP status, answer)."""
+        status, _, body = await self.raw(op, method, True, params)
+        return status, json.loads(body)
+
+    async def ui(self, op, method="GET", **params):
+        """The bricks UI: the answer (always HTTP 200)."""
+        status, _, body = await self.raw(op, method, False, params)
+        assert status == 200, body
+        return json.loads(body)
+
+    async def ok(self, op, method="GET", **params):
+        """The JSON API, for a call that must succeed: its data."""
+        status, body = await self.call(op, method, **params)
+        assert status == 200 and body["status"] == "ok", (op, status, body)
+        return body["data"]
+
+    async def until(self, task_id, done, what, timeout=60):
+        """The task's detail once ``done(detail)`` holds, read over HTTP."""
+        deadline = time.monotonic() + timeout
+        while True:
+            detail = await self.ok("detail", task_id=task_id)
+            if done(detail):
+                return detail
+            assert time.monotonic() < deadline, f"{what} did not happen over HTTP: {detail}"
+            await asyncio.sleep(0.1)

@@ -1,17 +1,15 @@
 """examples/agent_line end to end: the frozen agent flow (shell -> delegate -> approval -> http) in a
 real ahserver host on MariaDB, the approval given by a logged-in person through the host's HTTP
 endpoint, the digest delivered to a local web hook (the only fake: what lies outside the module)."""
-import asyncio
 import json
 import shutil
-import time
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from conftest import scratch_mysql_database, scratch_name
-from hosting import ROOT, Host, free_port, write_host
+from hosting import ROOT, Host, SessionUser, free_port, write_host
 
 EXAMPLE = ROOT / "examples" / "agent_line"
 HOST_DB = scratch_name("agent")
@@ -50,35 +48,6 @@ def host(tmp_path, hook):
     server.terminate()
 
 
-class Person:
-    def __init__(self, base, session):
-        self.base, self.session, self.cookie = base, session, None
-
-    async def login(self, userid, orgid):
-        async with self.session.get(f"{self.base}/login.dspy", params={"userid": userid, "orgid": orgid}) as r:
-            assert r.status == 200
-            self.cookie = r.cookies["AIOHTTP_SESSION"].value
-        return self
-
-    async def call(self, op, method="GET", **params):
-        url = f"{self.base}/pipeline_service/api/{op}.dspy"
-        kwargs = {"params": params} if method == "GET" else {"data": params}
-        async with self.session.request(method, url, headers={"Cookie": f"AIOHTTP_SESSION={self.cookie}"},
-                                        **kwargs) as r:
-            body = json.loads(await r.text())
-            assert r.status == 200 and body["status"] == "ok", (op, r.status, body)
-            return body["data"]
-
-    async def until(self, task_id, done, what, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            detail = await self.call("detail", task_id=task_id)
-            if done(detail):
-                return detail
-            assert time.monotonic() < deadline, f"{what} did not happen over HTTP: {detail}"
-            await asyncio.sleep(0.1)
-
-
 def step(detail, name):
     return next(s for s in detail["steps"] if s["step_name"] == name)
 
@@ -86,8 +55,8 @@ def step(detail, name):
 async def test_the_frozen_agent_flow_runs_and_a_person_approves_it_over_http(host, hook):
     url, _, received = hook
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        editor = await Person(host.url, session).login("editor", "org-news")
-        task = await editor.call("submit", "POST", pipeline_id="agent-digest", title="today's digest",
+        editor = await SessionUser(host.url, session).login("editor", "org-news")
+        task = await editor.ok("submit", "POST", pipeline_id="agent-digest", title="today's digest",
                                  params=json.dumps({"first": "tea", "second": "coffee; rm -rf ~",
                                                     "deliver_to": url}))
         waiting = await editor.until(task["id"], lambda d: d["status"] in ("failed", "cancelled")
@@ -97,12 +66,12 @@ async def test_the_frozen_agent_flow_runs_and_a_person_approves_it_over_http(hos
         children = {c["step_name"]: c for c in waiting["children"]}
         assert sorted(children) == ["research_1", "research_2"]
         assert all(c["status"] == "succeeded" for c in children.values())
-        child = await editor.call("detail", task_id=children["research_2"]["task_id"])
+        child = await editor.ok("detail", task_id=children["research_2"]["task_id"])
         assert child["parent"] == {"task_id": task["id"], "step_name": "research_2"}
         assert child["params"] == {"topic": "coffee; rm -rf ~"}  # a value, never shell code
         assert not received  # nothing is sent before a person says so
 
-        decided = await editor.call("signal", "POST", task_id=task["id"], step_name="approve", decision="approve")
+        decided = await editor.ok("signal", "POST", task_id=task["id"], step_name="approve", decision="approve")
         assert decided["id"] == task["id"]
         done = await editor.until(task["id"], lambda d: d["status"] in ("succeeded", "failed", "cancelled"),
                                   "the delivery")
@@ -117,14 +86,14 @@ async def test_a_rejected_digest_is_never_sent(host, hook):
     rejection fails the task and nothing reaches the hook."""
     url, _, received = hook
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        editor = await Person(host.url, session).login("chief", "org-news")
-        task = await editor.call("submit", "POST", pipeline_id="agent-digest",
+        editor = await SessionUser(host.url, session).login("chief", "org-news")
+        task = await editor.ok("submit", "POST", pipeline_id="agent-digest",
                                  params=json.dumps({"first": "tea", "second": "", "deliver_to": url}))
         waiting = await editor.until(task["id"], lambda d: d["status"] in ("failed", "cancelled")
                                      or step(d, "approve")["status"] == "waiting", "the approval")
         assert step(waiting, "research_2")["status"] == "skipped"
         assert [c["step_name"] for c in waiting["children"]] == ["research_1"]
-        await editor.call("signal", "POST", task_id=task["id"], step_name="approve", decision="reject")
+        await editor.ok("signal", "POST", task_id=task["id"], step_name="approve", decision="reject")
         done = await editor.until(task["id"], lambda d: d["status"] in ("succeeded", "failed", "cancelled"),
                                   "the rejection")
     assert done["status"] == "failed" and "rejected by chief" in done["error"]

@@ -19,7 +19,7 @@ from pipeline_service import PipelineService
 from pipeline_service.ids import new_id
 from conftest import IN_CI, until
 from galera_cluster import PASSWORD, PROVIDER, USER, Cluster
-from test_processes import DIAMOND, Hosts, wait_succeeded
+from engine_hosts import DIAMOND, Hosts, front_service, wait_succeeded
 
 pytestmark = [pytest.mark.slow, pytest.mark.galera]
 TASKS = 200
@@ -72,13 +72,9 @@ async def setup(cluster, tmp_path):
     """(database name, the submitter service on every node, the host processes)"""
     name = "ha_" + uuid.uuid4().hex[:8]
     url = database_on(cluster, name)
-    submitter = PipelineService(url, autostart=False, require_handlers=False)
-    await submitter.storage.create_missing_tables(include_reference=True)
-    await submitter.define_pipeline("ha-diamond", DIAMOND)
-    hosts = Hosts(url, tmp_path)
-    yield name, url, submitter, hosts
-    hosts.stop()
-    await submitter.stop()
+    async with front_service(url, {"ha-diamond": DIAMOND}) as submitter:
+        with Hosts(url, tmp_path) as hosts:
+            yield name, url, submitter, hosts
 
 
 def each_output_once(galera, db, tenant, node=0):

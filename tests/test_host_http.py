@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from conftest import mysql_parts, scratch_mysql_database, scratch_name
-from hosting import ROOT, Host, write_host
+from hosting import ROOT, Host, SessionUser, write_host
 from pipeline_service import PipelineService
 
 EXAMPLE = ROOT / "examples" / "host"
@@ -37,39 +37,10 @@ def host(tmp_path_factory):
     server.terminate()
 
 
-class User:
-    def __init__(self, base, session):
-        self.base, self.session, self.cookie = base, session, None
-
-    async def login(self, userid, orgid):
-        async with self.session.get(f"{self.base}/login.dspy", params={"userid": userid, "orgid": orgid}) as r:
-            assert r.status == 200
-            self.cookie = r.cookies["AIOHTTP_SESSION"].value
-        return self
-
-    async def raw(self, op, method, api, params):
-        headers = {"Cookie": f"AIOHTTP_SESSION={self.cookie}"} if self.cookie else {}
-        url = f"{self.base}/pipeline_service/{'api/' if api else ''}{op}.dspy"
-        kwargs = {"params": params} if method == "GET" else {"data": params}
-        async with self.session.request(method, url, headers=headers, **kwargs) as r:
-            return r.status, r.headers, await r.text()
-
-    async def call(self, op, method="GET", **params):
-        """The JSON API: (HTTP status, answer)."""
-        status, _, body = await self.raw(op, method, True, params)
-        return status, json.loads(body)
-
-    async def ui(self, op, method="GET", **params):
-        """The bricks UI: the answer (always HTTP 200)."""
-        status, _, body = await self.raw(op, method, False, params)
-        assert status == 200, body
-        return json.loads(body)
-
-
 @pytest.fixture
 async def http(host):
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield lambda: User(host.url, session)
+        yield lambda: SessionUser(host.url, session)
 
 
 async def wait_done(user, task_id, timeout=30):

@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from pipeline_service import PipelineService
 from pipeline_service.ids import new_id, now_ms
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
-from test_processes import ROOT, Hosts
+from engine_hosts import ROOT, Hosts, front_service
 
 DB = scratch_name("mpsched")
 CRASH = ROOT / "tests" / "tick_crash_process.py"
@@ -27,19 +26,15 @@ def db():
 
 @pytest.fixture
 async def hosts(db, tmp_path):
-    h = Hosts(db, tmp_path)
-    yield h
-    h.stop()
+    with Hosts(db, tmp_path) as h:
+        yield h
 
 
 @pytest.fixture
 async def front(db):
     """The test's own service: it creates schedules and reads; it fires no tick (no executor)."""
-    svc = PipelineService(db, autostart=False, require_handlers=False)
-    await svc.storage.create_missing_tables(include_reference=True)
-    await svc.define_pipeline("mps-one", [{"step_name": "a", "step_type": "mp-noop"}])
-    yield svc
-    await svc.stop()
+    async with front_service(db, {"mps-one": [{"step_name": "a", "step_type": "mp-noop"}]}) as svc:
+        yield svc
 
 
 def tasks_per_tick(tenant):

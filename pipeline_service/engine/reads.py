@@ -90,7 +90,4 @@ class Reads:
 
     @staticmethod
     async def _task(tx, tenant_id, task_id):
-        task = await tx.fetch_one("get_task", tenant_id=tenant_id, task_id=task_id)
-        if task is None:  # another tenant's task is indistinguishable from none
-            raise NotFoundError(f"task {task_id!r} does not exist")
-        return task
+        return await tx.fetch_existing("get_task", f"task {task_id!r}", tenant_id=tenant_id, task_id=task_id)

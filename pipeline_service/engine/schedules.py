@@ -151,10 +151,8 @@ class Schedules:
 
     @staticmethod
     async def _lock(tx, tenant_id, schedule_id):
-        row = await tx.fetch_one("lock_schedule", tenant_id=tenant_id, schedule_id=schedule_id)
-        if row is None:  # another tenant's schedule is indistinguishable from none
-            raise NotFoundError(f"schedule {schedule_id!r} does not exist")
-        return row
+        return await tx.fetch_existing("lock_schedule", f"schedule {schedule_id!r}", tenant_id=tenant_id,
+                                       schedule_id=schedule_id)
 
     def _new_task(self, row, tick):
         return NewTask(row["tenant_id"], row["pipeline_id"], row["owner_id"],

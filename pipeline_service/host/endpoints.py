@@ -112,16 +112,11 @@ async def _dag(tenant, user, p):
             "svg": dag_svg(detail, code_labels("pipeline_step_status"))}
 
 
-async def _pause(tenant, user, p):
-    return await api.pipeline_pause(tenant, text(p, "task_id"))
-
-
-async def _resume(tenant, user, p):
-    return await api.pipeline_resume(tenant, text(p, "task_id"))
-
-
-async def _cancel(tenant, user, p):
-    return await api.pipeline_cancel(tenant, text(p, "task_id"))
+def _on_one(function, key):
+    """The endpoint of an API ``function`` that takes the tenant and one id, the parameter ``key``."""
+    async def call(tenant, user, p):
+        return await getattr(api, function)(tenant, text(p, key))
+    return call
 
 
 async def _signal(tenant, user, p):
@@ -146,27 +141,11 @@ async def _schedule_list(tenant, user, p):
     return await api.pipeline_schedule_list(tenant, page=integer(p, "page", 1), rows=integer(p, "rows", 20))
 
 
-async def _schedule_pause(tenant, user, p):
-    return await api.pipeline_schedule_pause(tenant, text(p, "schedule_id"))
-
-
-async def _schedule_resume(tenant, user, p):
-    return await api.pipeline_schedule_resume(tenant, text(p, "schedule_id"))
-
-
-async def _schedule_delete(tenant, user, p):
-    return await api.pipeline_schedule_delete(tenant, text(p, "schedule_id"))
-
-
-async def _schedule_run_now(tenant, user, p):
-    return await api.pipeline_schedule_run_now(tenant, text(p, "schedule_id"))
-
-
 OPERATIONS = {"submit": _submit, "list": _list, "detail": _detail, "node": _node, "modify": _modify,
-              "pause": _pause, "resume": _resume, "cancel": _cancel, "dag": _dag, "signal": _signal,
-              "schedule_create": _schedule_create, "schedule_list": _schedule_list,
-              "schedule_pause": _schedule_pause, "schedule_resume": _schedule_resume,
-              "schedule_delete": _schedule_delete, "schedule_run_now": _schedule_run_now}
+              "dag": _dag, "signal": _signal, "schedule_create": _schedule_create, "schedule_list": _schedule_list,
+              **{action: _on_one(f"pipeline_{action}", "task_id") for action in ("pause", "resume", "cancel")},
+              **{f"schedule_{action}": _on_one(f"pipeline_schedule_{action}", "schedule_id")
+                 for action in ("pause", "resume", "delete", "run_now")}}
 
 
 def json_answer(body, status=200, headers=None):

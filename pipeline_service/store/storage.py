@@ -16,7 +16,7 @@ from . import queries
 from . import schema
 from . import sqlor_adapter
 from .connectors import MySQLConnector, SQLiteConnector, connector_for
-from ..exceptions import DatabaseUnavailableError, StorageError
+from ..exceptions import DatabaseUnavailableError, NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
 # sqlor treats these parameter names as paging/sorting instructions
@@ -79,6 +79,14 @@ class Transaction:
     async def fetch_one(self, name: str, /, **params: Any) -> Row | None:
         found = await self.fetch_all(name, **params)
         return found[0] if found else None
+
+    async def fetch_existing(self, name: str, what: str, /, **params: Any) -> Row:
+        """The first row of the named SELECT, or NotFoundError "<what> does not exist" (every
+        read is scoped by tenant: another tenant's row is indistinguishable from none)."""
+        found = await self.fetch_one(name, **params)
+        if found is None:
+            raise NotFoundError(f"{what} does not exist")
+        return found
 
     async def fetch_union(self, name: str, /, rows: Sequence[dict[str, Any]]) -> list[Row]:
         """The rows of the named SELECT run with every dict in ``rows``, as UNION ALL of one
