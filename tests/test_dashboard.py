@@ -322,6 +322,7 @@ async def test_an_approval_is_decided_from_the_task_view_by_the_viewer(dashboard
     await expect(box.locator("button.choice")).to_have_count(2)
     await expect(box.locator("button.choice[data-choice='approve']")).to_have_text("批准 Approve")
     await expect(page.locator("g.node[data-step='ask']")).to_have_class("node step-waiting")
+    await screenshot(page, "dashboard-approval.png")
     await box.locator("button.choice[data-choice='approve']").click()
     await expect(page.locator("#confirm-text")).to_contain_text("批准 Approve")
     await page.click("#confirm-back")  # changing one's mind sends nothing
