@@ -17,6 +17,8 @@ import pytest
 
 from pipeline_service import PipelineService
 from pipeline_service.ids import new_id
+from pipeline_service.store import sqlor_adapter
+from pipeline_service.store.storage import Storage
 from conftest import IN_CI, until
 from galera_cluster import PASSWORD, PROVIDER, USER, Cluster
 from engine_hosts import DIAMOND, Hosts, front_service, wait_succeeded
@@ -228,3 +230,42 @@ async def test_a_node_cut_off_from_the_cluster_is_left_for_the_next(cluster, set
         await service.stop()
         isolate(cluster, cut, False)
         await asyncio.get_running_loop().run_in_executor(None, cluster.wait_synced, cut)
+
+
+async def test_a_transaction_aborted_by_another_nodes_write_mid_batch_commits_nothing(cluster):
+    """MariaDB Galera runs the statements after the one a brute-force abort (another node's
+    conflicting write) interrupted, in a new transaction: a COMMIT in the same multi-statement
+    query would commit them although the client gets error 1213.  Found as steps made ready
+    without their input artifact (the multi-writer test); on a Galera node the COMMIT goes alone."""
+    name = "ha_" + uuid.uuid4().hex[:8]
+    url = database_on(cluster, name, nodes=[0])
+    node_query(cluster, 0, name, "CREATE TABLE r (id INT PRIMARY KEY, v INT)")
+    node_query(cluster, 0, name, "CREATE TABLE t (id INT PRIMARY KEY)")
+    node_query(cluster, 0, name, "INSERT INTO r VALUES (1, 0)")
+    storage = Storage.from_description(url)
+    try:
+        async with storage.transaction():  # opens the pool: the node says it is a Galera node
+            pass
+        assert storage.connector.galera
+        with pytest.raises(pymysql.err.OperationalError, match="1213"):  # atomic runs such a one again
+            async with storage.connector.session() as sor:
+                await sqlor_adapter.execute(sor, [("UPDATE r SET v = v + 1 WHERE id = 1", ())])
+                writer = asyncio.get_running_loop().run_in_executor(None, write_when_sleeping, cluster, name)
+                try:
+                    await sqlor_adapter.commit(sor, [("DO SLEEP(3)", ()), ("INSERT INTO t VALUES (1)", ()),
+                                                     ("INSERT INTO t VALUES (2)", ())], alone=storage.connector.galera)
+                finally:
+                    await writer
+        assert node_query(cluster, 0, name, "SELECT id FROM t") == ()
+        assert node_query(cluster, 0, name, "SELECT v FROM r") == ((100,),), "the other node's write won"
+    finally:
+        await storage.close()
+
+
+def write_when_sleeping(galera, db):
+    """Once the batch above is in its DO SLEEP on node 0, write the same row on node 1."""
+    deadline = time.monotonic() + 30
+    while not node_query(galera, 0, db, "SELECT id FROM information_schema.processlist WHERE info LIKE 'DO SLEEP%%'"):
+        assert time.monotonic() < deadline, "the batch never reached its DO SLEEP"
+        time.sleep(0.01)
+    node_query(galera, 1, db, "UPDATE r SET v = v + 100 WHERE id = 1")

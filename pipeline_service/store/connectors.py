@@ -299,6 +299,7 @@ class SQLiteConnector:
 
     dialect = statements = "sqlite"
     several = False  # one file: nothing to move to
+    galera = False
     max_packet = None  # no limit on one statement short of SQLite's own (1 GB)
 
     def __init__(self, path="pipeline_service.db", **_ignored):

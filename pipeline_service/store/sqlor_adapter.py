@@ -201,9 +201,13 @@ async def fetch_rows(sor):
     return [dict(zip(names, map(db_type_2_py_type, row))) for row in await cur.fetchall()]
 
 
-async def commit(sor, statements=()):
-    """Commit, after running ``statements`` first: on MySQL all in one round trip."""
-    if statements and not is_sqlite(sor):
+async def commit(sor, statements=(), alone=False):
+    """Commit, after running ``statements`` first: on MySQL all in one round trip, unless the
+    COMMIT must go ``alone`` (a Galera node: a transaction aborted by a conflicting write from
+    another node in the middle of a multi-statement query gets the error, yet the server runs
+    the statements after the failing one in a new transaction, which a COMMIT in the same query
+    would commit; sent on its own, the COMMIT never follows an error: the rollback discards them)."""
+    if statements and not is_sqlite(sor) and not alone:
         await execute(sor, [*statements, ("COMMIT", ())])
         return
     if statements:

@@ -109,11 +109,11 @@ class Transaction:
             await sqlor_adapter.execute(self._sor, batch)
 
     async def commit(self) -> None:
-        """Send what is deferred and commit (on MySQL, one round trip)."""
+        """Send what is deferred and commit (on MySQL, one round trip; two on a Galera node)."""
         batch, self._deferred = self._deferred, []
         self.committing = True
         with driver_errors(self._connector):
-            await sqlor_adapter.commit(self._sor, batch)
+            await sqlor_adapter.commit(self._sor, batch, alone=self._connector.galera)
 
 
 @contextmanager
