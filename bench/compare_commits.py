@@ -1,0 +1,67 @@
+"""The engine of another commit against this checkout's, on MariaDB, in interleaved rounds.
+
+    python bench/compare_commits.py REF [--rounds 5] [--tasks 300]
+
+Answers "did a change make the engine slower?" on the machine at hand: absolute figures
+move from day to day and machine to machine (a busy or slower machine halves them), a
+ratio measured in one run does not. REF (a commit, tag or branch) is checked out in a
+temporary git worktree; each round runs bench/engine_bench.py's burst and stream runs
+(the 5-step diamond, ``--tasks`` tasks) once for REF and once for this checkout, each in
+a process of its own, alternating; the medians and their ratio are printed.
+"""
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import median, round_arguments  # noqa: E402
+
+# run in the tree measured: its own bench/engine_bench.py on its own pipeline_service
+MEASURE = ("import asyncio, json, sys; sys.path.insert(0, '.');"
+           "from bench import engine_bench; from bench.common import MYSQL_URL, ensure_mysql_database;"
+           "r = asyncio.run(engine_bench.run_backend(ensure_mysql_database(MYSQL_URL), {tasks}, 64));"
+           "print(json.dumps({{'burst': r['steps_per_s'], 'stream': r['steps_per_s_stream']}}))")
+
+
+def run_in(tree: Path, tasks: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", MEASURE.format(tasks=tasks)], cwd=tree, capture_output=True,
+                          text=True, timeout=900, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the engine bench failed in {tree}:\n{done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def compare(ref: str, rounds: int, tasks: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pipeline-ref-") as parent:
+        other = Path(parent) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(other), ref], cwd=ROOT, check=True)
+        try:
+            samples: dict[str, list] = {ref: [], "this checkout": []}
+            for i in range(rounds):
+                for name, tree in ((ref, other), ("this checkout", ROOT)):
+                    samples[name].append(run_in(tree, tasks))
+                    print(f"round {i + 1}/{rounds}: {name}: {samples[name][-1]}", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
+    return {name: {k: median([s[k] for s in runs]) for k in ("burst", "stream")} for name, runs in samples.items()}
+
+
+def main(argv=None):
+    parser = round_arguments(__doc__.splitlines()[0], 5, 300, "two rounds of 100 tasks (a smoke run)")
+    parser.add_argument("ref", help="the commit to compare with (e.g. a tag, a branch, HEAD~10)")
+    args = parser.parse_args(argv)
+    rounds, tasks = (2, 100) if args.quick else (args.rounds, args.tasks)
+    result = compare(args.ref, rounds, tasks)
+    base, ours = result[args.ref], result["this checkout"]
+    print(f"\nMariaDB, diamond DAG, {tasks} tasks, medians of {rounds} interleaved rounds (steps/s):")
+    for run in ("burst", "stream"):
+        print(f"  {run}: {args.ref} {base[run]:.0f}, this checkout {ours[run]:.0f} ({ours[run] / base[run]:.2f}x)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
