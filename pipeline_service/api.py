@@ -124,8 +124,9 @@ async def pipeline_detail(tenant_id: str, task_id: str) -> dict[str, Any]:
     return await get_service().detail(tenant_id, task_id)
 
 
-async def pipeline_node(tenant_id: str, task_id: str, step_name: str, version: int | None = None) -> dict[str, Any]:
-    return await get_service().node(tenant_id, task_id, step_name, version)
+async def pipeline_node(tenant_id: str, task_id: str, step_name: str, version: int | None = None,
+                        input_version: int | None = None) -> dict[str, Any]:
+    return await get_service().node(tenant_id, task_id, step_name, version, input_version)
 
 
 async def pipeline_modify(tenant_id: str, task_id: str, updates: dict[str, dict[str, Any]],

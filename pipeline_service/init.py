@@ -19,7 +19,7 @@ from ahserver.serverenv import ServerEnv
 from . import api
 from .host import log as host_log
 from .host.appcodes import code_choices
-from .host.endpoints import pipeline_endpoint
+from .host.endpoints import decision_choices, pipeline_endpoint
 from .exceptions import StorageError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def load_pipeline_service():
         env[name] = fn
     env.pipeline_endpoint = pipeline_endpoint  # what the wwwroot/*.dspy files call
     env.pipeline_codes = code_choices  # what the wwwroot/*.ui pages fill their status choices from
+    env.pipeline_choices = decision_choices  # the buttons of approve.ui
     api.use_host_configuration()
     host_log.use_host_logger()
     if not _hooked:

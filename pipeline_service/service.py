@@ -224,13 +224,17 @@ class PipelineService:
         await self._ready()
         return await self.reads.task_detail(tenant_id, task_id)
 
-    async def node(self, tenant_id: str, task_id: str, step_name: str, version: int | None = None) -> dict[str, Any]:
+    async def node(self, tenant_id: str, task_id: str, step_name: str, version: int | None = None,
+                   input_version: int | None = None) -> dict[str, Any]:
+        """A step with its output ``version`` (default: the latest) and an input: ``input_version``,
+        else the one that produced that output; and every version of both, with its lineage."""
         require_task(tenant_id, task_id)
         check_name(step_name, "step_name")
-        if version is not None:
-            check_whole(version, "version", 1, MAX_INT)
+        for value, name in ((version, "version"), (input_version, "input_version")):
+            if value is not None:
+                check_whole(value, name, 1, MAX_INT)
         await self._ready()
-        return await self.reads.node(tenant_id, task_id, step_name, version)
+        return await self.reads.node(tenant_id, task_id, step_name, version, input_version)
 
     async def pause(self, tenant_id: str, task_id: str) -> dict[str, Any]:
         """Pause the task; its delegate steps' child tasks are paused too, in the same transaction

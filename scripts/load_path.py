@@ -23,7 +23,7 @@ MOD = "pipeline_service"
 OPERATIONS = ("submit", "list", "detail", "node", "modify", "pause", "resume", "cancel", "dag", "signal",
               "schedule_create", "schedule_list", "schedule_pause", "schedule_resume", "schedule_delete",
               "schedule_run_now")
-PAGES = ("index", "menu", "task", "node", "submit")                  # the bricks pages (wwwroot/*.ui)
+PAGES = ("index", "menu", "task", "node", "submit", "approve")  # the bricks pages (wwwroot/*.ui)
 PATHS_LOGINED = ([f"/{MOD}/{op}.dspy" for op in OPERATIONS]          # the bricks UI's data
                  + [f"/{MOD}/api/{op}.dspy" for op in OPERATIONS]    # the JSON API for scripts
                  + [f"/{MOD}/{page}.ui" for page in PAGES])

@@ -192,7 +192,7 @@ async def test_an_output_past_the_limit_fails_its_attempt_naming_the_limit(make_
     with pytest.raises(InvalidInputError, match=re.escape("the limit is 100,000 bytes (the max_content_bytes")):
         await service.modify(tenant, task["id"], {"a": {"output": {"text": "x" * 100_001}}})
     assert (await service.node(tenant, task["id"], "a"))["versions"] == [
-        {"kind": "input", "version": 1, "source": "engine",
+        {"kind": "input", "version": 1, "source": "engine", "lineage": {},
          "created_at": (await service.node(tenant, task["id"], "a"))["versions"][0]["created_at"]}]
     with pytest.raises(InvalidInputError, match="max_content_bytes"):
         make_service(database, max_content_bytes=10)

@@ -175,6 +175,14 @@ async def test_edit_an_input_is_used_as_is(service, tenant, pipeline_id, step_ty
     node = await service.node(tenant, task["id"], "c")
     assert node["input"] == new_input and node["version"] == 2
     assert ("input", 2, "manual") in [(v["kind"], v["version"], v["source"]) for v in node["versions"]]
+    # every version with its lineage; any input version can be read, the first still as the engine built it
+    lineage = {(v["kind"], v["version"]): v["lineage"] for v in node["versions"]}
+    assert lineage[("output", 1)] == {"input_version": 1} and lineage[("output", 2)] == {"input_version": 2}
+    assert lineage[("input", 1)] == {"b": 1}
+    first = await service.node(tenant, task["id"], "c", input_version=1)
+    assert first["input_version"] == 1 and first["input"]["upstream"]["b"]["value"] == "b1" and first["version"] == 2
+    with pytest.raises(NotFoundError, match="has no input version 3"):
+        await service.node(tenant, task["id"], "c", input_version=3)
 
 
 async def test_retry_from_a_failed_step_after_fixing_the_cause(service, tenant, pipeline_id, step_type):

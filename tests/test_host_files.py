@@ -270,6 +270,18 @@ def test_every_title_the_endpoints_show_has_an_english_translation():
     assert all(title in english for title in titles), [t for t in titles if t not in english]
 
 
+def test_every_word_the_dashboard_shows_has_an_english_translation():
+    """dashboard.js writes its words as t("中文") (and a table's headings as lists of them):
+    each has its English in i18n/en/msg.txt, so the page shows both."""
+    script = (ROOT / "pipeline_service" / "web" / "static" / "dashboard.js").read_text(encoding="utf-8")
+    words = set(re.findall(r'\bt\("([^"]+)"\)', script))
+    for heading in re.findall(r'\[((?:"[^"]+", )*"[^"]+")\]\.map\(\(h\)', script):
+        words |= set(re.findall(r'"([^"]+)"', heading))
+    words |= set(re.findall(r':\s*"([\u4e00-\u9fff]+)"', script.split("CHOICE_WORDS = ", 1)[1].split("\n", 1)[0]))
+    english = i18n("en")
+    assert len(words) > 60 and not [w for w in sorted(words) if w not in english]
+
+
 # ---- the hint a missing table gives --------------------------------------------------
 
 async def test_the_missing_table_hint_names_the_command_that_creates_it(backend, tmp_path):

@@ -229,7 +229,7 @@ async def test_bad_parameters_give_a_json_error_and_an_error_widget(http, op, pa
 
 # ---- the bricks pages (wwwroot/*.ui), rendered by ahserver's own template processor ------------
 
-PAGES = ("menu.ui", "index.ui", "submit.ui", "task.ui", "node.ui")
+PAGES = ("menu.ui", "index.ui", "submit.ui", "task.ui", "node.ui", "approve.ui")
 # the widget types the pages use (bricks and the ecosystem's xls2ui pages); "urlwidget" loads one by URL
 WIDGET_TYPES = {"Menu", "VBox", "HBox", "InlineForm", "Tabular", "Button", "Form", "Conform", "urlwidget", "Text"}
 
@@ -257,7 +257,9 @@ async def test_the_bricks_pages_render_to_widget_json_pointing_at_endpoints_that
     gus = await http().login("gus", "org-G")
     task = (await gus.ui("submit", "POST", pipeline_id="demo-article", title="页面"))["options"]["user_data"]
     await wait_done(gus, task["id"])
-    params = {"task.ui": {"task_id": task["id"]}, "node.ui": {"task_id": task["id"], "step_name": "outline"}}
+    params = {"task.ui": {"task_id": task["id"]}, "node.ui": {"task_id": task["id"], "step_name": "outline"},
+              "approve.ui": {"task_id": task["id"], "step_name": "outline", "prompt": "发布?",
+                             "choices": json.dumps(["approve", "reject"])}}
     links = set()
     for name in PAGES:
         desc = await page(gus, name, **params.get(name, {}))
@@ -296,6 +298,8 @@ async def test_the_bricks_pages_render_to_widget_json_pointing_at_endpoints_that
     svg = picture["options"]["text"]
     assert svg.count('class="node step-succeeded"') == 6 and svg.count('class="edge"') == 7
     assert 'data-from="outline" data-to="draft_body"' in svg
+    versions = (await gus.ui("node", task_id=task["id"], step_name="draft_body"))["rows"]
+    assert [(r["kind"], r["lineage_text"]) for r in versions] == [("input", "outline v1"), ("output", "输入 v1")]
     assert [r["kind"] for r in (await gus.ui("node", task_id=task["id"], step_name="outline"))["rows"]] == [
         "input", "output"]
     # the node page's form: an edit of one step's output, as a new version, its downstream re-run
@@ -354,11 +358,22 @@ async def test_an_approval_is_given_over_http_by_the_logged_in_user(http):
     status, node = await hana.call("node", task_id=task_id, step_name="ask")
     output = node["data"]["output"]
     assert output["decision"] == "approve" and output["actor"] == "hana" and output["payload"]["note"] == "fine"
-    # the bricks form: a Message widget
+    # the bricks pages: the task page's grid row carries the prompt and the choices, approve.ui draws a
+    # button per choice (with a confirmation) posting the decision to signal.dspy: a Message widget
     status, body = await hana.call("submit", "POST", pipeline_id="approve-over-http")
     task_id = body["data"]["id"]
     await until_waiting(hana, task_id, "ask")
-    answer = await hana.ui("signal", "POST", task_id=task_id, step_name="ask", decision="reject")
+    row = next(r for r in (await hana.ui("detail", task_id=task_id))["rows"] if r["step_name"] == "ask")
+    assert row["prompt"] == "publish?" and json.loads(row["choices"]) == ["approve", "reject"]
+    popup = await page(hana, "approve.ui", task_id=task_id, step_name="ask", prompt=row["prompt"],
+                       choices=row["choices"])
+    buttons = {b["options"]["label"]: b["binds"][0] for b in walk(popup) if b.get("widgettype") == "Button"}
+    assert set(buttons) == {"批准", "驳回"} and buttons["驳回"]["conform"]["widgettype"] == "Conform"
+    action = buttons["驳回"]["options"]
+    assert action["url"].endswith("/pipeline_service/signal.dspy") and action["method"] == "POST"
+    answer = await hana.ui("signal", "POST", **action["params"])
     assert answer["widgettype"] == "Message" and answer["options"]["title"] == "已送达", answer
+    broken = await page(hana, "approve.ui", task_id=task_id, step_name="ask", choices="{not json")
+    assert not [b for b in walk(broken) if b.get("widgettype") == "Button"]  # no button, no error
     detail = await wait_done(hana, task_id)
     assert detail["status"] == "failed" and "rejected by hana" in detail["error"]

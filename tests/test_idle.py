@@ -30,9 +30,9 @@ class RoundTrips:
             self._note([marked for marked, _ in statements])
             return await execute(sor, statements)
 
-        async def counted_commit(sor, statements=()):
+        async def counted_commit(sor, statements=(), alone=False):
             self._note(["COMMIT"])  # its statements, if any, are also noted by execute (MariaDB)
-            return await commit(sor, statements)
+            return await commit(sor, statements, alone=alone)
 
         async def counted_rollback(sor):
             self._note(["ROLLBACK"])

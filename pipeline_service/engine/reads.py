@@ -40,22 +40,25 @@ class Reads:
         return (task, await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id),
                 await tx.fetch_all("task_children", tenant_id=tenant_id, task_id=task_id))
 
-    async def node(self, tenant_id, task_id, step_name, version):
+    async def node(self, tenant_id, task_id, step_name, version, input_version=None):
         step, chosen, output, input_, versions = await self.storage.atomic(
-            lambda tx: self._read_node(tx, tenant_id, task_id, step_name, version))
+            lambda tx: self._read_node(tx, tenant_id, task_id, step_name, version, input_version))
         return {
             "step": step_view(step),
             "version": chosen,
             "input": input_[1] if input_ else None,
             "input_version": input_[0] if input_ else None,
             "output": from_json(text_of(output)) if output else None,
+            # each version's lineage: an output's {"input_version"}, an input's {dependency: output version}
             "versions": [{"kind": v["kind"], "version": v["version"], "source": v["source"],
+                          "lineage": from_json(v["lineage"]) if v["lineage"] else None,
                           "created_at": iso(v["created_at"])} for v in versions],
         }
 
-    async def _read_node(self, tx, tenant_id, task_id, step_name, version):
-        """The step, the output version shown, its row, (the input version that made it, that
-        input in full: made from its references, see engine/inputs.py), and the versions."""
+    async def _read_node(self, tx, tenant_id, task_id, step_name, version, wanted_input=None):
+        """The step, the output version shown, its row, (the input version shown — ``wanted_input``,
+        else the one that made that output —, that input in full: made from its references, see
+        engine/inputs.py), and the versions."""
         task = await self._task(tx, tenant_id, task_id)
         step = await tx.fetch_one("get_step", tenant_id=tenant_id, task_id=task_id, step_name=step_name)
         if step is None:
@@ -72,6 +75,10 @@ class Reads:
             output = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
                                         step_name=step_name, kind="output", version=chosen)
             input_version = (from_json(output["lineage"]) or {}).get("input_version")
+        if wanted_input is not None:
+            if wanted_input not in [v["version"] for v in versions if v["kind"] == "input"]:
+                raise NotFoundError(f"step {step_name!r} of task {task_id!r} has no input version {wanted_input}")
+            input_version = wanted_input
         if input_version is not None:
             row = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
                                      step_name=step_name, kind="input", version=input_version)

@@ -94,7 +94,8 @@ async def _detail(tenant, user, p):
 
 
 async def _node(tenant, user, p):
-    return await api.pipeline_node(tenant, text(p, "task_id"), text(p, "step_name"), integer(p, "version"))
+    return await api.pipeline_node(tenant, text(p, "task_id"), text(p, "step_name"), integer(p, "version"),
+                                   integer(p, "input_version"))
 
 
 async def _modify(tenant, user, p):
@@ -183,6 +184,40 @@ def with_labels(record, code_set):
     return shown
 
 
+def lineage_text(version):
+    """A version's lineage as a grid shows it: an output's input version (``输入 v2``), an input's
+    upstream output versions (``outline v2, draft v1``; ``无上游`` when it has none)."""
+    lineage = version.get("lineage")
+    if lineage is None:
+        return ""
+    if version["kind"] == "output":
+        return f"输入 v{lineage.get('input_version', '-')}"
+    return ", ".join(f"{dep} v{n}" for dep, n in lineage.items()) or "无上游"
+
+
+def with_decision(step):
+    """A step row as the task page's grid reads it: for a step waiting for a person's decision, its
+    ``prompt`` and its ``choices`` (JSON text: the approve page, approve.ui, draws a button per choice)."""
+    wait = step.get("waiting_for") or {}
+    if step["status"] != "waiting" or wait.get("kind") != "signal":
+        return step
+    return {**step, "prompt": wait.get("prompt") or "", "choices": json.dumps(wait.get("choices") or [],
+                                                                            ensure_ascii=False)}
+
+
+def decision_choices(value):
+    """The choices approve.ui is given (the JSON text of a step row's ``choices``) as a list of
+    strings; anything else is no choice at all (a signal with a decision it does not take is
+    refused by pipeline_signal anyway: this only draws the buttons)."""
+    try:
+        choices = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return []
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        return []
+    return choices
+
+
 def bricks_answer(operation, data):
     data = with_local_times(data)
     if operation in MUTATIONS:
@@ -193,9 +228,10 @@ def bricks_answer(operation, data):
     if operation == "detail":  # the task's fields, and its steps as the rows a DataGrid reads
         steps = data.pop("steps")
         return {**with_labels(data, "pipeline_task_status"), "total": len(steps),
-                "rows": [with_labels(step, "pipeline_step_status") for step in steps]}
+                "rows": [with_decision(with_labels(step, "pipeline_step_status")) for step in steps]}
     if operation == "node":  # the step's fields, and its versions as the rows a grid reads
-        return {**data, "total": len(data["versions"]), "rows": data["versions"]}
+        return {**data, "total": len(data["versions"]),
+                "rows": [{**v, "lineage_text": lineage_text(v)} for v in data["versions"]]}
     if operation == "dag":  # the picture, as a widget of its own (its text is escaped: dag_picture)
         return {"widgettype": "Text", "options": {"text": data["svg"], "width": "100%"}}
     return data

@@ -9,7 +9,7 @@ from ..host.appcodes import read_codes
 from ..shipped import shipped
 
 CODE_SETS = {"task_status": "pipeline_task_status", "step_status": "pipeline_step_status",
-             "artifact_source": "pipeline_artifact_source"}
+             "artifact_source": "pipeline_artifact_source", "schedule_status": "pipeline_schedule_status"}
 
 
 def read_messages(language: str) -> dict[str, str]:
