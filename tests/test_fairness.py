@@ -14,13 +14,17 @@ async def test_a_backlog_of_one_tenant_does_not_starve_another(make_service, dat
         finished.setdefault(tenant_id, 0)
         finished[tenant_id] += 1
         return {}
-    service = make_service(database, concurrency=8, poll_interval=0.2)
+    # the executor starts once the backlog is queued: however slowly a loaded machine submits,
+    # the backlog is whole when tenant B arrives
+    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
     service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
     heavy, light = tenant + "-A", tenant + "-B"
-    for i in range(2000):  # tenant A queues 2,000 tasks (they start running meanwhile)
+    for i in range(2000):  # tenant A queues 2,000 tasks
         await service.submit(heavy, pipeline_id, "o", f"a{i}", {})
+    await service.start()
+    await until(lambda: finished.get(heavy, 0) >= 8, timeout=10)  # tenant A's backlog runs
     submitted = time.monotonic()
     task = await service.submit(light, pipeline_id, "o", "b", {})
     detail = await service.wait(light, task["id"], interval=0.01)
@@ -64,7 +68,7 @@ async def test_a_new_tenant_is_served_behind_many_busy_tenants(make_service, dat
         started.setdefault(tenant_id, time.monotonic())
         await asyncio.sleep(0.05)
         return {}
-    service = make_service(database, concurrency=8, poll_interval=0.2)
+    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
     service.register_handler(step_type, work)
     await service.storage.create_missing_tables(include_reference=True)
     await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
@@ -72,6 +76,7 @@ async def test_a_new_tenant_is_served_behind_many_busy_tenants(make_service, dat
     for round_ in range(30):  # 40 tenants, 30 tasks each: 1,200 steps, ~7.5 s of work on 8 slots
         for name in busy:
             await service.submit(name, pipeline_id, "o", f"{name}/{round_}", {})
+    await service.start()  # the backlogs are whole however slowly a loaded machine submitted them
     await until(lambda: len(started) >= 8, timeout=10)  # all slots busy
     newcomer = tenant + "-new"
     submitted = time.monotonic()
