@@ -5,6 +5,16 @@ import time
 from pipeline_service.engine.claiming import TENANTS_PER_CLAIM
 
 
+async def backlog_service(make_service, database, pipeline_id, step_type, work):
+    """A service of 8 slots running ``work`` for a one-step pipeline, not started: a test queues
+    its backlogs first, so that they are whole however slowly a loaded machine submits them."""
+    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
+    service.register_handler(step_type, work)
+    await service.storage.create_missing_tables(include_reference=True)
+    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    return service
+
+
 async def test_a_backlog_of_one_tenant_does_not_starve_another(make_service, database, tenant, pipeline_id,
                                                                step_type):
     finished = {}
@@ -14,12 +24,7 @@ async def test_a_backlog_of_one_tenant_does_not_starve_another(make_service, dat
         finished.setdefault(tenant_id, 0)
         finished[tenant_id] += 1
         return {}
-    # the executor starts once the backlog is queued: however slowly a loaded machine submits,
-    # the backlog is whole when tenant B arrives
-    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
-    service.register_handler(step_type, work)
-    await service.storage.create_missing_tables(include_reference=True)
-    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    service = await backlog_service(make_service, database, pipeline_id, step_type, work)
     heavy, light = tenant + "-A", tenant + "-B"
     for i in range(2000):  # tenant A queues 2,000 tasks
         await service.submit(heavy, pipeline_id, "o", f"a{i}", {})
@@ -68,10 +73,7 @@ async def test_a_new_tenant_is_served_behind_many_busy_tenants(make_service, dat
         started.setdefault(tenant_id, time.monotonic())
         await asyncio.sleep(0.05)
         return {}
-    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
-    service.register_handler(step_type, work)
-    await service.storage.create_missing_tables(include_reference=True)
-    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    service = await backlog_service(make_service, database, pipeline_id, step_type, work)
     busy = [f"{tenant}-{i:02d}" for i in range(TENANTS_PER_CLAIM + 8)]
     for round_ in range(30):  # 40 tenants, 30 tasks each: 1,200 steps, ~7.5 s of work on 8 slots
         for name in busy:
@@ -105,10 +107,7 @@ async def test_a_backlog_at_the_highest_priority_does_not_starve_another_tenants
         await asyncio.sleep(0.05)
         order.append((tenant_id, input_data["params"]["p"]))
         return {}
-    service = make_service(database, concurrency=8, poll_interval=0.2, autostart=False)
-    service.register_handler(step_type, work)
-    await service.storage.create_missing_tables(include_reference=True)
-    await service.define_pipeline(pipeline_id, [{"step_name": "only", "step_type": step_type}])
+    service = await backlog_service(make_service, database, pipeline_id, step_type, work)
     heavy, light = tenant + "-A", tenant + "-B"
     for i in range(1000):  # submitted before the executor starts: the whole backlog is queued
         priority = 1 if i < 500 else 9

@@ -503,14 +503,9 @@ async def test_delegation_depth_and_cycles_fail_with_clear_errors(service, kinds
 
 async def test_a_delegate_waiting_for_its_child_survives_a_restart(database, make_service, kinds, tenant,
                                                                     pipeline_id):
-    first = register(make_service(database, poll_interval=0.1), kinds)
+    first = make_service(database, poll_interval=0.1)
     await first.storage.create_missing_tables(include_reference=True)
-    waiting_child = pipeline_id + "-waits"
-    await approval_line(first, kinds, waiting_child)
-    await parent_line(first, kinds, pipeline_id, waiting_child)
-    task = await first.submit(tenant, pipeline_id, "o")
-    [child] = await until(lambda: children_of(first, tenant, task["id"]), what="a child task")
-    await until_step(first, tenant, child, "ask", "waiting")
+    task, child = await parent_of_a_waiting_child(first, kinds, tenant, pipeline_id)
     await first.stop(timeout=5)
     second = register(make_service(database, poll_interval=0.1), kinds)
     await second.signal(tenant, child, "ask", {"decision": "approve"}, actor="x")
