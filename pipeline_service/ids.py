@@ -8,10 +8,9 @@ three tenants.  Whitespace at the edges is refused rather than kept because
 MySQL's binary collations still ignore trailing spaces (PAD SPACE): ``acme `` could
 not be told from ``acme`` there.
 """
+import secrets
 import time
 from datetime import datetime, timezone
-
-from appPublic.uniqueID import getID
 
 from .exceptions import InvalidInputError
 
@@ -61,13 +60,16 @@ def _shown(value: object) -> str:
 
 
 def new_id() -> str:
-    """A 21-character nanoid, the ecosystem's id form (fits the str(32) id columns).
+    """A 21-character id of the ecosystem's form: a nanoid, 21 characters drawn uniformly from
+    the 64 URL-safe ones (A-Z, a-z, 0-9, '_', '-'), 126 random bits; fits the str(32) id
+    columns.  Drawn as URL-safe base64 of random bytes (one call, ~5x faster than appPublic's
+    getID, which builds it a character at a time: one id per step and artifact adds up).
 
     Never one that starts with '-': an id is passed to command lines, where a
     leading '-' reads as an option.
     """
     while True:
-        value = getID()
+        value = secrets.token_urlsafe(16)[:21]
         if not value.startswith("-"):
             return value
 

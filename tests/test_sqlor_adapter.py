@@ -116,3 +116,20 @@ def test_list_expansion_on_mysql_binds_every_item():
         "UPDATE t SET s = %s WHERE id IN (%s, %s, %s) AND k = %s", (1, "a", "b", "c", 2))
     assert sqlor_adapter.bound(sor, sql, {"s": 1, "ids": [], "k": 2}) == (
         "UPDATE t SET s = %s WHERE id IN (NULL) AND k = %s", (1, 2))
+
+
+async def test_rows_convert_decimals_and_dates_as_sqlor_does_and_leave_the_rest(storage):
+    # only the columns of a converted type go through sqlor's db_type_2_py_type (fetch_rows)
+    sql = ("SELECT 7 AS n, 'x' AS t, NULL AS z, 1.5e0 AS f, CAST(1.25 AS DECIMAL(5,2)) AS d, "
+           "CAST('2026-11-29 10:11:12' AS DATETIME) AS dt, CAST('2026-11-29' AS DATE) AS day, "
+           "(SELECT SUM(x) FROM (SELECT 2 AS x UNION ALL SELECT 3) s) AS total, X'00ff' AS raw")
+    if storage.connector.dialect == "sqlite":
+        sql = "SELECT 7 AS n, 'x' AS t, NULL AS z, 1.5 AS f, 1.25 AS d, X'00ff' AS raw"
+    async with storage.connector.session() as sor:
+        [row] = await rows(sor, sql, {})
+    assert row["n"] == 7 and row["t"] == "x" and row["z"] is None and row["f"] == 1.5
+    assert row["d"] == 1.25 and type(row["d"]) is float
+    assert row["raw"] == b"\x00\xff"
+    if storage.connector.dialect != "sqlite":
+        assert row["dt"] == "2026-11-29 10:11:12" and row["day"] == "2026-11-29"
+        assert row["total"] == 5.0 and type(row["total"]) is float  # SUM of integers is a DECIMAL

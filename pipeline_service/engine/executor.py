@@ -398,7 +398,8 @@ class Executor:
         input_data, config, problem = for_handler(step, input_data)  # its rendered config, if it has templates
         if problem is not None:  # a template or `when` that could not be evaluated fails the attempt
             return Failed(problem)
-        config = from_json(to_json(config))  # the handler's own copy, not the cached plan's
+        # the handler's own copy, not the cached plan's (the step's own config: from its JSON text, made once)
+        config = from_json(step.stored_texts[1] if config is step.config else to_json(config))
         deadline = asyncio.timeout(step.timeout)
         self._in_handler.add(claim)
         try:
