@@ -5,7 +5,7 @@ import logging
 from aiohttp.test_utils import make_mocked_request
 from appPublic.log import MyLogger
 
-from pipeline_service.host.endpoints import local_time, pipeline_endpoint
+from pipeline_service.host.endpoints import lineage_text, local_time, pipeline_endpoint
 from pipeline_service.host.log import HostLogHandler
 
 
@@ -48,3 +48,10 @@ def test_local_time_is_the_hosts_wall_clock(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_lineage_texts_take_their_words_from_i18n_with_the_english_beside():
+    assert lineage_text({"kind": "output", "lineage": {"input_version": 2}}) == "输入 (Input) v2"
+    assert lineage_text({"kind": "input", "lineage": {}}) == "无上游 (No upstream)"
+    assert lineage_text({"kind": "input", "lineage": {"outline": 2, "draft": 1}}) == "outline v2, draft v1"
+    assert lineage_text({"kind": "input", "lineage": None}) == ""

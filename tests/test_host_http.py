@@ -299,7 +299,7 @@ async def test_the_bricks_pages_render_to_widget_json_pointing_at_endpoints_that
     assert svg.count('class="node step-succeeded"') == 6 and svg.count('class="edge"') == 7
     assert 'data-from="outline" data-to="draft_body"' in svg
     versions = (await gus.ui("node", task_id=task["id"], step_name="draft_body"))["rows"]
-    assert [(r["kind"], r["lineage_text"]) for r in versions] == [("input", "outline v1"), ("output", "输入 v1")]
+    assert [(r["kind"], r["lineage_text"]) for r in versions] == [("input", "outline v1"), ("output", "输入 (Input) v1")]
     assert [r["kind"] for r in (await gus.ui("node", task_id=task["id"], step_name="outline"))["rows"]] == [
         "input", "output"]
     # the node page's form: an edit of one step's output, as a new version, its downstream re-run

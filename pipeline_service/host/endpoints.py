@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .. import api
 from ..json_objects import parse_json_object
+from ..messages import bilingual
 from ..exceptions import InvalidInputError, PipelineError
 from .appcodes import code_labels
 from .dag_picture import dag_svg
@@ -185,14 +186,15 @@ def with_labels(record, code_set):
 
 
 def lineage_text(version):
-    """A version's lineage as a grid shows it: an output's input version (``输入 v2``), an input's
-    upstream output versions (``outline v2, draft v1``; ``无上游`` when it has none)."""
+    """A version's lineage as a grid shows it: an output's input version (``输入 (Input) v2``), an
+    input's upstream output versions (``outline v2, draft v1``; ``无上游 (No upstream)`` when it has
+    none); the words from i18n/."""
     lineage = version.get("lineage")
     if lineage is None:
         return ""
     if version["kind"] == "output":
-        return f"输入 v{lineage.get('input_version', '-')}"
-    return ", ".join(f"{dep} v{n}" for dep, n in lineage.items()) or "无上游"
+        return f"{bilingual('输入')} v{lineage.get('input_version', '-')}"
+    return ", ".join(f"{dep} v{n}" for dep, n in lineage.items()) or bilingual("无上游")
 
 
 def with_decision(step):

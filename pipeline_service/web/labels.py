@@ -4,27 +4,11 @@ is shown as its own string (the page needs no change for it beyond a colour)."""
 from functools import cache
 from typing import Any
 
-from ..exceptions import ConfigurationError
 from ..host.appcodes import read_codes
-from ..shipped import shipped
+from ..messages import read_messages
 
 CODE_SETS = {"task_status": "pipeline_task_status", "step_status": "pipeline_step_status",
              "artifact_source": "pipeline_artifact_source", "schedule_status": "pipeline_schedule_status"}
-
-
-def read_messages(language: str) -> dict[str, str]:
-    """i18n/<language>/msg.txt: one ``中文: translation`` a line (the first ``": "`` separates)."""
-    path = shipped(f"i18n/{language}/msg.txt", f"i18n/{language}/msg.txt")
-    messages = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the labels {path}: {exc}") from None
-    for line in lines:
-        key, sep, value = line.partition(": ")
-        if sep and key.strip():
-            messages[key.strip()] = value.strip()
-    return messages
 
 
 @cache
