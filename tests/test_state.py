@@ -104,8 +104,12 @@ def test_cascade_plan_refuses_bad_updates():
 
 def test_ids_never_start_with_a_dash(monkeypatch):
     import pipeline_service.ids as ids
-    drawn = iter(["-starts-with-dash-xxx", "_fine-but-underscore", "ok"])
-    monkeypatch.setattr(ids, "getID", lambda: next(drawn))
-    assert ids.new_id() == "_fine-but-underscore"
+    drawn = iter(["-starts-with-a-dash-xxyz", "_fine-but-underscore-xyz", "ok"])
+    monkeypatch.setattr(ids.secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert ids.new_id() == "_fine-but-underscore-"  # drawn again, and cut to 21 characters
     monkeypatch.undo()
-    assert all(not ids.new_id().startswith("-") for _ in range(2000))
+    made = [ids.new_id() for _ in range(20_000)]
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")  # nanoid's
+    assert all(len(i) == 21 and set(i) <= alphabet and not i.startswith("-") for i in made)
+    assert len(set(made)) == len(made)
+    assert set("".join(made)) == alphabet  # every character of the alphabet is drawn
