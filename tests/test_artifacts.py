@@ -4,6 +4,7 @@ in-process caches bounded in bytes."""
 import base64
 import os
 import re
+import zlib
 
 import pytest
 
@@ -13,6 +14,7 @@ from pipeline_service.dag import Dag
 from pipeline_service.engine.records import InputRecipe, TaskPlan
 from pipeline_service.ids import new_id, now_ms
 from pipeline_service.json_objects import to_json
+from pipeline_service.store.packing import ZSTD_MAGIC
 
 DIAMOND = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])]
 UNICODE = "草稿 — première ébauche, naïve café; Ελληνικά; emoji 😀🚀; "
@@ -154,10 +156,24 @@ async def test_large_outputs_are_stored_compressed_and_read_back_unchanged(stepp
     assert a == {"by": "a", "text": text, "seen": []}
     assert calls["b"]["upstream"]["a"] == a
     row = await artifact(stepper, tenant, task["id"], "a", "output", 1)
-    assert row["content"] is None and row["packed"] is not None
+    assert row["content"] is None and bytes(row["packed"]).startswith(ZSTD_MAGIC)  # a Zstandard frame
     assert len(row["packed"]) < len(to_json(a).encode("utf-8")) / 5  # repetitive text: much smaller
     small = await artifact(stepper, tenant, task["id"], "a", "input", 1)
     assert small["packed"] is None
+
+
+async def test_an_output_packed_with_zlib_by_an_older_version_still_reads(stepper, tenant, pipeline_id, step_type):
+    stepper.register_handler(step_type, drafting({}, size=100))
+    await stepper.define_pipeline(pipeline_id, steps(step_type, [("a", [])]))
+    task = await stepper.submit(tenant, pipeline_id, "o", "zlib rows", {})
+    await stepper.executor.run_once()
+    old = {"text": UNICODE * 500}  # as versions before Zstandard packed it
+    await stepper.storage.atomic(lambda tx: tx.execute(
+        "insert_artifact", id=new_id(), tenant_id=tenant, task_id=task["id"], step_name="a", kind="output",
+        version=2, content=None, packed=zlib.compress(to_json(old).encode("utf-8"), 1), source="engine",
+        lineage=to_json({"input_version": 1}), now=now_ms()))
+    assert (await stepper.node(tenant, task["id"], "a", version=2))["output"] == old
+    assert (await stepper.node(tenant, task["id"], "a", version=1))["output"]["text"] == (UNICODE * 2)[:100]
 
 
 async def test_compression_is_an_option(make_service, database, tenant, pipeline_id, step_type):
