@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any, NoReturn, cast
 
+import orjson
+
 from .exceptions import InvalidInputError
 
 MAX_JSON_DEPTH = 64
@@ -46,10 +48,28 @@ def check_json_object(value: object, what: str, max_depth: int = MAX_JSON_DEPTH,
 def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES,
                 limit: str = CONTENT_LIMIT) -> str:
     """The JSON text ``value`` is stored as, if it is a JSON object the tables can store, else an
-    InvalidInputError naming ``what`` (the text is made once: it is the check's own)."""
+    InvalidInputError naming ``what`` (the text is made once: it is the check's own).  What the
+    walk lets through (dicts with string keys, lists, tuples, strings, ints, finite floats, booleans,
+    None) is written by orjson, compact and UTF-8 like ``to_json``; what orjson does not write
+    (an integer beyond 64 bits, a lone surrogate) goes to the standard library's encoder."""
     if not isinstance(value, dict):
         raise InvalidInputError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
     _check_tree(value, what, max_depth)
+    try:
+        data = orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits or a lone surrogate: the standard library's encoder decides
+        data = None
+    if data is not None:  # the common case: the same JSON, made ~6x faster on long texts (orjson)
+        text, size = data.decode("utf-8"), len(data)
+    else:
+        text, size = _stored_by_json(value, what)
+    if size > max_bytes:
+        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes ({limit})")
+    return text
+
+
+def _stored_by_json(value: object, what: str) -> tuple[str, int]:
+    """(the JSON text of ``value`` by the standard library's encoder, its UTF-8 size), or why it cannot be stored."""
     try:
         text = to_json(value)
         size = len(text.encode("utf-8"))
@@ -58,9 +78,7 @@ def stored_json(value: object, what: str, max_depth: int = MAX_JSON_DEPTH, max_b
                                 "store") from None
     except ValueError as exc:  # e.g. an integer past Python's limit for converting it to text
         raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from None
-    if size > max_bytes:
-        raise InvalidInputError(f"{what} is {size:,} bytes as JSON; the limit is {max_bytes:,} bytes ({limit})")
-    return text
+    return text, size
 
 
 def _check_tree(value: dict[str, Any], what: str, max_depth: int) -> None:

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline_service import PipelineService
-from pipeline_service.exceptions import PipelineError
+from pipeline_service.exceptions import InvalidInputError, PipelineError
+from pipeline_service.json_objects import stored_json, to_json
 from pipeline_service.status import TASK_STATUSES
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
@@ -273,3 +274,23 @@ def test_service_options(database, chosen):
         PipelineService(database, **chosen)  # nothing is opened before the first call
     except PipelineError:
         pass
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(value=objects)
+def test_a_stored_text_is_the_json_the_standard_encoder_writes(value):
+    # stored_json writes with orjson what its walk lets through; the JSON must be the same
+    try:
+        text = stored_json(value, "a result")
+    except InvalidInputError:
+        return  # what is refused, and how, the tests above cover
+    assert json.loads(text) == json.loads(to_json(value))
+
+
+def test_what_orjson_cannot_write_goes_to_the_standard_encoder():
+    big = {"n": 2 ** 70, "neg": -(2 ** 80), "f": 1e-7, "text": "草稿 ü \u2028"}
+    assert json.loads(stored_json(big, "a result")) == big  # exact digits, not a float
+    with pytest.raises(InvalidInputError, match="lone surrogate"):
+        stored_json({"s": "a\ud800"}, "a result")
+    with pytest.raises(InvalidInputError, match="the limit is 10 bytes"):
+        stored_json({"n": 2 ** 70}, "a result", max_bytes=10)
