@@ -26,7 +26,7 @@ def steps(step_type, shape=DIAMOND):
 
 
 def noise(chars):
-    """Text zlib cannot make much smaller (random base64)."""
+    """Text no compressor can make much smaller (random base64)."""
     return base64.b64encode(os.urandom(chars * 3 // 4 + 3)).decode("ascii")[:chars]
 
 

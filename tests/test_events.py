@@ -211,7 +211,7 @@ async def test_a_batch_the_database_refuses_tells_each_outcome_once(tmp_path, te
         seen = service.on("*", Log())
         conn = service.storage.connector._sor.conn  # the one aiosqlite connection
         await conn._execute(conn._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 100_000)
-        # text zlib cannot shrink below the limit (random base64), so its row is refused
+        # text no compressor can shrink below the limit (random base64), so its row is refused
         unstorable = base64.b64encode(os.urandom(150_000)).decode("ascii")
         results = {tenant: {"text": unstorable}, **{f"{tenant}-ok{i}": {"fine": i} for i in range(3)}}
         ended = await run_together(service, pipeline_id, step_type, results)

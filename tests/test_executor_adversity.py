@@ -128,7 +128,7 @@ async def test_a_step_handed_back_in_a_paused_task_waits_for_resume(new_service,
 
 # ---- one tenant's unstorable outcome fails nobody else's step (#18.2) ----------------------------
 def noise(chars):
-    """Text zlib cannot make much smaller (random base64): stored at about its own size."""
+    """Text no compressor can make much smaller (random base64): stored at about its own size."""
     return base64.b64encode(os.urandom(chars * 3 // 4 + 3)).decode("ascii")[:chars]
 
 
