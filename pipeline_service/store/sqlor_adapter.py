@@ -208,7 +208,7 @@ async def fetch_rows(sor):
     cur = sor.cur
     names = [d[0].lower() for d in cur.description]
     rows = await cur.fetchall()
-    converted = [i for i, d in enumerate(cur.description) if d[1] in CONVERTED_TYPES and not is_sqlite(sor)]
+    converted = [] if is_sqlite(sor) else [i for i, d in enumerate(cur.description) if d[1] in CONVERTED_TYPES]
     if not converted:
         return [dict(zip(names, row)) for row in rows]
     return [_converted(names, row, converted) for row in rows]
