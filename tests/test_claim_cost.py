@@ -79,3 +79,30 @@ async def test_slots_a_tenant_cannot_use_go_to_the_others_in_the_same_claim(data
     finally:
         await service.recorder.release(held)
         await service.stop()
+
+
+async def test_the_inputs_a_claim_round_finds_uncached_are_read_in_one_go(stepper, tenant, pipeline_id, step_type,
+                                                                         monkeypatch):
+    # a wide task makes more steps ready at once than the caches keep: their inputs (and the
+    # outputs these name) are read for the whole claim round in a statement each, not per step
+    seen = {}
+
+    async def handler(tenant_id, task_id, step_name, input_data, config):
+        seen[step_name] = input_data
+        return {"from": step_name}
+    stepper.register_handler(step_type, handler)
+    middles = [f"m{i:02d}" for i in range(40)]
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "root", "step_type": step_type}] + [
+        {"step_name": m, "step_type": step_type, "depends_on": ["root"]} for m in middles])
+    task = await stepper.submit(tenant, pipeline_id, "o", "wide", {"p": 1})
+    await stepper.executor.run_once()  # root: its output made the 40 steps ready
+    stepper.caches.inputs.clear()  # as if evicted by other tasks' steps
+    stepper.caches.outputs.clear()
+    trips = RoundTrips(monkeypatch)
+    done = await stepper.executor.run_once()
+    assert sorted(c.step_name for c in done.claims) == middles
+    assert all(seen[m] == {"params": {"p": 1}, "upstream": {"root": {"from": "root"}}} for m in middles)
+    artifact_reads = [s for _, sent in trips.sent for s in sent
+                      if "FROM pipeline_artifacts" in s and s.lstrip().upper().startswith(("SELECT", "(SELECT"))]
+    assert len(artifact_reads) == 2, artifact_reads  # the 40 inputs, then the one output they name
+    assert (await stepper.detail(tenant, task["id"]))["status"] == "succeeded"

@@ -309,9 +309,13 @@ class Executor:
             return {}
         claims = await self.claimer.claim_ready(self.owner, limit, self.lease_ms, step_types,
                                                 Counter(c.tenant_id for c in self._slots), self.tenant_concurrency)
+        # their inputs: cached, or read for all of them at once (if this fails, the claims' leases
+        # run out and they run again, as when a step's run fails to start)
+        started = await self.recorder.start_steps(claims) if claims else {}
         for claim in claims:
             self._slots.add(claim)
-            self._running[claim] = asyncio.create_task(self._run_step(claim), name=f"step-{claim.step_name}")
+            self._running[claim] = asyncio.create_task(self._run_step(claim, started[claim]),
+                                                       name=f"step-{claim.step_name}")
         return {claim: self._running[claim] for claim in claims}
 
     async def run_once(self) -> Round:
@@ -352,10 +356,11 @@ class Executor:
                     self._revoke(claim, task)
 
     # ---- one step ------------------------------------------------------------------
-    async def _run_step(self, claim):
-        """Run a claimed step and record its outcome; the Outcome recorded, or None."""
+    async def _run_step(self, claim, started):
+        """Run a claimed step (``started``: its definition and input) and record its outcome; the
+        Outcome recorded, or None."""
         try:
-            started = await self.recorder.start_step(claim)
+            started = await self.recorder.with_waited(claim, started)
             step = started.step
             result = await self._attempt(claim, step, started.input)
             self._free_slot(claim)

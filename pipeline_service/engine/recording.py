@@ -5,15 +5,16 @@ Every write of an outcome is fenced by its claim (still running, same attempt an
 owner, checked on the locked rows): a late result of a run whose claim was taken
 away changes nothing, and each output version is stored exactly once.
 """
-from ..exceptions import InvalidInputError, NotFoundError
+from ..exceptions import InvalidInputError, NotFoundError, StorageError
 from ..ids import now_ms
-from .inputs import materialise, read_outputs, recipe_of
+from ..store.packing import text_of
+from .inputs import materialise, recipe_of
 from ..status import ACTIVE_TASK_STATUSES as ACTIVE, StepStatus, TaskStatus
 from .caches import EngineCaches
 from .events import Events
 from .plans import Plans
 from .progress import Progress
-from .records import Outcome, StartedStep
+from .records import Claim, InputRecipe, Outcome, StartedStep
 from .waiting import Waiting
 
 LOST_WORKER = "lost its worker (the process died or stalled mid-step); run again"  # a recovery's step.retrying
@@ -34,46 +35,87 @@ class Recorder:
         self.caches = caches
         self.events = events  # step.succeeded, step.retrying, step.failed: at commit
 
-    async def start_step(self, claim) -> StartedStep:
-        """The claimed step's definition and its full input, made from what was stored when it
-        became ready (engine/inputs.py): the task's params and the upstream outputs it names; a
-        step woken from a wait also gets ``input["waited"]`` (waits.py)."""
-        key = (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
-        recipe = self.caches.inputs.pop(key, None)
-        plan = self.plans.cached(claim.tenant_id, claim.task_id)
-        started = None
-        if plan is not None and recipe is not None:
-            outputs = self._cached_outputs(claim, recipe)
-            if outputs is not None:  # the common case: nothing to read
-                started = StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
-        if started is None:
-            started = await self.storage.atomic(lambda tx: self._read_start(tx, claim, recipe))
-        if claim.waiting_for is not None:
-            started = StartedStep(started.step, {**started.input, "waited": await self.waiting.waited(claim)})
+    async def start_steps(self, claims) -> dict[Claim, StartedStep]:
+        """What each claimed step of a claim round runs with: its definition and its full input,
+        made from what was stored when it became ready (engine/inputs.py): the task's params and
+        the upstream outputs it names (a step woken from a wait gets ``input["waited"]`` from
+        ``with_waited``, when it runs).  From the caches; what they miss is read for all the claims at once, in one
+        transaction (a wide task makes thousands of steps ready at once, more than the caches
+        keep: a read per step cost a transaction per step)."""
+        started, missing = {}, []
+        for claim in claims:
+            recipe = self.caches.inputs.pop(_input_key(claim), None)
+            made = self._from_caches(claim, recipe)
+            if made is None:
+                missing.append((claim, recipe))
+            else:
+                started[claim] = made
+        if missing:
+            started.update(await self.storage.atomic(lambda tx: self._read_starts(tx, missing)))
         return started
 
-    def _cached_outputs(self, claim, recipe):
-        """The upstream outputs ``recipe`` names, if all are cached here; else None."""
+    async def with_waited(self, claim, started: StartedStep) -> StartedStep:
+        """A woken step's StartedStep with what it waited for (``input["waited"]``, waits.py)."""
+        if claim.waiting_for is None:
+            return started
+        return StartedStep(started.step, {**started.input, "waited": await self.waiting.waited(claim)})
+
+    def _from_caches(self, claim, recipe) -> StartedStep | None:
+        """The claim's StartedStep if its plan, its input's recipe and the outputs it names are cached."""
+        plan = self.plans.cached(claim.tenant_id, claim.task_id)
+        if plan is None or recipe is None:
+            return None
         outputs = {}
         for dep, version in (recipe.lineage or {}).items():
             text = self.caches.outputs.get((claim.tenant_id, claim.task_id, dep, version))
             if text is None:
                 return None
             outputs[dep] = text
-        return outputs
-
-    async def _read_start(self, tx, claim, recipe) -> StartedStep:
-        plan = await self.plans.get(tx, claim.tenant_id, claim.task_id)
-        if recipe is None:
-            artifact = await tx.fetch_one("get_artifact", tenant_id=claim.tenant_id, task_id=claim.task_id,
-                                          step_name=claim.step_name, kind="input", version=claim.input_version)
-            recipe = recipe_of(artifact)
-        outputs = {}
-        if recipe.lineage:
-            known = {dep: text for dep, v in recipe.lineage.items()
-                     if (text := self.caches.outputs.get((claim.tenant_id, claim.task_id, dep, v))) is not None}
-            outputs = await read_outputs(tx, claim.tenant_id, claim.task_id, recipe.lineage, known)
         return StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
+
+    async def _read_starts(self, tx, missing) -> dict[Claim, StartedStep]:
+        """The StartedSteps of ``missing`` ([(claim, its cached recipe or None)]): the input rows
+        not cached read in one statement, then the upstream outputs not cached in another."""
+        recipes = await self._recipes(tx, missing)
+        texts = await self._output_texts(tx, recipes)
+        started = {}
+        for claim, recipe in recipes.items():
+            outputs = {dep: texts[(claim.tenant_id, claim.task_id, dep, version)]
+                       for dep, version in (recipe.lineage or {}).items()}
+            plan = await self.plans.get(tx, claim.tenant_id, claim.task_id)
+            started[claim] = StartedStep(plan.dag.steps[claim.step_name], materialise(recipe, plan.params_text, outputs))
+        return started
+
+    @staticmethod
+    async def _recipes(tx, missing) -> dict[Claim, InputRecipe]:
+        unknown = [claim for claim, recipe in missing if recipe is None]
+        rows = await tx.fetch_union("artifact_of_task", [dict(
+            tenant_id=c.tenant_id, task_id=c.task_id, step_name=c.step_name, kind="input", version=c.input_version)
+            for c in unknown]) if unknown else []
+        read = {(r["tenant_id"], r["task_id"], r["step_name"], int(r["version"])): recipe_of(r) for r in rows}
+        lost = [c.step_name for c in unknown if _input_key(c) not in read]
+        if lost:  # a claim's input_version names a row written with it: this is a broken database
+            raise StorageError(f"the inputs of the claimed steps {lost} are not stored")
+        return {claim: recipe if recipe is not None else read[_input_key(claim)] for claim, recipe in missing}
+
+    async def _output_texts(self, tx, recipes: dict[Claim, InputRecipe]) -> dict[tuple, str]:
+        """The JSON text of every upstream output the ``recipes`` name: cached, or read in one statement."""
+        wanted = {(c.tenant_id, c.task_id, dep, version) for c, recipe in recipes.items()
+                  for dep, version in (recipe.lineage or {}).items()}
+        texts = {key: text for key in wanted if (text := self.caches.outputs.get(key)) is not None}
+        absent = sorted(wanted - texts.keys())
+        rows = await tx.fetch_union("artifact_of_task", [dict(
+            tenant_id=key[0], task_id=key[1], step_name=key[2], kind="output", version=key[3])
+            for key in absent]) if absent else []
+        for r in rows:
+            text = text_of(r)
+            if text is not None:
+                texts[(r["tenant_id"], r["task_id"], r["step_name"], int(r["version"]))] = text
+        lost = [key for key in absent if key not in texts]
+        if lost:  # purge keeps every output a kept input names: this is a broken database
+            raise StorageError(f"the output versions {[(k[1], k[2], k[3]) for k in lost]} (task, step, version) that "
+                               "claimed steps' inputs name are not stored")
+        return texts
 
     async def finish(self, outcomes):
         """Record the outcomes of finished attempts, all in one transaction (a group commit);
@@ -209,3 +251,8 @@ class Recorder:
             self.events.at_commit(tx, "step.retrying", *key, step_name=row["step_name"], attempt=run_attempt(step),
                                   error=LOST_WORKER, traceback=None, retry_delay=0)
         return recovered
+
+
+def _input_key(claim: Claim) -> tuple[str, str, str, int]:
+    """The key of the claim's input in caches.inputs (and of its row)."""
+    return (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)
