@@ -82,11 +82,15 @@ class StepDef:
         """Whether its config has templates to render (templating.py); asked for every step made ready."""
         return needs_rendering(self.config)
 
+    # its depends_on and its config as a task's step row stores them (JSON texts): made once per
+    # definition (it is cached), not at every submit or for every handler's copy of its config
     @functools.cached_property
-    def stored_texts(self) -> tuple[str, str]:
-        """Its depends_on and its config as a task's step row stores them (JSON texts): made once per
-        definition (it is cached), not at every submit."""
-        return to_json(list(self.depends_on)), to_json(self.config)
+    def depends_on_text(self) -> str:
+        return to_json(list(self.depends_on))
+
+    @functools.cached_property
+    def config_text(self) -> str:
+        return to_json(self.config)
 
     @property
     def timeout(self) -> float | None:

@@ -311,7 +311,7 @@ class Executor:
                                                 Counter(c.tenant_id for c in self._slots), self.tenant_concurrency)
         # their inputs: cached, or read for all of them at once (if this fails, the claims' leases
         # run out and they run again, as when a step's run fails to start)
-        started = await self.recorder.start_steps(claims) if claims else {}
+        started = await self.recorder.start_steps(claims)
         for claim in claims:
             self._slots.add(claim)
             self._running[claim] = asyncio.create_task(self._run_step(claim, started[claim]),
@@ -404,7 +404,7 @@ class Executor:
         if problem is not None:  # a template or `when` that could not be evaluated fails the attempt
             return Failed(problem)
         # the handler's own copy, not the cached plan's (the step's own config: from its JSON text, made once)
-        config = from_json(step.stored_texts[1] if config is step.config else to_json(config))
+        config = from_json(step.config_text if config is step.config else to_json(config))
         deadline = asyncio.timeout(step.timeout)
         self._in_handler.add(claim)
         try:

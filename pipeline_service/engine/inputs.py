@@ -13,11 +13,13 @@ NULL or has no ``upstream`` key.  An engine-built input written before inputs we
 stored by reference holds ``{"params", "upstream"}`` in full and is read as it is;
 a person's edit (source ``manual``) is stored and read verbatim.
 """
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..exceptions import StorageError
 from ..json_objects import from_json, to_json
 from ..store.packing import text_of
+from .caches import ArtifactKey
 from .records import InputRecipe
 
 RESERVED = ("params", "upstream")  # the keys a reference's extra fields may not use
@@ -55,19 +57,28 @@ def materialise(recipe: InputRecipe, params_text: str, outputs: dict[str, str]) 
 async def read_outputs(tx, tenant_id: str, task_id: str, wanted: dict[str, int],
                        known: dict[str, str] | None = None) -> dict[str, str]:
     """The JSON text of the output versions ``wanted`` ({step: version}) of one task: those in
-    ``known``, the rest read in one statement."""
-    found = {dep: known[dep] for dep in wanted if known and dep in known}
-    missing = [dep for dep in wanted if dep not in found]
+    ``known`` ({step: text}), the rest read in one statement."""
+    keys = {dep: (tenant_id, task_id, dep, version) for dep, version in wanted.items()}
+    texts = await read_output_texts(tx, keys.values(), {keys[dep]: text for dep, text in (known or {}).items()
+                                                        if dep in keys})
+    return {dep: texts[key] for dep, key in keys.items()}
+
+
+async def read_output_texts(tx, wanted: Iterable[ArtifactKey], known: Mapping[ArtifactKey, str]) -> dict[ArtifactKey, str]:
+    """The JSON text of the output versions ``wanted`` ((tenant, task, step, version), of any
+    tasks): those in ``known``, the rest read in one statement."""
+    found = {key: known[key] for key in wanted if key in known}
+    missing = sorted(set(wanted) - found.keys())
     if missing:
         rows = await tx.fetch_union("get_artifact", [
-            dict(tenant_id=tenant_id, task_id=task_id, step_name=dep, kind="output", version=wanted[dep])
-            for dep in missing])
+            dict(tenant_id=key[0], task_id=key[1], step_name=key[2], kind="output", version=key[3])
+            for key in missing])
         for r in rows:
             text = text_of(r)
             if text is not None:
-                found[r["step_name"]] = text
-        lost = [dep for dep in missing if dep not in found]
+                found[(r["tenant_id"], r["task_id"], r["step_name"], int(r["version"]))] = text
+        lost = [key for key in missing if key not in found]
         if lost:  # purge keeps every output a kept input names: this is a broken database
-            raise StorageError(f"task {task_id!r}: the output versions {[(d, wanted[d]) for d in lost]} an input "
-                              "names are not stored")
+            raise StorageError(f"the output versions {[(k[1], k[2], k[3]) for k in lost]} (task, step, version) "
+                               "an input names are not stored")
     return found

@@ -7,10 +7,9 @@ away changes nothing, and each output version is stored exactly once.
 """
 from ..exceptions import InvalidInputError, NotFoundError, StorageError
 from ..ids import now_ms
-from ..store.packing import text_of
-from .inputs import materialise, recipe_of
+from .inputs import materialise, read_output_texts, recipe_of
 from ..status import ACTIVE_TASK_STATUSES as ACTIVE, StepStatus, TaskStatus
-from .caches import EngineCaches
+from .caches import ArtifactKey, EngineCaches
 from .events import Events
 from .plans import Plans
 from .progress import Progress
@@ -39,9 +38,9 @@ class Recorder:
         """What each claimed step of a claim round runs with: its definition and its full input,
         made from what was stored when it became ready (engine/inputs.py): the task's params and
         the upstream outputs it names (a step woken from a wait gets ``input["waited"]`` from
-        ``with_waited``, when it runs).  From the caches; what they miss is read for all the claims at once, in one
-        transaction (a wide task makes thousands of steps ready at once, more than the caches
-        keep: a read per step cost a transaction per step)."""
+        ``with_waited``, when it runs).  From the caches; what they miss is read for all the
+        claims at once, in one transaction (a wide task makes thousands of steps ready at once,
+        more than the caches keep: a read per step cost a transaction per step)."""
         started, missing = {}, []
         for claim in claims:
             recipe = self.caches.inputs.pop(_input_key(claim), None)
@@ -89,7 +88,7 @@ class Recorder:
     @staticmethod
     async def _recipes(tx, missing) -> dict[Claim, InputRecipe]:
         unknown = [claim for claim, recipe in missing if recipe is None]
-        rows = await tx.fetch_union("artifact_of_task", [dict(
+        rows = await tx.fetch_union("get_artifact", [dict(
             tenant_id=c.tenant_id, task_id=c.task_id, step_name=c.step_name, kind="input", version=c.input_version)
             for c in unknown]) if unknown else []
         read = {(r["tenant_id"], r["task_id"], r["step_name"], int(r["version"])): recipe_of(r) for r in rows}
@@ -98,24 +97,12 @@ class Recorder:
             raise StorageError(f"the inputs of the claimed steps {lost} are not stored")
         return {claim: recipe if recipe is not None else read[_input_key(claim)] for claim, recipe in missing}
 
-    async def _output_texts(self, tx, recipes: dict[Claim, InputRecipe]) -> dict[tuple, str]:
+    async def _output_texts(self, tx, recipes: dict[Claim, InputRecipe]) -> dict[ArtifactKey, str]:
         """The JSON text of every upstream output the ``recipes`` name: cached, or read in one statement."""
         wanted = {(c.tenant_id, c.task_id, dep, version) for c, recipe in recipes.items()
                   for dep, version in (recipe.lineage or {}).items()}
-        texts = {key: text for key in wanted if (text := self.caches.outputs.get(key)) is not None}
-        absent = sorted(wanted - texts.keys())
-        rows = await tx.fetch_union("artifact_of_task", [dict(
-            tenant_id=key[0], task_id=key[1], step_name=key[2], kind="output", version=key[3])
-            for key in absent]) if absent else []
-        for r in rows:
-            text = text_of(r)
-            if text is not None:
-                texts[(r["tenant_id"], r["task_id"], r["step_name"], int(r["version"]))] = text
-        lost = [key for key in absent if key not in texts]
-        if lost:  # purge keeps every output a kept input names: this is a broken database
-            raise StorageError(f"the output versions {[(k[1], k[2], k[3]) for k in lost]} (task, step, version) that "
-                               "claimed steps' inputs name are not stored")
-        return texts
+        return await read_output_texts(tx, wanted, {key: text for key in wanted
+                                                    if (text := self.caches.outputs.get(key)) is not None})
 
     async def finish(self, outcomes):
         """Record the outcomes of finished attempts, all in one transaction (a group commit);
@@ -253,6 +240,6 @@ class Recorder:
         return recovered
 
 
-def _input_key(claim: Claim) -> tuple[str, str, str, int]:
+def _input_key(claim: Claim) -> ArtifactKey:
     """The key of the claim's input in caches.inputs (and of its row)."""
     return (claim.tenant_id, claim.task_id, claim.step_name, claim.input_version)

@@ -102,8 +102,8 @@ class Tasks:
         writes.flush()
         tx.defer_many("insert_step", [dict(
             id=ids[name], tenant_id=tenant_id, task_id=task_id, step_name=name,
-            step_type=dag.steps[name].step_type, depends_on=dag.steps[name].stored_texts[0],
-            config=dag.steps[name].stored_texts[1], seq=dag.steps[name].seq,
+            step_type=dag.steps[name].step_type, depends_on=dag.steps[name].depends_on_text,
+            config=dag.steps[name].config_text, seq=dag.steps[name].seq,
             input_version=1 if name in prepared else None, ready_at=now if name in runs else None, now=now,
             priority=new.priority)
             for name in dag.order])

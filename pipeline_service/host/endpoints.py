@@ -24,7 +24,7 @@ from datetime import datetime
 from aiohttp import web
 
 from .. import api
-from ..json_objects import parse_json_object
+from ..json_objects import parse_json_object, to_json
 from ..messages import bilingual
 from ..exceptions import InvalidInputError, PipelineError
 from .appcodes import code_labels
@@ -203,8 +203,7 @@ def with_decision(step):
     wait = step.get("waiting_for") or {}
     if step["status"] != "waiting" or wait.get("kind") != "signal":
         return step
-    return {**step, "prompt": wait.get("prompt") or "", "choices": json.dumps(wait.get("choices") or [],
-                                                                            ensure_ascii=False)}
+    return {**step, "prompt": wait.get("prompt") or "", "choices": to_json(wait.get("choices") or [])}
 
 
 def decision_choices(value):

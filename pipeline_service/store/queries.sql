@@ -499,14 +499,10 @@ VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$
     ${source}$, ${lineage}$, ${now}$)
 
 -- name: get_artifact
-SELECT step_name, kind, version, content, packed, source, lineage, created_at FROM pipeline_artifacts
-WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
-AND kind = ${kind}$ AND version = ${version}$
-
--- name: artifact_of_task
--- get_artifact naming its task: one branch per artifact of a read across tasks (fetch_union:
--- the inputs and outputs of a claim round's steps that are not cached, engine/recording.py)
-SELECT tenant_id, task_id, step_name, kind, version, content, packed, source, lineage FROM pipeline_artifacts
+-- it names its task: a read across tasks (fetch_union, a branch per artifact: the inputs and
+-- outputs of a claim round's steps that are not cached, engine/recording.py) tells its rows apart
+SELECT tenant_id, task_id, step_name, kind, version, content, packed, source, lineage, created_at
+FROM pipeline_artifacts
 WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$ AND step_name = ${step_name}$
 AND kind = ${kind}$ AND version = ${version}$
 
