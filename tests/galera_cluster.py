@@ -170,9 +170,9 @@ class Cluster:
         deadline = time.monotonic() + 60
         for node in self.nodes:
             pid = node.pid()
-            while pid is not None and _alive(pid) and time.monotonic() < deadline:
+            while pid is not None and self._alive(node, pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if pid is not None and _alive(pid):
+            if pid is not None and self._alive(node, pid):
                 _signal(pid, signal.SIGKILL)
             node.pidfile.unlink(missing_ok=True)
         for process in self.processes.values():
@@ -181,6 +181,14 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+
+    def _alive(self, node: Node, pid: int) -> bool:
+        # a server this object started is its child: once it exits it stays a zombie that
+        # signal 0 still reaches until it is reaped, so ask the Popen (which reaps it)
+        process = self.processes.get(node.index)
+        if process is not None and process.pid == pid:
+            return process.poll() is None
+        return _alive(pid)
 
     # ---- state -----------------------------------------------------------------------
     def status(self, node: Node) -> dict[str, str]:
