@@ -123,7 +123,7 @@ class PipelineService:
                                  self.waiting, concurrency=concurrency,
                                  tenant_concurrency=tenant_concurrency, poll_interval=poll_interval,
                                  lease_seconds=lease_seconds, max_crashes=max_crashes, sync_threads=sync_threads,
-                                 ticker=self.schedules, max_output_bytes=self.content.max_bytes)
+                                 ticker=self.schedules, content=self.content)
         self.create_schema = create_schema
         self.autostart = autostart  # False: the host starts the executor itself (start())
         # False for a process that only submits while other processes run the steps

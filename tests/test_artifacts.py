@@ -148,7 +148,10 @@ async def test_large_outputs_are_stored_compressed_and_read_back_unchanged(stepp
     stepper.register_handler(step_type, drafting(calls, size=size))
     await stepper.define_pipeline(pipeline_id, steps(step_type, [("a", []), ("b", ["a"])]))
     task = await stepper.submit(tenant, pipeline_id, "o", "big", {})
-    await stepper.executor.run_once()
+    done = await stepper.executor.run_once()
+    # packed when the handler returned, from its checked UTF-8: the recording transaction only writes it
+    stored = done.outcomes[0].output_stored
+    assert stored is not None and stored.content is None and stored.packed.startswith(ZSTD_MAGIC)
     stepper.caches.outputs.clear()  # the successor's input is made from the stored (compressed) row
     await stepper.executor.run_once()
     text = (UNICODE * (size // len(UNICODE) + 1))[:size]

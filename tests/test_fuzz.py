@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline_service import PipelineService
 from pipeline_service.exceptions import InvalidInputError, PipelineError
-from pipeline_service.json_objects import stored_json, to_json
+from pipeline_service.json_objects import stored_json, stored_json_utf8, to_json
 from pipeline_service.status import TASK_STATUSES
 from conftest import mysql_admin, scratch_mysql_database, scratch_name
 
@@ -279,17 +279,21 @@ def test_service_options(database, chosen):
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(value=objects)
 def test_a_stored_text_is_the_json_the_standard_encoder_writes(value):
-    # stored_json writes with orjson what its walk lets through; the JSON must be the same
+    # stored_json writes with orjson what its walk lets through; the JSON must be the same,
+    # and the bytes it hands to the compressor must be that text's UTF-8
     try:
-        text = stored_json(value, "a result")
+        text, utf8 = stored_json_utf8(value, "a result")
     except InvalidInputError:
         return  # what is refused, and how, the tests above cover
     assert json.loads(text) == json.loads(to_json(value))
+    assert utf8 == text.encode("utf-8")
 
 
 def test_what_orjson_cannot_write_goes_to_the_standard_encoder():
     big = {"n": 2 ** 70, "neg": -(2 ** 80), "f": 1e-7, "text": "草稿 ü \u2028"}
     assert json.loads(stored_json(big, "a result")) == big  # exact digits, not a float
+    text, utf8 = stored_json_utf8(big, "a result")
+    assert utf8 == text.encode("utf-8")
     with pytest.raises(InvalidInputError, match="lone surrogate"):
         stored_json({"s": "a\ud800"}, "a result")
     with pytest.raises(InvalidInputError, match="the limit is 10 bytes"):

@@ -35,12 +35,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..json_objects import MAX_JSON_BYTES, from_json, stored_json, to_json
+from ..json_objects import MAX_JSON_BYTES, from_json, stored_json_utf8, to_json
+from ..store.packing import DEFAULT_COMPRESS_ABOVE, pack
 from ..exceptions import DatabaseUnavailableError, InvalidInputError, InvalidStateError, StepFailed, StorageError
 from .handlers import SyncThreads, call_handler
 from .preparing import for_handler
 from ..ids import new_id, now_ms
-from .records import Claim, Outcome
+from .records import CheckedOutput, Claim, ContentOptions, Outcome
 from .writes import WRITE_OVERHEAD
 from ..dag import check_seconds, check_whole
 from ..waits import Wait
@@ -98,7 +99,7 @@ class OutcomeNotStored(Exception):
 class Executor:
     def __init__(self, storage, claimer, recorder, handlers, events, waiting, concurrency=64,
                  tenant_concurrency=None, poll_interval=1.0, lease_seconds=30.0, max_crashes=3, sync_threads=32,
-                 ticker=None, max_output_bytes=MAX_JSON_BYTES):
+                 ticker=None, content=ContentOptions(MAX_JSON_BYTES, DEFAULT_COMPRESS_ABOVE)):
         check_options(concurrency, tenant_concurrency, poll_interval, lease_seconds, max_crashes, sync_threads)
         self.storage = storage
         self.claimer = claimer      # claims ready steps (fairness over tenants)
@@ -113,7 +114,7 @@ class Executor:
         self.lease_ms = int(lease_seconds * 1000)
         self.heartbeat_interval = lease_seconds / 3
         self.max_crashes = max_crashes
-        self.max_output_bytes = max_output_bytes  # a larger result fails its attempt, naming the limit
+        self.content = content  # a larger result fails its attempt, naming the limit; how it is stored
         self.sync = SyncThreads(sync_threads)  # where plain handlers run
         self.owner = f"{socket.gethostname()[:30]}:{os.getpid()}:{new_id()[:8]}"
         self._wakeup = asyncio.Event()
@@ -421,12 +422,12 @@ class Executor:
             return _timed_out(claim, step)
         if isinstance(result, Wait):
             return _checked_wait(result, step.step_type)
-        return _stored_form(result, step.step_type, self.max_output_bytes)
+        return _stored_form(result, step.step_type, self.content)
 
     async def _record_outcome(self, claim, step, result):
         """The Outcome, once recorded; None if the claim had been taken away meanwhile."""
         outcome = _outcome(claim, step, result)
-        if not await self._record(outcome, len(result) if isinstance(result, str) else 0):
+        if not await self._record(outcome, len(result.text) if isinstance(result, CheckedOutput) else 0):
             return None
         if outcome.retry_delay:
             asyncio.get_running_loop().call_later(outcome.retry_delay, self.wake)
@@ -499,12 +500,13 @@ def _settle(batch, exc):
             done.set_exception(exc)
 
 
-def _stored_form(result, step_type, max_bytes):
-    """The JSON text a handler's result is stored as (checked as stored: UTF-8, no NaN, bounded
-    depth and size), or a Failed saying why it cannot be."""
+def _stored_form(result, step_type, content: ContentOptions):
+    """A handler's result as it is stored (checked: UTF-8, no NaN, bounded depth and size;
+    compressed above the threshold), or a Failed saying why it cannot be."""
     what = f"the result of handler {step_type!r}"
     try:
-        return stored_json(result, what, max_bytes=max_bytes)
+        text, utf8 = stored_json_utf8(result, what, max_bytes=content.max_bytes)
+        return CheckedOutput(text, pack(text, content.compress_above, utf8))
     except InvalidInputError as exc:
         return Failed(str(exc))
     except Exception as exc:  # an object that breaks while being read (a hostile __iter__, __str__, ...)
@@ -551,9 +553,9 @@ def _utf8(text):
 
 def _outcome(claim, step, result):
     """The Outcome of an attempt, logged: succeeded, failed with a retry to come, or failed for good."""
-    if isinstance(result, str):
+    if isinstance(result, CheckedOutput):
         _log_step(logging.DEBUG, claim, "succeeded")
-        return Outcome(claim, output_text=result)
+        return Outcome(claim, output_text=result.text, output_stored=result.stored)
     if isinstance(result, Wait):
         _log_step(logging.DEBUG, claim, f"waits for {result.kind}")
         return Outcome(claim, wait=result)

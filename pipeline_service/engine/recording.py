@@ -139,7 +139,7 @@ class Recorder:
             if o.succeeded:
                 version = (row["output_version"] or 0) + 1
                 writes.artifact(c.tenant_id, c.task_id, c.step_name, "output", version, None, "engine",
-                                {"input_version": c.input_version}, text=o.output_text)
+                                {"input_version": c.input_version}, o.output_stored, o.output_text)
                 succeeded.setdefault(version, []).append(c.id)
                 row.update(status=StepStatus.SUCCEEDED, output_version=version)
                 changed.setdefault(key, []).append(c.step_name)

@@ -4,6 +4,7 @@ from typing import Any
 
 from ..dag import Dag, StepDef
 from ..json_objects import from_json
+from ..store.packing import Stored
 from ..waits import Wait
 
 
@@ -64,15 +65,26 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class CheckedOutput:
+    """A handler's result as it is stored: its JSON text, and the row's form of that text
+    (store/packing.py), made when the handler returned, outside the recording transaction."""
+
+    text: str
+    stored: Stored
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How an attempt ended: ``output_text`` (succeeded: the output's JSON text as checked,
-    serialised once and stored as it is), or ``error`` with a ``retry_delay`` (another attempt
+    serialised once and stored as it is; ``output_stored``: its row's form, if made already),
+    or ``error`` with a ``retry_delay`` (another attempt
     follows) or without one (the step failed), or ``wait`` (the step waits: a ``waits.Wait``);
     ``trace``: the traceback of what the handler raised, if it raised (bounded: see
     executor.MAX_TRACE_CHARS)."""
 
     claim: Claim
     output_text: str | None = None
+    output_stored: Stored | None = None
     error: str | None = None
     retry_delay: float | None = None
     trace: str | None = None
