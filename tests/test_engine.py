@@ -201,27 +201,24 @@ async def test_missing_handler_refuses_submit_and_writes_nothing(service, tenant
     assert await count_tasks(service, tenant) == 0
 
 
-async def test_a_step_no_handler_here_can_run_waits_for_one(service, tenant, pipeline_id, step_type):
+async def test_a_step_no_handler_here_can_run_waits_for_one(stepper, tenant, pipeline_id, step_type):
     """An executor claims only the step types it has handlers for (another process may have it)."""
-    gate, calls = asyncio.Event(), []
-
-    async def first(*args):
-        await gate.wait()
-        return {}
-    service.register_handler(step_type + "-first", first)
-    service.register_handler(step_type + "-later", recorder(calls))
-    await service.define_pipeline(pipeline_id, [
+    calls = []
+    stepper.register_handler(step_type + "-first", recorder(calls))
+    stepper.register_handler(step_type + "-later", recorder(calls))
+    await stepper.define_pipeline(pipeline_id, [
         {"step_name": "a", "step_type": step_type + "-first"},
         {"step_name": "b", "step_type": step_type + "-later", "depends_on": ["a"]}])
-    task = await service.submit(tenant, pipeline_id, "o", "t", {})
-    service.unregister_handler(step_type + "-later")
-    gate.set()
-    await asyncio.sleep(1.0)
-    detail = await service.detail(tenant, task["id"])
+    task = await stepper.submit(tenant, pipeline_id, "o", "t", {})
+    stepper.unregister_handler(step_type + "-later")
+    assert [c.step_name for c in (await stepper.executor.run_once()).claims] == ["a"]
+    assert (await stepper.executor.run_once()).claims == ()  # b is ready, but nothing here runs it
+    detail = await stepper.detail(tenant, task["id"])
     assert detail["status"] == "running" and [s["status"] for s in detail["steps"]] == ["succeeded", "pending"]
-    service.register_handler(step_type + "-later", recorder(calls))  # a process that can run it appears
-    assert (await service.wait(tenant, task["id"]))["status"] == "succeeded"
-    assert [c["step"] for c in calls] == ["b"]
+    stepper.register_handler(step_type + "-later", recorder(calls))  # a process that can run it appears
+    await stepper.start()  # and its loop runs b
+    assert (await stepper.wait(tenant, task["id"]))["status"] == "succeeded"
+    assert [c["step"] for c in calls] == ["a", "b"]
 
 
 async def test_cyclic_pipeline_is_rejected_with_nothing_written(service, tenant, pipeline_id, step_type):
