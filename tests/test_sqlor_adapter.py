@@ -1,4 +1,6 @@
 """The workarounds for sqlor 2.1.2's defects (docs/ARCHITECTURE.md), pinned by tests of their own."""
+import base64
+
 import pytest
 from sqlor.dbpools import sqlorFactory
 from appPublic.dictObject import DictObject
@@ -6,6 +8,8 @@ from appPublic.dictObject import DictObject
 from pipeline_service.store import sqlor_adapter
 from pipeline_service.store.connectors import connector_for, MySQLConnector, SQLiteConnector
 from pipeline_service.exceptions import StorageError
+from pipeline_service.ids import new_id, now_ms
+from pipeline_service.json_objects import to_json
 
 
 async def rows(sor, sql, params):
@@ -116,6 +120,33 @@ def test_list_expansion_on_mysql_binds_every_item():
         "UPDATE t SET s = %s WHERE id IN (%s, %s, %s) AND k = %s", (1, "a", "b", "c", 2))
     assert sqlor_adapter.bound(sor, sql, {"s": 1, "ids": [], "k": 2}) == (
         "UPDATE t SET s = %s WHERE id IN (NULL) AND k = %s", (1, 2))
+
+
+def test_on_mysql_the_parameters_a_statement_decodes_from_base64_are_sent_so_and_no_other():
+    # aiomysql cannot send bytes, and escapes long text that is not ASCII slowly (the module's head)
+    mysql = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, {"host": "h", "db": "d"})
+    sql = ("INSERT INTO a (k, c, p) VALUES (${k}$, CONVERT(FROM_BASE64(${c}$) USING utf8mb4), "
+           "FROM_BASE64(${p}$))")
+    row = {"k": "草稿", "c": "草稿 'x' \\ é", "p": b"\x00\xff"}
+    marked, args = sqlor_adapter.bound(mysql, sql, row)
+    assert marked.endswith("(%s, CONVERT(FROM_BASE64(%s) USING utf8mb4), FROM_BASE64(%s))")
+    assert args == ("草稿", base64.b64encode(row["c"].encode("utf-8")).decode("ascii"), "AP8=")
+    assert sqlor_adapter.bound(mysql, sql, {"k": "k", "c": None, "p": None})[1] == ("k", None, None)
+    marked, args = sqlor_adapter.bound_many(mysql, sql, [row, {"k": "k2", "c": "", "p": None}])
+    assert marked.count("FROM_BASE64(%s)") == 4 and args[3:] == ("k2", "", None)
+    assert args[:3] == sqlor_adapter.bound(mysql, sql, row)[1]
+
+
+async def test_an_artifact_of_any_text_is_stored_and_read_back_unchanged(storage, tenant):
+    # on MySQL its content goes as base64 of its UTF-8 (insert_artifact :mysql), on SQLite as text
+    text = to_json({"text": "草稿 'quoted' \"double\" back\\slash \n\r\t \x1a nul\u0000 😀 é" * 50})
+    await storage.atomic(lambda tx: tx.execute(
+        "insert_artifact", id=new_id(), tenant_id=tenant, task_id="t1", step_name="a", kind="output", version=1,
+        content=text, packed=None, source="engine", lineage="{}", now=now_ms()))
+    async with storage.transaction() as tx:
+        row = await tx.fetch_one("get_artifact", tenant_id=tenant, task_id="t1", step_name="a", kind="output",
+                                 version=1)
+    assert row["content"] == text and row["packed"] is None
 
 
 async def test_rows_convert_decimals_and_dates_as_sqlor_does_and_leave_the_rest(storage):

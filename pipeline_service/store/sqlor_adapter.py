@@ -15,9 +15,11 @@ parameter binding and its row conversion — and replace what is broken:
 * ``SQLor.__init__`` decrypts any password it is given (a plaintext one fails), so
   sqlor is never given one;
 * aiomysql 0.3.2 cannot send bytes with PyMySQL 1.2.4 (it calls
-  ``escape_bytes_prefixed``, which that PyMySQL leaves a placeholder string): on MySQL a
-  bytes value is sent as base64 text (``sendable``), and the statement that takes it
-  decodes it with ``FROM_BASE64`` in its ``:mysql`` variant (queries.sql);
+  ``escape_bytes_prefixed``, which that PyMySQL leaves a placeholder string), and it escapes
+  text with ``str.translate``, which is slow on text that is not ASCII (~1 ms for 20 KB of
+  accented or Chinese text, 20x the cost of the rest of its insert): on MySQL a parameter
+  the statement decodes with ``FROM_BASE64(...)`` in its ``:mysql`` variant (queries.sql) is
+  sent as base64 text — bytes as they are, text as its UTF-8 (``_base64``);
 * sqlor re-translates a statement on every call (regexes, a namespace copy and an
   ``eval`` per parameter: about 40% of the engine's CPU time in a profile), so each
   statement is translated by sqlor *once* (per set of optional ``$<name>$`` blocks
@@ -82,14 +84,16 @@ async def unbind(sor):
         await cur.close()
 
 
-_translations: dict[tuple, tuple[str, tuple[str, ...], list[str]]] = {}  # see translate()
+_translations: dict[tuple, tuple[str, tuple[str, ...], list[str], frozenset[int]]] = {}  # see translate()
+BASE64_CALL = "FROM_BASE64("
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}\$")
 OPTIONAL_BLOCK = re.compile(r"\$<(\w+)>\$")
 
 
 def translate(sor, sql, absent=frozenset()):
-    """sqlor's translation of ``sql`` for ``sor``'s dialect: (driver SQL split at its
-    placeholders, parameter names in order).
+    """sqlor's translation of ``sql`` for ``sor``'s dialect: (driver SQL, parameter names in
+    order, the driver SQL split at its placeholders, the positions of the parameters sent in
+    base64: those the SQL passes to FROM_BASE64, on MySQL).
 
     sqlor itself does the parsing, once per statement (and per set of ``absent``
     optional blocks, which sqlor drops): we hand it a namespace mapping every name
@@ -105,7 +109,9 @@ def translate(sor, sql, absent=frozenset()):
         pieces = marked.split(sor.placeHolder(None))
         if len(pieces) != len(order) + 1:  # a placeholder-like text of its own: never expand blindly
             raise ValueError(f"cannot tell the parameters of {sql!r} apart in {marked!r}")
-        found = _translations[key] = (marked, order, pieces)
+        encoded = frozenset() if is_sqlite(sor) else frozenset(
+            i for i, piece in enumerate(pieces[:-1]) if piece.endswith(BASE64_CALL))
+        found = _translations[key] = (marked, order, pieces, encoded)
     return found
 
 
@@ -117,10 +123,12 @@ def bound(sor, sql, params):
     becomes ``NULL`` (``IN (NULL)`` matches nothing).
     """
     absent = frozenset(n for n in OPTIONAL_BLOCK.findall(sql) if params.get(n) is None) if "$<" in sql else frozenset()
-    marked, order, pieces = translate(sor, sql, absent)
+    marked, order, pieces, encoded = translate(sor, sql, absent)
     values = [params[n] for n in order]
+    if encoded:
+        values = [_base64(v) if i in encoded else v for i, v in enumerate(values)]
     if not any(isinstance(v, (list, tuple)) for v in values):
-        return marked, sendable(sor, tuple(values), marked)
+        return marked, tuple(values)
     hold, parts, args = sor.placeHolder(None), [pieces[0]], []
     for value, piece in zip(values, pieces[1:]):
         if isinstance(value, (list, tuple)):
@@ -130,27 +138,31 @@ def bound(sor, sql, params):
             parts.append(hold)
             args.append(value)
         parts.append(piece)
-    return "".join(parts), sendable(sor, tuple(args), marked)
+    return "".join(parts), tuple(args)
 
 
 def bound_many(sor, sql, rows):
     """A single-row ``INSERT ... VALUES (...)`` for every dict in ``rows``, bound as one
     multi-row statement: sqlor translates the one-row statement once; its VALUES
     tuple is repeated."""
-    marked, order, _ = translate(sor, sql)
+    marked, order, _, encoded = translate(sor, sql)
     head, keyword, values = marked.rpartition("VALUES")
     if not keyword:
         raise ValueError("a multi-row statement needs an INSERT ... VALUES statement")
-    return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", sendable(
-        sor, tuple(row[n] for row in rows for n in order), marked)
+    if encoded:
+        args = tuple(_base64(row[n]) if i in encoded else row[n] for row in rows for i, n in enumerate(order))
+    else:
+        args = tuple(row[n] for row in rows for n in order)
+    return f"{head}VALUES {', '.join([values.strip()] * len(rows))}", args
 
 
-def sendable(sor, args, sql):
-    """``args`` as the driver can send them: on MySQL a bytes value as base64 text (see the
-    module's head; only a statement that decodes it with FROM_BASE64 takes bytes)."""
-    if "FROM_BASE64" not in sql or is_sqlite(sor):
-        return args
-    return tuple(binascii.b2a_base64(a, newline=False).decode("ascii") if type(a) is bytes else a for a in args)
+def _base64(value):
+    """A parameter the statement decodes with FROM_BASE64, as the driver sends it (see the
+    module's head): bytes, or text as its UTF-8, in base64; None stays NULL."""
+    if value is None:
+        return None
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def bound_union(sor, sql, rows):
