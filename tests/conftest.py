@@ -145,6 +145,29 @@ async def until(condition, timeout=10.0, what="the condition", interval=0.01):
         await asyncio.sleep(interval)
 
 
+class Polls:
+    """Counts the polls of ``service``'s executor loop (its ``probe`` statement).  A test that
+    proves something does not happen waits for polls — each a chance for it to happen — not
+    for a fixed time."""
+
+    def __init__(self, service):
+        self.runnable = []  # per poll: did it see a step this process could claim?
+        probe = service.storage.probe
+
+        async def counted(name, /, **params):
+            rows = await probe(name, **params)
+            if name == "probe":
+                self.runnable.append(bool(rows[0]["runnable"]))
+            return rows
+        service.storage.probe = counted
+
+    async def more(self, count, runnable=False, timeout=10.0):
+        """Wait for ``count`` more polls (only those that saw a claimable step, if ``runnable``)."""
+        start = len(self.runnable)
+        await until(lambda: (self.runnable[start:].count(True) if runnable else len(self.runnable) - start) >= count,
+                    timeout, f"{count} more polls" + (" that see a claimable step" if runnable else ""))
+
+
 @pytest.fixture(params=["mysql", "sqlite"])
 def backend(request):
     return request.param

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from pipeline_service import InvalidInputError, InvalidStateError, NotFoundError
-from conftest import until
+from conftest import Polls, until
 
 
 class Line:
@@ -229,16 +229,21 @@ async def test_modify_racing_pause(service, tenant, pipeline_id, step_type):
         pause_when_running(service, tenant, task["id"]),
         service.modify(tenant, task["id"], {"a": {"output": {"value": "A2"}}}))
     assert modified["rerun"] == ["b", "c"]
-    await asyncio.sleep(0.5)
-    detail = await service.detail(tenant, task["id"])
+    detail = await service.wait(tenant, task["id"])  # paused, or run to its end
     if detail["status"] == "paused":  # the pause landed: nothing may run until resume
+        # a run claimed before the pause may still end (and be recorded): wait for no running step
+        await until(lambda: _none_running(service, tenant, task["id"]), what="the runs claimed before the pause end")
         runs_while_paused = [line.count(s) for s in "bc"]
-        await asyncio.sleep(0.5)
+        await Polls(service).more(2)  # two chances for the loop to start one
         assert [line.count(s) for s in "bc"] == runs_while_paused
         await service.resume(tenant, task["id"])
     detail = await service.wait(tenant, task["id"])
     assert detail["status"] == "succeeded"
     assert (await service.node(tenant, task["id"], "c"))["input"]["upstream"]["b"]["upstream"]["a"] == "A2"
+
+
+async def _none_running(service, tenant, task_id):
+    return not any(s["status"] == "running" for s in (await service.detail(tenant, task_id))["steps"])
 
 
 async def pause_when_running(service, tenant, task_id):

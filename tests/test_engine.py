@@ -9,6 +9,7 @@ import pytest
 from pipeline_service import HandlerError, InvalidInputError, NotFoundError
 from pipeline_service.engine.records import Outcome
 from pipeline_service.ids import new_id, now_ms
+from conftest import Polls, until
 
 
 def recorder(calls, result=None, delay=0.0):
@@ -466,10 +467,12 @@ async def test_a_slot_frees_when_the_handler_ends_and_unrecorded_outcomes_are_bo
         await recording.wait()
         return await finish(outcomes)
     service.recorder.finish = held_finish
+    polls = Polls(service)
     await service.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
     tasks = [await service.submit(tenant, pipeline_id, "o", f"t{i}", {}) for i in range(4)]
-    await asyncio.sleep(1.0)
-    assert len(calls) == 2  # one outcome waiting to be recorded, and one more: the bound
+    await until(lambda: len(calls) == 2, what="a second run while the first outcome waits to be recorded")
+    await polls.more(3, runnable=True)  # three chances to claim one more
+    assert len(calls) == 2  # the bound held
     recording.set()
     for task in tasks:
         assert (await service.wait(tenant, task["id"], timeout=10))["status"] == "succeeded"
