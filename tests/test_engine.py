@@ -35,6 +35,23 @@ async def step_until_idle(stepper, limit=20):
     raise AssertionError(f"still claiming after {limit} rounds: {rounds[-3:]}")
 
 
+TRICKY = "草稿 'quoted' \"double\" back\\slash \n\r\t \x1a nul\u0000 😀 é %s ${x}$ " * 40
+
+
+async def test_params_and_a_config_of_any_text_reach_the_handler_unchanged(stepper, tenant, pipeline_id, step_type):
+    # on MySQL they are sent in base64 (queries.sql: {text:params}, {text:config}), on SQLite as they are
+    calls = []
+    stepper.register_handler(step_type, recorder(calls))
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type,
+                                                 "config": {"prompt": TRICKY}}])
+    task = await stepper.submit(tenant, pipeline_id, "o", "any text", {"brief": TRICKY})
+    stepper.caches.plans.clear()  # the step's config and the task's params as stored, not as submitted
+    await stepper.executor.run_once()
+    assert calls[0]["config"] == {"prompt": TRICKY} and calls[0]["input"]["params"] == {"brief": TRICKY}
+    detail = await stepper.detail(tenant, task["id"])
+    assert detail["status"] == "succeeded" and detail["params"] == {"brief": TRICKY}
+
+
 async def count_tasks(service, tenant):
     return (await service.list(tenant))["total"]
 

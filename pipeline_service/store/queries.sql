@@ -13,6 +13,9 @@
 --                           status.TaskStatus / StepStatus / ScheduleStatus
 --   {steps:<group>}         the quoted statuses of status.STEP_STATUS_GROUPS[<group>], comma-separated
 --   {tasks:<group>}         the same for status.TASK_STATUS_GROUPS[<group>]
+--   {text:<name>}, {bytes:<name>}  parameter `name`, long text or bytes: on MySQL sent in base64
+--                           and decoded here (CONVERT(FROM_BASE64(...) USING utf8mb4), FROM_BASE64(...):
+--                           store/sqlor_adapter.py says why), on SQLite bound as it is
 -- Statuses are never written as literals (tests/test_status.py holds the file to it): a new
 -- status is added in status.py alone.
 --
@@ -101,7 +104,7 @@ VALUES (${id}$, ${pipeline_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, $
 -- a second task for one key or one tick (NULL never clashes): Tasks.submit then reads the first
 INSERT INTO pipeline_tasks (id, tenant_id, pipeline_id, owner_id, title, params, status,
     error, created_at, updated_at, started_at, finished_at, priority, idempotency_key, schedule_id, scheduled_for)
-VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, ${params}$, ${status}$,
+VALUES (${id}$, ${tenant_id}$, ${pipeline_id}$, ${owner_id}$, ${title}$, {text:params}, ${status}$,
     NULL, ${now}$, ${now}$, NULL, NULL, ${priority}$, ${idempotency_key}$, ${schedule_id}$, ${scheduled_for}$)
 
 -- name: task_by_key
@@ -202,7 +205,7 @@ WHERE tenant_id = ${tenant_id}$ AND id = ${task_id}$ AND status = ${from_status}
 
 -- name: insert_step
 INSERT INTO pipeline_task_steps ({{step_columns}}, priority)
-VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, ${config}$, ${seq}$,
+VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${step_type}$, ${depends_on}$, {text:config}, ${seq}$,
     {step:pending}, 0, 0, 0, ${input_version}$, 0, NULL, NULL, ${ready_at}$, NULL, NULL, NULL, NULL, ${now}$,
     ${priority}$)
 
@@ -485,18 +488,10 @@ WHERE id = ${id}$ AND tenant_id = ${tenant_id}$
 -- JSON text is in content, or compressed in packed (store/packing.py); an input the engine built
 -- holds only its lineage (engine/inputs.py).
 
--- name: insert_artifact :mysql
--- content (text) and packed (bytes) arrive as base64 text on MySQL, content as its UTF-8: the
--- driver's escaping of long text that is not ASCII costs 20x more (store/sqlor_adapter.py)
+-- name: insert_artifact
 INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
     content, packed, source, lineage, created_at)
-VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$,
-    CONVERT(FROM_BASE64(${content}$) USING utf8mb4), FROM_BASE64(${packed}$), ${source}$, ${lineage}$, ${now}$)
-
--- name: insert_artifact :sqlite
-INSERT INTO pipeline_artifacts (id, tenant_id, task_id, step_name, kind, version,
-    content, packed, source, lineage, created_at)
-VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, ${content}$, ${packed}$,
+VALUES (${id}$, ${tenant_id}$, ${task_id}$, ${step_name}$, ${kind}$, ${version}$, {text:content}, {bytes:packed},
     ${source}$, ${lineage}$, ${now}$)
 
 -- name: get_artifact
