@@ -1,11 +1,34 @@
 """Helpers shared by the benchmarks: database URLs, timing rounds, medians."""
 import argparse
+import contextlib
 import os
 import statistics
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 MYSQL_URL = os.environ.get("PIPELINE_BENCH_MYSQL", "mysql://root@127.0.0.1:3306/pipeline_bench")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    """Commit ``ref`` checked out in a temporary git worktree (removed afterwards): another
+    version of the engine to measure beside this checkout's."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-ref-") as parent:
+        tree = Path(parent) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), ref], cwd=ROOT, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment of a process that runs ``tree``'s own pipeline_service and bench."""
+    return {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}
 
 
 def ensure_mysql_database(url=MYSQL_URL):

@@ -17,12 +17,11 @@ schema change (an index more to keep up to date) costs or saves.
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import median, round_arguments  # noqa: E402
+from bench.common import median, round_arguments, tree_env, worktree  # noqa: E402
 
 # run in the tree measured: its own bench/engine_bench.py on its own pipeline_service, in a fresh
 # database ({database}: ensure_mysql_database(MYSQL_URL)) or in the one just made (MYSQL_URL)
@@ -38,13 +37,11 @@ OUR_TABLES = ("import asyncio; from bench.common import MYSQL_URL, ensure_mysql_
 
 
 def run_in(tree: Path, tasks: int, our_tables: bool = False) -> dict:
-    env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}
     if our_tables:
-        subprocess.run([sys.executable, "-c", OUR_TABLES], cwd=ROOT, check=True, timeout=300,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        subprocess.run([sys.executable, "-c", OUR_TABLES], cwd=ROOT, check=True, timeout=300, env=tree_env(ROOT))
     database = "MYSQL_URL" if our_tables else "ensure_mysql_database(MYSQL_URL)"
     done = subprocess.run([sys.executable, "-c", MEASURE.format(tasks=tasks, database=database)], cwd=tree,
-                          capture_output=True, text=True, timeout=900, env=env)
+                          capture_output=True, text=True, timeout=900, env=tree_env(tree))
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"the engine bench failed in {tree}:\n{done.stderr[-2000:]}")
@@ -52,20 +49,15 @@ def run_in(tree: Path, tasks: int, our_tables: bool = False) -> dict:
 
 
 def compare(ref: str, rounds: int, tasks: int, our_schema: bool = False) -> dict:
-    with tempfile.TemporaryDirectory(prefix="pipeline-ref-") as parent:
-        other = Path(parent) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(other), ref], cwd=ROOT, check=True)
-        try:
-            samples: dict[str, list] = {ref: [], "this checkout": []}
-            for i in range(rounds):
-                pair = ((ref, other), ("this checkout", ROOT))
-                # each goes first in every other round: the first run of a pair was ~3% faster in
-                # the burst when one commit was compared with itself (bench/README)
-                for name, tree in (pair if i % 2 == 0 else pair[::-1]):
-                    samples[name].append(run_in(tree, tasks, our_schema and tree == other))
-                    print(f"round {i + 1}/{rounds}: {name}: {samples[name][-1]}", flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
+    samples: dict[str, list] = {ref: [], "this checkout": []}
+    with worktree(ref) as other:
+        for i in range(rounds):
+            pair = ((ref, other), ("this checkout", ROOT))
+            # each goes first in every other round: the first run of a pair was ~3% faster in
+            # the burst when one commit was compared with itself (bench/README)
+            for name, tree in (pair if i % 2 == 0 else pair[::-1]):
+                samples[name].append(run_in(tree, tasks, our_schema and tree == other))
+                print(f"round {i + 1}/{rounds}: {name}: {samples[name][-1]}", flush=True)
     return {name: {k: median([s[k] for s in runs]) for k in ("burst", "stream")} for name, runs in samples.items()}
 
 

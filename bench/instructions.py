@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import tree_env, worktree  # noqa: E402
 
 # run in the tree measured (its own pipeline_service): N diamond tasks, stepped by hand
 WORK = """
@@ -59,7 +61,8 @@ def instructions(tree: Path, tasks: int) -> int:
     """Instructions executed by the work of ``tasks`` tasks in ``tree`` (a process under callgrind)."""
     with tempfile.TemporaryDirectory(prefix="callgrind-") as out:
         done = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out",
-                               *work(tasks)], cwd=tree, capture_output=True, text=True, timeout=3600, env=env(tree))
+                               *work(tasks)], cwd=tree, capture_output=True, text=True, timeout=3600,
+                              env=tree_env(tree))
     found = COLLECTED.search(done.stderr)
     if done.returncode != 0 or not found:
         raise RuntimeError(f"the counted run failed in {tree}:\n{done.stderr[-2000:]}")
@@ -68,16 +71,13 @@ def instructions(tree: Path, tasks: int) -> int:
 
 def per_step(tree: Path, tasks: int) -> float:
     # a run outside callgrind first: a fresh worktree compiles its modules once (.pyc), in no count
-    subprocess.run(work(0), cwd=tree, capture_output=True, check=True, timeout=600, env=env(tree))
+    subprocess.run(work(0), cwd=tree, capture_output=True, check=True, timeout=600, env=tree_env(tree))
     return (instructions(tree, tasks) - instructions(tree, 0)) / (5 * tasks)
 
 
 def work(tasks: int) -> list[str]:
     return [sys.executable, "-c", WORK, str(tasks)]
 
-
-def env(tree: Path) -> dict[str, str]:
-    return {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}
 
 
 def main(argv=None) -> dict:
@@ -87,13 +87,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    with tempfile.TemporaryDirectory(prefix="pipeline-ref-") as parent:
-        other = Path(parent) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(other), args.ref], cwd=ROOT, check=True)
-        try:
-            result = {args.ref: per_step(other, args.tasks), "this checkout": per_step(ROOT, args.tasks)}
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
+    with worktree(args.ref) as other:
+        result = {args.ref: per_step(other, args.tasks), "this checkout": per_step(ROOT, args.tasks)}
     base, ours = result[args.ref], result["this checkout"]
     print(f"instructions per step (diamond, {args.tasks} tasks stepped by hand, MariaDB; our process only): "
           f"{args.ref} {base:,.0f}, this checkout {ours:,.0f} ({ours / base:.3f}x)")

@@ -17,8 +17,8 @@ parameter binding and its row conversion — and replace what is broken:
 * aiomysql 0.3.2 cannot send bytes with PyMySQL 1.2.4 (it calls
   ``escape_bytes_prefixed``, which that PyMySQL leaves a placeholder string), and it escapes
   text with ``str.translate``, which is slow on text that is not ASCII (~1 ms for 20 KB of
-  accented or Chinese text, 20x the cost of the rest of its insert): on MySQL a parameter
-  the statement decodes with ``FROM_BASE64(...)`` on MySQL (queries.sql's ``{text:x}`` and
+  accented or Chinese text, 20x the cost of the rest of its insert): a parameter the
+  statement decodes with ``FROM_BASE64(...)`` on MySQL (queries.sql's ``{text:x}`` and
   ``{bytes:x}``: an artifact's content and packed bytes, a task's params, a step's config) is
   sent as base64 text — bytes as they are, text as its UTF-8 (``_base64``);
 * sqlor re-translates a statement on every call (regexes, a namespace copy and an
