@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import weakref
 from contextlib import asynccontextmanager
 
 import aiomysql
@@ -99,6 +100,7 @@ class MySQLConnector:
         self._reading = asyncio.Lock()
         self.max_packet = None         # the server's max_allowed_packet, read at open
         self.galera = False            # learnt at open: the server is a node of a Galera cluster
+        self._sqlors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection: its sqlor
 
     @property
     def statements(self) -> str:
@@ -197,9 +199,9 @@ class MySQLConnector:
 
     def _sqlor_for(self, conn):
         """The sqlor dialect object that lives with a connection (made once per connection)."""
-        sor = getattr(conn, "_pipeline_sqlor", None)
+        sor = self._sqlors.get(conn)
         if sor is None:
-            sor = conn._pipeline_sqlor = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
+            sor = self._sqlors[conn] = sqlor_adapter.new_sqlor(sqlor_adapter.MYSQL_DRIVER, self.kwargs)
         return sor
 
     async def close(self):
