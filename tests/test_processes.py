@@ -11,7 +11,7 @@ import pytest
 
 from pipeline_service import PipelineService
 from pipeline_service.ids import new_id
-from conftest import IN_CI, mysql_admin, scratch_mysql_database, scratch_name
+from conftest import IN_CI, mysql_admin, scratch_mysql_database, scratch_name, until
 from engine_hosts import DIAMOND, ROOT, Hosts, front_service, wait_succeeded
 from private_mariadb import INSTALL_DB, MARIADBD, PrivateMariaDB
 
@@ -193,7 +193,23 @@ async def test_sqlite_refuses_a_second_process(tmp_path):
     assert "use MySQL/MariaDB" in done.stdout
 
 
-async def test_pause_in_one_process_holds_steps_in_another(hosts, submitter):
+async def paused_after_a(submitter, tenant, task_id):
+    detail = await submitter.detail(tenant, task_id)
+    return detail if [s["status"] for s in detail["steps"]] == ["succeeded", "pending"] else None
+
+
+def step_ready_at(url, task_id, step_name):
+    conn = mysql_admin(database=url.rsplit("/", 1)[1])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT ready_at FROM pipeline_task_steps WHERE task_id = %s AND step_name = %s",
+                        (task_id, step_name))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_pause_in_one_process_holds_steps_in_another(hosts, submitter, mp_db):
     await submitter.define_pipeline("mp-pause", [
         {"step_name": "a", "step_type": "mp-slow", "config": {"sleep": 1.0}},
         {"step_name": "b", "step_type": "mp-noop", "depends_on": ["a"]}])
@@ -202,10 +218,12 @@ async def test_pause_in_one_process_holds_steps_in_another(hosts, submitter):
     task = await submitter.submit(tenant, "mp-pause", "o", "pause", {})
     await hosts.wait_for(lambda e: e[0] == "start" and e[2] == task["id"], 10, "the step never started")
     await submitter.pause(tenant, task["id"])
-    await asyncio.sleep(2.0)  # a finishes in the other process; b must not start
+    # a finishes in the other process and is recorded there; b, decided while its task is
+    # paused, is held: pending with no ready time, which no claim of any process takes
+    detail = await until(lambda: paused_after_a(submitter, tenant, task["id"]), what="a's outcome recorded")
+    assert detail["status"] == "paused"
+    assert step_ready_at(mp_db, task["id"], "b") is None, "b was made ready in a paused task"
     assert [(e[0], e[3]) for e in hosts.events() if e[2] == task["id"]] == [("start", "a"), ("end", "a")]
-    detail = await submitter.detail(tenant, task["id"])
-    assert detail["status"] == "paused" and [s["status"] for s in detail["steps"]] == ["succeeded", "pending"]
     resumed = time.time()
     await submitter.resume(tenant, task["id"])
     await wait_succeeded(submitter, tenant, 1, timeout=10)
