@@ -115,8 +115,6 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 }
 
 TASK_STATUSES = tuple(TaskStatus)
-SCHEDULE_STATUSES = tuple(ScheduleStatus)
-STEP_STATUSES = tuple(StepStatus)
 TERMINAL_TASK_STATUSES = frozenset({T.SUCCEEDED, T.FAILED, T.CANCELLED})
 # task statuses in which steps run: a step put back (retry, recovery, hand-back) is ready again at once
 ACTIVE_TASK_STATUSES = frozenset({T.PENDING, T.RUNNING})

@@ -81,10 +81,6 @@ def index_statements(table, dialect):
     return statements
 
 
-def column_names(table):
-    return [f["name"] for f in load_model(table)["fields"]]
-
-
 def exact_columns(table):
     """{column: collation} of the columns the model wants compared exactly (binary collation)."""
     return {f["name"]: f["collation"] for f in load_model(table)["fields"] if "collation" in f}
