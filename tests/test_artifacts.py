@@ -179,6 +179,24 @@ async def test_an_output_packed_with_zlib_by_an_older_version_still_reads(steppe
     assert (await stepper.node(tenant, task["id"], "a", version=1))["output"]["text"] == (UNICODE * 2)[:100]
 
 
+async def test_an_output_compression_would_not_shrink_is_stored_as_text(make_service, database, tenant,
+                                                                         pipeline_id, step_type):
+    """Above the threshold (0: everything) but too short to gain: a Zstandard frame of a few bytes
+    of JSON is longer than they are, so the row keeps the text (content), not the frame."""
+    async def tiny(tenant_id, task_id, step_name, input_data, config):
+        return {"ok": 1}
+    service = make_service(database, autostart=False, compress_above=0)
+    await service.storage.create_missing_tables(include_reference=True)
+    service.register_handler(step_type, tiny)
+    await service.define_pipeline(pipeline_id, steps(step_type, [("a", [])]))
+    task = await service.submit(tenant, pipeline_id, "o", "tiny", {})
+    (outcome,) = (await service.executor.run_once()).outcomes
+    assert outcome.output_stored.packed is None and outcome.output_stored.content == '{"ok":1}'
+    row = await artifact(service, tenant, task["id"], "a", "output", 1)
+    assert row["packed"] is None and row["content"] == '{"ok":1}'
+    assert (await service.node(tenant, task["id"], "a"))["output"] == {"ok": 1}
+
+
 async def test_compression_is_an_option(make_service, database, tenant, pipeline_id, step_type):
     for compress_above, packed in ((None, False), (0, True), (100_000, False)):
         calls = {}

@@ -3,6 +3,7 @@ every claimed handler run to its end, the outcomes recorded; no loop, no timing.
 import pytest
 
 from pipeline_service import InvalidStateError
+from pipeline_service.store import sqlor_adapter
 
 DIAMOND = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])]
 
@@ -79,6 +80,75 @@ async def test_a_retry_that_succeeds_feeds_the_next_step(stepper, tenant, pipeli
         [("a", 1, False)], [("a", 2, True)], [("b", 1, True)]]
     assert rounds[2].outcomes[0].output["upstream"] == {"a": {"step": "a", "upstream": {}}}
     assert (await stepper.detail(tenant, task["id"]))["status"] == "succeeded"
+
+
+async def test_an_attempt_failing_while_its_task_is_paused_is_retried_only_after_resume(
+        stepper, tenant, pipeline_id, step_type):
+    """A paused task holds its steps: the retry of an attempt that failed while a person paused the
+    task is not due (no ready time) until the task is resumed, however short its delay."""
+    calls = []
+
+    async def paused_then_broken(tenant_id, task_id, step_name, input_data, config):
+        calls.append(step_name)
+        if len(calls) == 1:
+            await stepper.pause(tenant_id, task_id)  # a person pauses the task while its step runs
+            raise RuntimeError("broke while paused")
+        return {"attempt": len(calls)}
+
+    stepper.register_handler(step_type, paused_then_broken)
+    await stepper.define_pipeline(pipeline_id, [
+        {"step_name": "a", "step_type": step_type, "config": {"retries": 1, "retry_delay": 0}}])
+    task = await stepper.submit(tenant, pipeline_id, "o", "paused retry", {})
+    (failed,) = (await stepper.executor.run_once()).outcomes
+    assert failed.retry_delay == 0 and failed.error == "RuntimeError: broke while paused"
+    assert (await stepper.executor.run_once()).claims == ()  # held by the pause
+    detail = await stepper.detail(tenant, task["id"])
+    assert detail["status"] == "paused" and detail["steps"][0]["status"] == "pending"
+    await stepper.resume(tenant, task["id"])
+    (retried,) = (await stepper.executor.run_once()).outcomes
+    assert retried.claim.run_attempt == 2 and retried.output == {"attempt": 2}
+    assert (await stepper.detail(tenant, task["id"]))["status"] == "succeeded"
+
+
+async def test_an_outcome_whose_claim_token_is_no_longer_the_steps_is_discarded(stepper, tenant, pipeline_id,
+                                                                                step_type):
+    """The claim token is (owner, attempt): a finish is recorded only if the step row still holds
+    both.  Here the row comes to name another owner with the same attempt while the handler runs
+    (as another process's claim would): the outcome is discarded, nothing of it is stored."""
+    async def overtaken(tenant_id, task_id, step_name, input_data, config):
+        async with stepper.storage.connector.session() as sor:
+            await sqlor_adapter.run(sor, "UPDATE pipeline_task_steps SET owner = ${owner}$ "
+                                         "WHERE tenant_id = ${tenant_id}$ AND task_id = ${task_id}$",
+                                    {"owner": "another-process", "tenant_id": tenant_id, "task_id": task_id})
+            await sqlor_adapter.commit(sor)
+        return {"late": True}
+
+    stepper.register_handler(step_type, overtaken)
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await stepper.submit(tenant, pipeline_id, "o", "fenced", {})
+    done = await stepper.executor.run_once()
+    assert [c.step_name for c in done.claims] == ["a"] and done.outcomes == ()  # ran, not recorded
+    detail = await stepper.detail(tenant, task["id"])
+    assert detail["steps"][0]["status"] == "running" and detail["steps"][0]["output_version"] is None
+    node = await stepper.node(tenant, task["id"], "a")
+    assert [v["kind"] for v in node["versions"]] == ["input"]  # no output was stored
+
+
+async def test_a_task_failing_in_several_steps_names_them_in_the_order_of_its_definition(
+        stepper, tenant, pipeline_id, step_type):
+    """Five steps fail in one round (their rows come back in the order of their random ids): the
+    task's error names each, in the order of the pipeline's definition."""
+    async def broken(tenant_id, task_id, step_name, input_data, config):
+        raise ValueError(f"{step_name} broke")
+
+    stepper.register_handler(step_type, broken)
+    names = ["e", "d", "c", "b", "a"]  # not alphabetical: the definition's order is the one kept
+    await stepper.define_pipeline(pipeline_id, [{"step_name": n, "step_type": step_type} for n in names])
+    task = await stepper.submit(tenant, pipeline_id, "o", "five failures", {})
+    assert len((await stepper.executor.run_once()).outcomes) == 5
+    detail = await stepper.detail(tenant, task["id"])
+    assert detail["status"] == "failed"
+    assert detail["error"] == "; ".join(f"step {n!r} failed: ValueError: {n} broke" for n in names)
 
 
 async def test_a_round_claims_only_its_own_step_types(stepper, tenant, pipeline_id, step_type):
