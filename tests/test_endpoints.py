@@ -1,10 +1,13 @@
-"""The endpoint function in-process: what no HTTP client can provoke (an internal error)."""
+"""The endpoint function in-process: what no HTTP client can provoke (an internal error, a login
+without an organisation)."""
 import json
 import logging
 
+import pytest
 from aiohttp.test_utils import make_mocked_request
 from appPublic.log import MyLogger
 
+from pipeline_service import api
 from pipeline_service.host.endpoints import lineage_text, local_time, pipeline_endpoint
 from pipeline_service.host.log import HostLogHandler
 
@@ -15,6 +18,36 @@ async def failing_user():
 
 async def org():
     return "org-1"
+
+
+async def nobody():
+    return None
+
+
+async def alice():
+    return "alice"
+
+
+@pytest.mark.parametrize("get_user, get_userorgid", [(alice, nobody), (nobody, org)],
+                         ids=["a user of no organisation", "no user"])
+async def test_without_both_a_user_and_an_organisation_nothing_runs(get_user, get_userorgid, monkeypatch):
+    """The tenant is the user's organisation: a user without one is not let in under some shared
+    name (None), and the operation is never reached."""
+    reached = []
+
+    async def submit(*args, **kwargs):
+        reached.append(args)
+    monkeypatch.setattr(api, "pipeline_submit", submit)
+    request = make_mocked_request("POST", "/pipeline_service/submit.dspy")
+    for for_api in (True, False):
+        answer = await pipeline_endpoint("submit", request, {"pipeline_id": "p"}, get_user, get_userorgid,
+                                         for_api=for_api)
+        body = json.loads(answer.text)
+        if for_api:
+            assert answer.status == 401 and body["code"] == "not_logged_in"
+        else:
+            assert body["widgettype"] == "Error" and "log in first" in body["options"]["message"]
+    assert reached == []
 
 
 async def test_an_internal_error_answers_both_forms_and_its_traceback_is_in_the_host_log(tmp_path):
