@@ -342,6 +342,27 @@ async def test_a_delegate_step_runs_a_child_task_and_takes_its_sink_outputs(serv
     assert done["parent"] is None
 
 
+async def test_a_child_whose_sink_writes_a_long_draft_hands_it_whole_to_the_delegate_step(
+        service, kinds, tenant, pipeline_id):
+    """A child's draft longer than compress_above is stored compressed: the delegate step still
+    takes it whole (the child's outputs are read as every artifact is, not from its text column)."""
+    draft = "草稿 — première ébauche; " * 2000  # ~50 KB of UTF-8: above the default 8 KB threshold
+
+    async def drafting(tenant_id, task_id, step_name, input_data, config):
+        return {"draft": draft}
+    register(service, kinds)
+    service.register_handler(kinds["work"] + "-draft", drafting)
+    child_pipeline = pipeline_id + "-writer"
+    await service.define_pipeline(child_pipeline, [{"step_name": "write", "step_type": kinds["work"] + "-draft"}])
+    await parent_line(service, kinds, pipeline_id, child_pipeline)
+    task = await service.submit(tenant, pipeline_id, "o", "a long draft")
+    await until_task(service, tenant, task["id"], "succeeded")
+    output = (await service.node(tenant, task["id"], "sub"))["output"]
+    assert output["status"] == "succeeded" and output["outputs"] == {"write": {"draft": draft}}
+    after = (await service.node(tenant, task["id"], "after"))["output"]
+    assert after["upstream"]["sub"]["outputs"]["write"]["draft"] == draft
+
+
 async def test_a_failed_or_cancelled_child_fails_the_delegate_step(service, kinds, tenant, pipeline_id):
     register(service, kinds)
     child_pipeline = pipeline_id + "-child"

@@ -25,6 +25,7 @@ from ..priority import DEFAULT_PRIORITY
 from ..status import ACTIVE_TASK_STATUSES, StepStatus, TERMINAL_TASK_STATUSES
 from ..waits import Wait
 from .caches import EngineCaches
+from .inputs import read_outputs
 from .plans import Plans
 from .progress import Progress
 from .records import NewTask
@@ -125,12 +126,11 @@ class Waiting:
             rows = await tx.fetch_all("get_steps", tenant_id=tenant_id, task_id=task_id)
             dag = Dag.from_rows(rows, f"task {task_id!r}")  # read, not cached: the task has ended
             steps = {r["step_name"]: r for r in rows}
-            for name in dag.order:
-                version = steps[name]["output_version"]
-                if not dag.successors[name] and version is not None:
-                    artifact = await tx.fetch_one("get_artifact", tenant_id=tenant_id, task_id=task_id,
-                                                  step_name=name, kind="output", version=version)
-                    outputs[name] = from_json(artifact["content"])
+            sinks = {name: steps[name]["output_version"] for name in dag.order
+                     if not dag.successors[name] and steps[name]["output_version"] is not None}
+            # as every output is read (a long one is stored compressed), in one statement
+            texts = await read_outputs(tx, tenant_id, task_id, sinks)
+            outputs = {name: from_json(texts[name]) for name in sinks}
         return {"task_id": task_id, "status": str(row["status"]), "error": row["error"], "outputs": outputs}
 
 
