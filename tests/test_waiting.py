@@ -6,6 +6,7 @@ MariaDB database is shared by the session, and a step left waiting by one test m
 one another test's service runs.
 """
 import asyncio
+from datetime import datetime, timezone
 import re
 import sqlite3
 
@@ -13,7 +14,7 @@ import pymysql
 import pytest
 
 from conftest import mysql_parts, scratch_mysql_database, scratch_name, until
-from pipeline_service.engine.waiting import MAX_DELEGATION_DEPTH
+from pipeline_service.engine.waiting import MAX_DELEGATION_DEPTH, WAKE_BATCH, WakeRound
 from pipeline_service.exceptions import InvalidInputError, InvalidStateError, NotFoundError, StorageError
 from pipeline_service.ids import now_ms
 from pipeline_service.steps import approval, delegate, wait
@@ -582,7 +583,30 @@ async def test_the_due_waiting_steps_are_found_in_the_due_index_not_by_a_scan(ba
             plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
             assert "INDEX pipeline_task_steps_due (status=?" in plan, plan
         conn.close()
-    assert await service.waiting.wake_due(now + 3_600_000) == 100  # a batch, in ready_at order
+    assert await service.waiting.wake_due(now + 3_600_000) == WakeRound(100, True)  # a batch, in ready_at order
+
+
+async def test_more_timers_due_at_once_than_a_wake_batch_are_all_woken_at_their_time(
+        make_service, database, kinds, tenant, pipeline_id):
+    """More timers fall due at the same moment than one wake transaction takes (WAKE_BATCH): a
+    full batch has the executor probe again at once, so the last of them does not wait for the
+    next poll (here 5 s later)."""
+    count = WAKE_BATCH + 50
+    service = register(make_service(database, poll_interval=5.0, concurrency=count + 10, autostart=False), kinds)
+    await service.storage.create_missing_tables(include_reference=True)
+    seen = {"step.waiting": 0, "step.succeeded": 0}
+    service.on("*", lambda event: seen.__setitem__(event["event"], seen.get(event["event"], 0) + 1))
+    due = now_ms() + 3000
+    until_iso = datetime.fromtimestamp(due / 1000, tz=timezone.utc).isoformat()
+    await service.define_pipeline(pipeline_id, [{"step_name": "timer", "step_type": kinds["wait"],
+                                                 "config": {"until": until_iso}}])
+    await asyncio.gather(*(service.submit(tenant, pipeline_id, "o", f"timer {i}") for i in range(count)))
+    await service.start()
+    await until(lambda: seen["step.waiting"] == count, 20, "every timer waiting")
+    assert now_ms() < due, "the machine was too slow to set the timers before they fell due"
+    await until(lambda: seen["step.succeeded"] == count, (due - now_ms()) / 1000 + 20, "every timer done")
+    late = now_ms() - due
+    assert late < 4000, f"the last timer ended {late} ms after its time: the next poll (5 s) or later"
 
 
 # ---- the Wait record ---------------------------------------------------------------------

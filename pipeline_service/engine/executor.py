@@ -264,7 +264,10 @@ class Executor:
             asyncio.get_running_loop().call_later((next_ready - now) / 1000, self.wake)
         woken, next_due = 0, probe["next_due"]  # the first waiting step's due time
         if next_due is not None and next_due <= now:  # its time came (or its child task ended): wake
-            woken = await self.waiting.wake_due(now)
+            wake = await self.waiting.wake_due(now)
+            woken = wake.woken
+            if wake.more:  # a full batch: the rest of what is due now is woken at the next turn
+                self._probe_soon()
         elif next_due is not None and (next_due - now) / 1000 < self.poll_interval:  # due before the next poll
             asyncio.get_running_loop().call_later((next_due - now) / 1000, self._probe_soon)
         return bool(probe["runnable"]) or ticked or woken > 0

@@ -18,6 +18,8 @@ How a step waits (docs/ARCHITECTURE.md, flow 7):
   unfinished descendants together, in id order, before it writes (engine/control.py) — so
   no two transactions wait for each other's tasks in a cycle.
 """
+from dataclasses import dataclass
+
 from ..dag import Dag
 from ..exceptions import InvalidInputError
 from ..json_objects import from_json, to_json
@@ -34,6 +36,15 @@ from .records import NewTask
 # deeper is refused, as is a child of a pipeline already running above it (a cycle)
 MAX_DELEGATION_DEPTH = 5
 WAKE_BATCH = 100  # due waiting steps woken per transaction
+
+
+@dataclass(frozen=True)
+class WakeRound:
+    """What one ``wake_due`` did: the steps it woke, and whether more may be due (it found as many
+    as it takes at once: the executor probes again without waiting for its poll interval)."""
+
+    woken: int
+    more: bool
 
 
 class Waiting:
@@ -81,13 +92,13 @@ class Waiting:
             DEFAULT_PRIORITY if priority is None else int(priority), parent=(claim.task_id, claim.step_name)))
         return row["id"]
 
-    async def wake_due(self, now: int, limit: int = WAKE_BATCH) -> int:
-        """Make the waiting steps whose time has come pending again (ready in a running task, held in
-        a paused one); how many.  Any process may: waking runs no handler."""
+    async def wake_due(self, now: int, limit: int = WAKE_BATCH) -> WakeRound:
+        """Make the first ``limit`` waiting steps whose time has come pending again (ready in a
+        running task, held in a paused one).  Any process may: waking runs no handler."""
         rows = await self.storage.probe("due_waiting_steps", now=now, limit=limit)
         if not rows:
-            return 0
-        return await self.storage.atomic(lambda tx: self._wake(tx, rows, now))
+            return WakeRound(0, False)
+        return WakeRound(await self.storage.atomic(lambda tx: self._wake(tx, rows, now)), len(rows) == limit)
 
     async def _wake(self, tx, rows, now):
         wanted = {}
