@@ -364,6 +364,38 @@ async def test_a_child_whose_sink_writes_a_long_draft_hands_it_whole_to_the_dele
     assert after["upstream"]["sub"]["outputs"]["write"]["draft"] == draft
 
 
+async def test_a_purge_keeps_a_finished_child_until_its_parent_has_taken_its_outputs(
+        stepper, kinds, tenant, pipeline_id):
+    """A child task that has ended is finished, but its parent's delegate step has not read its
+    outputs yet (its parent was paused: the step is woken but held): a purge leaves the child until
+    the parent has ended, so the step does not fail for a child that no longer exists."""
+    register(stepper, kinds)
+    child_pipeline = pipeline_id + "-child"
+    await child_line(stepper, kinds, child_pipeline)
+    await parent_line(stepper, kinds, pipeline_id, child_pipeline)
+    task = await stepper.submit(tenant, pipeline_id, "o", "parent")
+    await stepper.executor.run_once()  # the delegate step submits its child and waits
+    [child_id] = await children_of(stepper, tenant, task["id"])
+    while (await stepper.executor.run_once()).claims:  # the child runs to its end: the step is due
+        pass
+    assert (await stepper.detail(tenant, child_id))["status"] == "succeeded"
+    await stepper.pause(tenant, task["id"])  # before the parent's step is woken: held once woken
+    assert await stepper.waiting.wake_due(now_ms()) == WakeRound(1, False)
+    ended = now_ms()
+    await until(lambda: now_ms() > ended)  # older_than=0: finished before now, to the millisecond
+    purged = await stepper.purge(tenant, older_than=0)
+    assert child_id not in purged["tasks"]
+    await stepper.resume(tenant, task["id"])
+    while (await stepper.executor.run_once()).claims:
+        pass
+    detail = await stepper.detail(tenant, task["id"])
+    assert detail["status"] == "succeeded", detail
+    output = (await stepper.node(tenant, task["id"], "sub"))["output"]
+    assert output["child_task_id"] == child_id and set(output["outputs"]) == {"second", "side"}
+    purged = await stepper.purge(tenant, older_than=0)  # both ended now: both may go
+    assert {task["id"], child_id} <= set(purged["tasks"])
+
+
 async def test_a_failed_or_cancelled_child_fails_the_delegate_step(service, kinds, tenant, pipeline_id):
     register(service, kinds)
     child_pipeline = pipeline_id + "-child"

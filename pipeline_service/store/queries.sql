@@ -525,9 +525,12 @@ $</keep_versions>$
 ORDER BY t.id LIMIT ${limit}$
 
 -- name: finished_tasks
--- which of these (locked) tasks are still finished
-SELECT id FROM pipeline_tasks WHERE tenant_id = ${tenant_id}$ AND id IN (${task_ids}$)
-AND status IN ({tasks:finished})
+-- which of these (locked) tasks are still finished, and not the child of a task that has not
+-- ended (a delegate step may still have to read its outputs: engine/waiting.py)
+SELECT t.id FROM pipeline_tasks t WHERE t.tenant_id = ${tenant_id}$ AND t.id IN (${task_ids}$)
+AND t.status IN ({tasks:finished})
+AND NOT EXISTS (SELECT 1 FROM pipeline_tasks p WHERE p.tenant_id = t.tenant_id AND p.id = t.parent_task_id
+    AND p.status NOT IN ({tasks:finished}))
 
 -- name: task_artifact_versions
 SELECT id, task_id, step_name, kind, version, source, lineage FROM pipeline_artifacts
