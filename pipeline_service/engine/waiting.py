@@ -41,7 +41,8 @@ WAKE_BATCH = 100  # due waiting steps woken per transaction
 @dataclass(frozen=True)
 class WakeRound:
     """What one ``wake_due`` did: the steps it woke, and whether more may be due (it found as many
-    as it takes at once: the executor probes again without waiting for its poll interval)."""
+    as it takes at once, and woke some: the executor probes again without waiting for its poll
+    interval)."""
 
     woken: int
     more: bool
@@ -98,7 +99,10 @@ class Waiting:
         rows = await self.storage.probe("due_waiting_steps", now=now, limit=limit)
         if not rows:
             return WakeRound(0, False)
-        return WakeRound(await self.storage.atomic(lambda tx: self._wake(tx, rows, now)), len(rows) == limit)
+        woken = await self.storage.atomic(lambda tx: self._wake(tx, rows, now))
+        # more only if this batch made progress: rows found due that cannot be woken (changed since
+        # the look, or a step without its task) must not have the executor probe again and again
+        return WakeRound(woken, len(rows) == limit and woken > 0)
 
     async def _wake(self, tx, rows, now):
         wanted = {}
