@@ -245,6 +245,35 @@ async def test_pause_cancel_and_rerun_of_a_waiting_approval(service, kinds, tena
         await service.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="x")
 
 
+async def test_a_decision_for_a_paused_task_is_held_until_it_resumes(stepper, kinds, tenant, pipeline_id):
+    """A signal wakes its step in a paused task without making it ready: no round runs it (nor
+    its successor) until the task is resumed; then it goes on with the decision it was given."""
+    register(stepper, kinds)
+    await approval_line(stepper, kinds, pipeline_id)
+    task = await stepper.submit(tenant, pipeline_id, "o")
+    await stepper.executor.run_once()  # ask waits for a decision
+    await stepper.pause(tenant, task["id"])
+    await stepper.signal(tenant, task["id"], "ask", {"decision": "approve"}, actor="carol")
+    assert (await stepper.executor.run_once()).claims == ()  # held by the pause
+    assert (await step_of(stepper, tenant, task["id"], "ask"))["status"] == "pending"
+    await stepper.resume(tenant, task["id"])
+    (woken,) = (await stepper.executor.run_once()).outcomes
+    assert woken.claim.step_name == "ask" and woken.output["decision"] == "approve"
+    assert woken.output["actor"] == "carol"
+
+
+async def test_a_child_task_takes_its_parents_place_in_the_queue(service, kinds, tenant, pipeline_id):
+    """A delegate step's child is submitted at its parent's priority: a high priority line's
+    sub-lines do not queue behind the tenant's other work."""
+    register(service, kinds)
+    child_pipeline = pipeline_id + "-child"
+    await child_line(service, kinds, child_pipeline)
+    await parent_line(service, kinds, pipeline_id, child_pipeline)
+    task = await service.submit(tenant, pipeline_id, "o", "urgent", priority=8)
+    [child_id] = await until(lambda: children_of(service, tenant, task["id"]), what="a child task")
+    assert (await service.detail(tenant, child_id))["priority"] == 8
+
+
 async def test_a_waiting_approval_survives_restarts(database, make_service, kinds, tenant, pipeline_id):
     first = register(make_service(database, poll_interval=0.1), kinds)
     await first.storage.create_missing_tables(include_reference=True)
