@@ -4,8 +4,9 @@ import asyncio
 import pytest
 
 import pipeline_service
-from pipeline_service import ConfigurationError, HandlerError, PipelineService, api
+from pipeline_service import ConfigurationError, HandlerError, InvalidInputError, PipelineService, api
 from pipeline_service.engine.handlers import HandlerRegistry
+from pipeline_service.steps import approval
 
 
 @pytest.fixture
@@ -129,3 +130,20 @@ async def test_registering_wakes_the_executor(make_service, database, tenant, pi
     await probed.wait()  # the executor found nothing it can run: it waits out its 60 s poll interval
     service.register_handler(step_type, recording([], "late"))
     assert (await service.wait(tenant, task["id"], timeout=10))["status"] == "succeeded"
+
+
+async def test_a_timeout_only_a_waiting_type_takes_is_refused_at_submit_once_a_plain_handler_runs_it(
+        stepper, tenant, pipeline_id, step_type):
+    """Defined for a handler that waits without a slot (a timeout of two days: allowed), then
+    the type's handler is replaced by one that would hold a slot that long: a submit is refused,
+    naming the bound, and writes nothing."""
+    stepper.register_handler(step_type, approval.run)
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "ask", "step_type": step_type,
+                                                 "config": {"timeout": 2 * 86_400}}])
+
+    async def plain(tenant_id, task_id, step_name, input_data, config):
+        return {}
+    stepper.register_handler(step_type, plain)
+    with pytest.raises(InvalidInputError, match="config.timeout must be <= 86400 seconds"):
+        await stepper.submit(tenant, pipeline_id, "o", "two days")
+    assert (await stepper.list(tenant))["total"] == 0

@@ -160,6 +160,22 @@ async def test_overlap_cancel_previous_cancels_the_last_task_in_the_ticks_commit
     assert ms_of(new["scheduled_for"]) == first + MINUTE
 
 
+async def test_cancel_previous_with_catch_up_all_cancels_the_last_task_once_not_the_catch_up(
+        line, tenant, pipeline_id):
+    """Three ticks missed at once behind an unfinished task (catch_up all, cancel_previous): the
+    pass cancels that task and gives each missed tick its task — it does not cancel the tasks
+    it has just made for the earlier ticks of the same pass."""
+    created = await line.schedule_create(tenant, pipeline_id, "owner", every=60, overlap="cancel_previous",
+                                         catch_up="all")
+    first = ms_of(created["next_fire_at"])
+    assert (await line.schedules.fire_due(first)).created == 1
+    fired = await line.schedules.fire_due(first + 3 * MINUTE)
+    assert fired.created == 3
+    tasks = await schedule_tasks(line, tenant, created["id"])
+    assert [(ms_of(t["scheduled_for"]) - first, t["status"]) for t in tasks] == [
+        (0, "cancelled"), (MINUTE, "pending"), (2 * MINUTE, "pending"), (3 * MINUTE, "pending")]
+
+
 async def test_cancel_previous_cancels_the_last_tasks_delegated_children_too(stepper, tenant, pipeline_id, step_type):
     """The last task waits for a child task (a delegate step) that waits for a person: the tick
     that cancels it cancels the child in the same commit."""
