@@ -3,6 +3,7 @@ copies), contents compressed above a threshold, one size limit with a clear erro
 in-process caches bounded in bytes."""
 import base64
 import os
+import random
 import re
 import zlib
 
@@ -179,6 +180,34 @@ async def test_an_output_packed_with_zlib_by_an_older_version_still_reads(steppe
     assert (await stepper.node(tenant, task["id"], "a", version=1))["output"]["text"] == (UNICODE * 2)[:100]
 
 
+CHINESE = ("这是一份由模型写成的中文草稿，讲述生产线如何把一次手工验证过的流程固定下来，"
+           "然后按计划为许多租户反复运行；每一步的输入与输出都保存为不可变的版本，"
+           "有人审批，也有人修改后从下游重新运行。")
+
+
+async def test_a_long_chinese_output_is_stored_compressed(stepper, tenant, pipeline_id, step_type):
+    """Compression is decided on the UTF-8 bytes (three a character here), not on the number of
+    characters: a 3,000-character Chinese draft (~9 KB) is over the 8 KB threshold, and a draft
+    whose compressed form is smaller than its bytes, though larger than its character count, is
+    stored compressed."""
+    varied = random.Random(7)  # characters drawn from the text's own: ~2 bytes a character compressed
+    for draft in ((CHINESE * 40)[:3_000], "".join(varied.choice(CHINESE) for _ in range(10_000))):
+        chars = len(draft)
+
+        async def chinese(tenant_id, task_id, step_name, input_data, config, draft=draft):
+            return {"draft": draft}
+        stepper.register_handler(step_type, chinese)
+        await stepper.define_pipeline(pipeline_id, steps(step_type, [("a", [])]))
+        task = await stepper.submit(tenant, pipeline_id, "o", f"{chars} characters", {})
+        await stepper.executor.run_once()
+        row = await artifact(stepper, tenant, task["id"], "a", "output", 1)
+        utf8 = len(to_json({"draft": draft}).encode("utf-8"))
+        assert row["content"] is None and bytes(row["packed"]).startswith(ZSTD_MAGIC), chars
+        assert len(row["packed"]) < utf8
+        stepper.caches.outputs.clear()
+        assert (await stepper.node(tenant, task["id"], "a"))["output"] == {"draft": draft}
+
+
 async def test_an_output_compression_would_not_shrink_is_stored_as_text(make_service, database, tenant,
                                                                          pipeline_id, step_type):
     """Above the threshold (0: everything) but too short to gain: a Zstandard frame of a few bytes
@@ -262,6 +291,27 @@ async def test_an_output_past_max_allowed_packet_fails_its_attempt_by_name(make_
     with pytest.raises(InvalidInputError, match="max_allowed_packet"):
         await service.submit(tenant + "-p", pipeline_id, "o", "big params", {"text": big})
     assert (await service.list(tenant + "-p"))["total"] == 0
+
+
+async def test_a_chinese_output_past_max_allowed_packet_is_refused_by_its_bytes_not_its_characters(
+        make_service, mysql_schema, tenant, pipeline_id, step_type, caplog):
+    """Five million Chinese characters, not compressed (compress_above=None): 15 MB of UTF-8, past
+    what one write of a 16 MiB max_allowed_packet takes, though its character count is not.  The
+    attempt fails naming the limit before anything is sent — no connection is dropped."""
+    service = make_service(mysql_schema, autostart=False, compress_above=None)
+    big = "草" * 5_000_000
+
+    async def handler(tenant_id, task_id, step_name, input_data, config):
+        return {"text": big} if tenant_id == tenant else {"fine": True}
+    service.register_handler(step_type, handler)
+    await service.define_pipeline(pipeline_id, steps(step_type, [("a", [])]))
+    task = await service.submit(tenant, pipeline_id, "o", "past the packet", {})
+    await service.submit(tenant + "-ok", pipeline_id, "o", "fine", {})
+    outcomes = {o.claim.tenant_id: o for o in (await service.executor.run_once()).outcomes}
+    assert "15,000,011 bytes as stored" in outcomes[tenant].error and "max_allowed_packet" in outcomes[tenant].error
+    assert outcomes[tenant + "-ok"].output == {"fine": True}
+    assert (await service.detail(tenant, task["id"]))["status"] == "failed"
+    assert not [r for r in caplog.records if "Lost connection" in r.getMessage() or r.exc_info]
 
 
 def test_the_artifact_caches_are_bounded_in_bytes_and_entries():

@@ -47,9 +47,9 @@ from ..dag import check_seconds, check_whole
 from ..waits import Wait
 
 MAX_BATCH = 256  # outcomes recorded per transaction at most
-# characters of outputs per batch at most: a batch goes to MySQL in one round trip, which
-# must fit max_allowed_packet (16 MiB by default) after SQL escaping (up to twice the text)
-MAX_BATCH_CHARS = 4 * 1024 * 1024
+# bytes of outputs as stored per batch at most: a batch goes to MySQL in one round trip, which
+# must fit max_allowed_packet (16 MiB by default) with its contents in base64 (counted twice)
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 2000   # of a failed attempt's message as stored (the task's error joins them)
 TRACEBACK_FRAMES = 20    # of a handler's traceback as logged and stored (the innermost ones)
 MAX_TRACE_CHARS = 8192   # of a failed attempt's traceback as stored (its end: the innermost frames)
@@ -126,7 +126,7 @@ class Executor:
         self._in_handler = set()    # Claims whose handler is running now
         self._tasks = []
         self._stopping = False
-        self._outcomes = []         # (Outcome, future, characters of its output) waiting to be recorded
+        self._outcomes = []         # (Outcome, future, bytes of its output as stored) waiting to be recorded
         self._recorders = set()     # tasks recording them, one transaction per batch
 
     @property
@@ -430,17 +430,17 @@ class Executor:
     async def _record_outcome(self, claim, step, result):
         """The Outcome, once recorded; None if the claim had been taken away meanwhile."""
         outcome = _outcome(claim, step, result)
-        if not await self._record(outcome, len(result.text) if isinstance(result, CheckedOutput) else 0):
+        if not await self._record(outcome, result.stored.size if isinstance(result, CheckedOutput) else 0):
             return None
         if outcome.retry_delay:
             asyncio.get_running_loop().call_later(outcome.retry_delay, self.wake)
         return outcome
 
-    async def _record(self, outcome, chars):
+    async def _record(self, outcome, size):
         """Have the outcome recorded with whatever else finished meanwhile (group commit);
         True if it was, False if its claim had been taken away."""
         done = asyncio.get_running_loop().create_future()
-        self._outcomes.append((outcome, done, chars))
+        self._outcomes.append((outcome, done, size))
         if len(self._recorders) < RECORDERS:
             recorder = asyncio.create_task(self._record_batches(), name="pipeline-recorder")
             self._recorders.add(recorder)
@@ -452,16 +452,16 @@ class Executor:
             await self._record_batch(self._next_batch())
 
     def _next_batch(self):
-        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_CHARS of outputs — less if the server's
-        max_allowed_packet is smaller (twice the text: its worst-case escaping) — and at least one
-        outcome (one too big alone is refused by name: engine/writes.py)."""
-        count, chars = 0, 0
+        """Up to MAX_BATCH outcomes, with at most MAX_BATCH_BYTES of outputs as stored — less if the
+        server's max_allowed_packet is smaller (counting them twice: more than their base64) — and
+        at least one outcome (one too big alone is refused by name: engine/writes.py)."""
+        count, total = 0, 0
         packet = self.storage.connector.max_packet
-        limit = MAX_BATCH_CHARS if packet is None else min(MAX_BATCH_CHARS, (packet - WRITE_OVERHEAD) // 2)
+        limit = MAX_BATCH_BYTES if packet is None else min(MAX_BATCH_BYTES, (packet - WRITE_OVERHEAD) // 2)
         for _, _, size in self._outcomes[:MAX_BATCH]:
-            if count and chars + size > limit:
+            if count and total + size > limit:
                 break
-            count, chars = count + 1, chars + size
+            count, total = count + 1, total + size
         batch, self._outcomes = self._outcomes[:count], self._outcomes[count:]
         return batch
 

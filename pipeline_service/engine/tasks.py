@@ -11,7 +11,7 @@ from .preparing import prepare
 from .progress import Progress
 from .records import NewTask, TaskPlan
 from .writes import check_writable
-from ..store.packing import Stored
+from ..store.packing import as_text
 
 
 class Tasks:
@@ -82,7 +82,7 @@ class Tasks:
                 + "; register one with this service's register_handler()"] if unknown else [])))
         if require_handlers:  # each timeout within its type's bound now (a handler may have changed since define)
             check_timeouts(dag.steps.values(), self.handlers.waits)
-        check_writable(Stored(params_text, None), tx.max_write_bytes, "params")
+        check_writable(as_text(params_text), tx.max_write_bytes, "params")
         tx.defer("insert_task", id=task_id, tenant_id=tenant_id, pipeline_id=pipeline_id,
                  owner_id=owner_id, title=title, params=params_text, status=TaskStatus.PENDING, now=now,
                  priority=new.priority, idempotency_key=new.idempotency_key, schedule_id=new.schedule_id,

@@ -10,7 +10,7 @@ from typing import Any
 from ..exceptions import InvalidInputError
 from ..ids import new_id
 from ..json_objects import to_json
-from ..store.packing import Stored, pack
+from ..store.packing import NOTHING, Stored, pack
 from .caches import EngineCaches
 from .inputs import reference_content
 from .records import ContentOptions, InputRecipe
@@ -22,13 +22,10 @@ WRITE_OVERHEAD = 64 * 1024
 
 def check_writable(stored: Stored, max_write_bytes: int | None, what: str) -> None:
     """Refuse an artifact the database cannot take in one write (MySQL: max_allowed_packet,
-    counting the worst case of its escaping: twice its bytes)."""
-    if max_write_bytes is None or 2 * stored.size + WRITE_OVERHEAD <= max_write_bytes:
-        return
-    size = len(stored.packed) if stored.packed is not None else len((stored.content or "").encode("utf-8"))
-    if 2 * size + WRITE_OVERHEAD > max_write_bytes:
+    counting twice its bytes: more than their base64 on the wire, or the worst case of escaping)."""
+    if max_write_bytes is not None and 2 * stored.size + WRITE_OVERHEAD > max_write_bytes:
         raise InvalidInputError(
-            f"{what} is {size:,} bytes as stored; the MySQL server's max_allowed_packet ({max_write_bytes:,} bytes) "
+            f"{what} is {stored.size:,} bytes as stored; the MySQL server's max_allowed_packet ({max_write_bytes:,} bytes) "
             f"takes at most {(max_write_bytes - WRITE_OVERHEAD) // 2:,} in one write (raise max_allowed_packet, or "
             "return less)")
 
@@ -67,7 +64,7 @@ class Writes:
         recipe = InputRecipe(text, dict(lineage))
         self.tx.on_commit(lambda: self.caches.remember_input(key, recipe))
         self._insert(tenant_id, task_id, step_name, "input", version, pack(text, self.options.compress_above)
-                     if text is not None else Stored(None, None), "engine", lineage)
+                     if text is not None else NOTHING, "engine", lineage)
 
     def _insert(self, tenant_id, task_id, step_name, kind, version, stored: Stored, source, lineage) -> None:
         self.artifacts.append(dict(id=new_id(), tenant_id=tenant_id, task_id=task_id, step_name=step_name, kind=kind,

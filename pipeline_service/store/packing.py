@@ -29,15 +29,21 @@ MAX_COMPRESS_ABOVE = 1 << 31
 
 @dataclass(frozen=True)
 class Stored:
-    """An artifact's JSON text as its row stores it: ``content`` (text) or ``packed`` (bytes)."""
+    """An artifact's JSON text as its row stores it: ``content`` (text) or ``packed`` (bytes), and
+    ``size``, the bytes that takes: the packed bytes, or the text's UTF-8 (three bytes a Chinese
+    character: a count of characters would be a third of it)."""
 
     content: str | None
     packed: bytes | None
+    size: int
 
-    @property
-    def size(self) -> int:
-        """Bytes this takes in the row (characters of text: a close bound on its UTF-8 size)."""
-        return len(self.packed) if self.packed is not None else len(self.content or "")
+
+NOTHING = Stored(None, None, 0)
+
+
+def as_text(text: str, utf8: bytes | None = None) -> Stored:
+    """``text`` stored as it is (``utf8``: its UTF-8, if the caller has it)."""
+    return Stored(text, None, len(text.encode("utf-8") if utf8 is None else utf8))
 
 
 def check_threshold(value: object) -> int | None:
@@ -64,12 +70,13 @@ _codecs = _Codecs()
 
 
 def pack(text: str, compress_above: int | None, utf8: bytes | None = None) -> Stored:
-    """``text`` as stored: compressed when longer than ``compress_above`` and smaller so
-    (``utf8``: its UTF-8 bytes, if the caller has them: encoding 20 KB costs ~40 µs)."""
-    if compress_above is None or len(text) <= compress_above:
-        return Stored(text, None)
-    packed = _codecs.compressor.compress(text.encode("utf-8") if utf8 is None else utf8)
-    return Stored(None, packed) if len(packed) < len(text) else Stored(text, None)
+    """``text`` as stored: compressed when its UTF-8 is longer than ``compress_above`` bytes and
+    smaller so (``utf8``: those bytes, if the caller has them: encoding 20 KB costs ~40 µs)."""
+    data = text.encode("utf-8") if utf8 is None else utf8
+    if compress_above is None or len(data) <= compress_above:
+        return Stored(text, None, len(data))
+    packed = _codecs.compressor.compress(data)
+    return Stored(None, packed, len(packed)) if len(packed) < len(data) else Stored(text, None, len(data))
 
 
 def text_of(row: dict[str, Any]) -> str | None:
