@@ -120,6 +120,11 @@ def ids(*known):
     return mostly(st.sampled_from(known), st.one_of(nasty, garbage))
 
 
+def keys(*known):
+    """``ids`` that can be a dict's key: what a caller could pass (a list cannot be one)."""
+    return ids(*known).filter(lambda value: not isinstance(value, list))
+
+
 def nested(depth):
     value = {}
     for _ in range(depth):
@@ -147,7 +152,7 @@ step = st.fixed_dictionaries({"step_name": ids("s1", "s2", "S1"), "step_type": i
     "dependson": garbage})
 steps = mostly(st.lists(mostly(step, garbage), max_size=3), garbage)
 edit = st.dictionaries(st.sampled_from(["output", "input", "x"]), objects, min_size=1, max_size=2)
-updates = mostly(st.dictionaries(ids("a", "b"), mostly(edit, garbage), max_size=2), garbage)
+updates = mostly(st.dictionaries(keys("a", "b"), mostly(edit, garbage), max_size=2), garbage)
 tenants, tasks, step_names = ids(TENANT), ids("task"), ids("a", "b", "A")
 
 
