@@ -3,6 +3,7 @@ every claimed handler run to its end, the outcomes recorded; no loop, no timing.
 import pytest
 
 from pipeline_service import InvalidStateError
+from pipeline_service.ids import now_ms
 from pipeline_service.store import sqlor_adapter
 
 DIAMOND = [("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])]
@@ -149,6 +150,29 @@ async def test_a_task_failing_in_several_steps_names_them_in_the_order_of_its_de
     detail = await stepper.detail(tenant, task["id"])
     assert detail["status"] == "failed"
     assert detail["error"] == "; ".join(f"step {n!r} failed: ValueError: {n} broke" for n in names)
+
+
+async def test_a_step_whose_worker_died_while_its_task_was_paused_is_taken_back_held(
+        stepper, tenant, pipeline_id, step_type):
+    """A claim's lease runs out (its worker died) while a person has paused the task: recovery takes
+    the step back, but held — no round runs it until the task is resumed."""
+    calls = []
+
+    async def work(tenant_id, task_id, step_name, input_data, config):
+        calls.append(step_name)
+        return {"ran": step_name}
+
+    stepper.register_handler(step_type, work)
+    await stepper.define_pipeline(pipeline_id, [{"step_name": "a", "step_type": step_type}])
+    task = await stepper.submit(tenant, pipeline_id, "o", "lost worker", {})
+    [claim] = await stepper.claimer.claim_ready("dead-worker", 1, -1, [step_type], {}, None)  # expired at once
+    await stepper.pause(tenant, task["id"])
+    assert await stepper.recorder.recover_expired(now_ms(), max_crashes=3) == 1
+    assert (await stepper.executor.run_once()).claims == () and calls == []  # held by the pause
+    await stepper.resume(tenant, task["id"])
+    (ran,) = (await stepper.executor.run_once()).outcomes
+    assert ran.output == {"ran": "a"} and calls == ["a"]
+    assert (await stepper.detail(tenant, task["id"]))["status"] == "succeeded"
 
 
 async def test_a_round_claims_only_its_own_step_types(stepper, tenant, pipeline_id, step_type):
