@@ -26,8 +26,8 @@ def check_writable(stored: Stored, max_write_bytes: int | None, what: str) -> No
     if max_write_bytes is not None and 2 * stored.size + WRITE_OVERHEAD > max_write_bytes:
         raise InvalidInputError(
             f"{what} is {stored.size:,} bytes as stored; the MySQL server's max_allowed_packet "
-            f"({max_write_bytes:,} bytes) takes at most {(max_write_bytes - WRITE_OVERHEAD) // 2:,} in one write (raise max_allowed_packet, or "
-            "return less)")
+            f"({max_write_bytes:,} bytes) takes at most {(max_write_bytes - WRITE_OVERHEAD) // 2:,} in one "
+            "write (raise max_allowed_packet, or return less)")
 
 
 class Writes:
