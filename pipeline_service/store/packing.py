@@ -74,9 +74,9 @@ def pack(text: str, compress_above: int | None, utf8: bytes | None = None) -> St
     smaller so (``utf8``: those bytes, if the caller has them: encoding 20 KB costs ~40 µs)."""
     data = text.encode("utf-8") if utf8 is None else utf8
     if compress_above is None or len(data) <= compress_above:
-        return Stored(text, None, len(data))
+        return as_text(text, data)
     packed = _codecs.compressor.compress(data)
-    return Stored(None, packed, len(packed)) if len(packed) < len(data) else Stored(text, None, len(data))
+    return Stored(None, packed, len(packed)) if len(packed) < len(data) else as_text(text, data)
 
 
 def text_of(row: dict[str, Any]) -> str | None:
